@@ -1,0 +1,386 @@
+//! Command-line flags and the validated [`Config`] they become.
+//!
+//! Flags are parsed once by argh into [`Flags`], then checked and turned into a
+//! [`Config`] that the rest of the crate trusts. Secrets are read here, from a
+//! file or the environment, never from a flag value (flags are visible in `ps`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::auth::Secret;
+
+/// Environment variable that may hold the token secret instead of `--secret-file`.
+pub const SECRET_ENV: &str = "PUSHHUB_SECRET";
+
+/// Sockets kept back from the open-files limit for listeners, backends, logs and stdio
+/// when `--max-connections` is not given.
+pub const RESERVED_FDS: u64 = 64;
+
+/// pushhub: a single-threaded WebSocket push hub. Browsers and apps connect to the
+/// WebSocket port and authenticate as a uid; backends push JSON lines to the text port.
+#[derive(FromArgs, Debug)]
+pub struct Flags {
+    /// the WebSocket listen address [default: 0.0.0.0:1234]
+    #[argh(option, default = "default_ws()")]
+    pub ws: SocketAddr,
+
+    /// text-port (backend) listen address; keep it private [default: 127.0.0.1:5678]
+    #[argh(option, default = "default_text()")]
+    pub text: SocketAddr,
+
+    /// accept a bare uid as the first message (the Workerman original's protocol):
+    /// any client can then claim any uid [default: off]
+    #[argh(switch)]
+    pub allow_plain_uid: bool,
+
+    /// file holding the HS256 token secret (PUSHHUB_SECRET works too) [default: none]
+    #[argh(option)]
+    pub secret_file: Option<PathBuf>,
+
+    /// most WebSocket connections held at once [default: open-files limit - 64]
+    #[argh(option)]
+    pub max_connections: Option<u64>,
+
+    /// time a client has to complete the WebSocket handshake [default: 5s]
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    pub handshake_timeout: Duration,
+
+    /// time a client has to authenticate after the handshake [default: 10s]
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
+    pub auth_timeout: Duration,
+
+    /// ping a connection that has sent nothing for this long [default: 25s]
+    #[argh(
+        option,
+        default = "Duration::from_secs(25)",
+        from_str_fn(parse_duration)
+    )]
+    pub ping_interval: Duration,
+
+    /// close a connection that has sent nothing (not even a pong) for this long [default: 60s]
+    #[argh(
+        option,
+        default = "Duration::from_secs(60)",
+        from_str_fn(parse_duration)
+    )]
+    pub idle_timeout: Duration,
+
+    /// largest message a client may send, e.g. 4KiB [default: 64KiB]
+    #[argh(option, default = "64 * 1024", from_str_fn(parse_size))]
+    pub max_message_size: usize,
+
+    /// messages queued for one client before it is dropped as a slow consumer [default: 1024]
+    #[argh(option, default = "1024")]
+    pub max_queue_messages: usize,
+
+    /// payload bytes queued for one client before it is dropped as a slow consumer [default: 256KiB]
+    #[argh(option, default = "256 * 1024", from_str_fn(parse_size))]
+    pub max_queue_bytes: usize,
+
+    /// longest text-port line; a longer one is refused and its connection closed [default: 1MiB]
+    #[argh(option, default = "1024 * 1024", from_str_fn(parse_size))]
+    pub max_line_length: usize,
+
+    /// on SIGINT/SIGTERM, time allowed to close every connection before exiting [default: 5s]
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    pub shutdown_timeout: Duration,
+
+    /// log level: error, warn, info, debug or trace [default: info]
+    #[argh(option, default = "log::LevelFilter::Info", from_str_fn(parse_level))]
+    pub log_level: log::LevelFilter,
+}
+
+fn default_ws() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 1234))
+}
+
+fn default_text() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5678))
+}
+
+/// How clients prove which uid they are.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// Accept the first text message as a bare uid.
+    pub allow_plain_uid: bool,
+    /// Verify HS256 tokens with this secret.
+    pub secret: Option<Secret>,
+}
+
+/// Everything the hub needs to run, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub auth: AuthConfig,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub max_message_size: usize,
+    pub max_queue_messages: usize,
+    pub max_queue_bytes: usize,
+    pub max_line_length: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    /// The flag defaults, with no way to authenticate and room for 1,000 connections.
+    fn default() -> Self {
+        Config {
+            auth: AuthConfig::default(),
+            max_connections: 1000,
+            handshake_timeout: Duration::from_secs(5),
+            auth_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_message_size: 64 * 1024,
+            max_queue_messages: 1024,
+            max_queue_bytes: 256 * 1024,
+            max_line_length: 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the flags (or the secret they point at) cannot make a [`Config`].
+#[derive(Debug)]
+pub enum ConfigError {
+    /// Neither plain uids nor a token secret: no client could ever authenticate.
+    NoAuth,
+    SecretFile(PathBuf, std::io::Error),
+    EmptySecret(String),
+    Invalid(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::NoAuth => write!(
+                f,
+                "no way for clients to authenticate: give --secret-file PATH (or set \
+                 {SECRET_ENV}) to verify signed tokens, or --allow-plain-uid to accept \
+                 bare uids as the Workerman original did"
+            ),
+            ConfigError::SecretFile(path, e) => {
+                write!(f, "cannot read the secret file {}: {e}", path.display())
+            }
+            ConfigError::EmptySecret(from) => write!(f, "the token secret from {from} is empty"),
+            ConfigError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Flags {
+    /// Checks the flags and reads the secret. `env_secret` is the value of
+    /// [`SECRET_ENV`], passed in so that tests need not touch the process environment;
+    /// `fd_limit` is the open-files limit the process runs with.
+    pub fn into_config(
+        self,
+        env_secret: Option<String>,
+        fd_limit: u64,
+    ) -> Result<Config, ConfigError> {
+        let secret = match (&self.secret_file, env_secret) {
+            (Some(path), _) => {
+                let raw =
+                    std::fs::read(path).map_err(|e| ConfigError::SecretFile(path.clone(), e))?;
+                Some(
+                    Secret::from_file_contents(&raw)
+                        .ok_or_else(|| ConfigError::EmptySecret(path.display().to_string()))?,
+                )
+            }
+            (None, Some(value)) => Some(
+                Secret::from_file_contents(value.as_bytes())
+                    .ok_or_else(|| ConfigError::EmptySecret(SECRET_ENV.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+        if secret.is_none() && !self.allow_plain_uid {
+            return Err(ConfigError::NoAuth);
+        }
+        let max_connections = match self.max_connections {
+            Some(0) => return Err(invalid("--max-connections must be at least 1")),
+            Some(n) => n,
+            None => fd_limit.saturating_sub(RESERVED_FDS).max(1),
+        };
+        if self.idle_timeout <= self.ping_interval {
+            return Err(invalid(
+                "--idle-timeout must be longer than --ping-interval, or idle clients \
+                 are closed before they are pinged",
+            ));
+        }
+        for (name, d) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--auth-timeout", self.auth_timeout),
+            ("--ping-interval", self.ping_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(&format!("{name} must be longer than zero")));
+            }
+        }
+        for (name, n) in [
+            ("--max-message-size", self.max_message_size),
+            ("--max-queue-messages", self.max_queue_messages),
+            ("--max-queue-bytes", self.max_queue_bytes),
+            ("--max-line-length", self.max_line_length),
+        ] {
+            if n == 0 {
+                return Err(invalid(&format!("{name} must be at least 1")));
+            }
+        }
+        Ok(Config {
+            auth: AuthConfig {
+                allow_plain_uid: self.allow_plain_uid,
+                secret,
+            },
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            handshake_timeout: self.handshake_timeout,
+            auth_timeout: self.auth_timeout,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            max_message_size: self.max_message_size,
+            max_queue_messages: self.max_queue_messages,
+            max_queue_bytes: self.max_queue_bytes,
+            max_line_length: self.max_line_length,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+fn invalid(msg: &str) -> ConfigError {
+    ConfigError::Invalid(msg.to_string())
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: use e.g. 500ms, 10s, 2m or 1h"))?;
+    let millis = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}`: use ms, s, m or h"
+            ));
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration `{s}` is too long"))
+}
+
+/// Parses a byte count: `4096`, `64KiB`, `1MiB` (also `k`/`KB`/`M`/`MB`, all powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size: use e.g. 4096, 64KiB or 1MiB"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}`: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("unknown log level `{s}`: use error, warn, info, debug or trace"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Result<Flags, String> {
+        Flags::from_args(&["pushhub"], args).map_err(|e| e.output)
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn refuses_to_start_without_auth() {
+        let err = flags(&[]).unwrap().into_config(None, 20_000).unwrap_err();
+        assert!(matches!(err, ConfigError::NoAuth));
+        assert!(err.to_string().contains("--secret-file"));
+    }
+
+    #[test]
+    fn secret_from_env_and_default_capacity() {
+        let config = flags(&[])
+            .unwrap()
+            .into_config(Some("s3cret".into()), 20_000)
+            .unwrap();
+        assert!(config.auth.secret.is_some());
+        assert!(!config.auth.allow_plain_uid);
+        assert_eq!(config.max_connections, 20_000 - RESERVED_FDS as usize);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(flags(&["--ws", "nowhere"]).is_err());
+        assert!(flags(&["--max-connections", "-3"]).is_err());
+        let err = flags(&["--allow-plain-uid", "--secret-file", "/nonexistent/secret"])
+            .unwrap()
+            .into_config(None, 100)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::SecretFile(..)));
+        let err = flags(&[
+            "--allow-plain-uid",
+            "--ping-interval",
+            "60s",
+            "--idle-timeout",
+            "30s",
+        ])
+        .unwrap()
+        .into_config(None, 100)
+        .unwrap_err();
+        assert!(err.to_string().contains("--idle-timeout"));
+        let err = flags(&[])
+            .unwrap()
+            .into_config(Some(" \n".into()), 100)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::EmptySecret(_)));
+    }
+}

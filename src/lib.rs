@@ -1,0 +1,33 @@
+//! pushhub: a single-threaded WebSocket push hub.
+//!
+//! Clients connect over WebSocket and authenticate as a uid; backends write one
+//! JSON request per line to the text port, and the hub delivers each push to
+//! every connection of the uid. Everything runs as tasks of one `LocalExecutor`
+//! on one thread.
+//!
+//! Map of the crate:
+//! - [`config`]: flags → validated [`Config`].
+//! - [`server`]: listeners, deadline sweeper and shutdown ([`run`]).
+//! - `ws`: one WebSocket connection's task: handshake, authentication, I/O.
+//! - [`text_port`]: one backend connection, and [`text_port::handle_line`].
+//! - [`protocol`]: the text port's line codec, requests and replies (no I/O).
+//! - [`hub`]: the connection table, uid index and outbound queues (never awaits).
+//! - [`auth`]: HS256 tokens and plain uids.
+//! - [`metrics`]: counters and the `stats` snapshot.
+//! - [`logger`]: leveled logging to stderr.
+//! - [`shutdown`]: SIGINT/SIGTERM → the shutdown future.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod logger;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod text_port;
+mod ws;
+
+pub use config::Config;
+pub use server::{Listeners, run};

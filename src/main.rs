@@ -1,0 +1,96 @@
+//! The `pushhub` binary: flags → validated config → raised open-files limit →
+//! bound listeners → the hub on this thread until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use log::{error, info, warn};
+use pushhub::config::{Flags, SECRET_ENV};
+use pushhub::{Listeners, logger, shutdown};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+fn main() -> ExitCode {
+    let flags: Flags = argh::from_env();
+    logger::init(flags.log_level);
+    let (ws, text) = (flags.ws, flags.text);
+    let fd_limit = raise_fd_limit();
+    let config = match flags.into_config(std::env::var(SECRET_ENV).ok(), fd_limit) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.auth.allow_plain_uid {
+        warn!(
+            "plain-uid mode: any client can claim any uid by sending it; give a token \
+             secret and drop --allow-plain-uid for production"
+        );
+    }
+    if let Some(secret) = &config.auth.secret {
+        info!(
+            "token mode: HS256 tokens with a {}-byte secret",
+            secret.len()
+        );
+        if secret.len() < 32 {
+            warn!("the token secret is shorter than 32 bytes; use a longer random one");
+        }
+    }
+    info!(
+        "capacity: {} WebSocket connections (open-files limit {fd_limit})",
+        config.max_connections
+    );
+    let listeners = match Listeners::bind(ws, text) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            error!("cannot listen on {ws} (WebSocket) and {text} (text port): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (ws_addr, text_addr) = match (listeners.ws.local_addr(), listeners.text.local_addr()) {
+        (Ok(w), Ok(t)) => (w, t),
+        (Err(e), _) | (_, Err(e)) => {
+            error!("cannot read the bound addresses: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let shutdown = match shutdown::on_signal() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    info!("WebSocket on ws://{ws_addr}, text port on {text_addr}");
+    match smol::block_on(pushhub::run(config, listeners, shutdown)) {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit, since every connection is
+/// a file descriptor, and returns the limit now in force.
+fn raise_fd_limit() -> u64 {
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        // Unlimited hard limit: keep the soft one, which is finite.
+        return limit.current.unwrap_or(1024);
+    };
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => hard,
+        Err(e) => {
+            let soft = limit.current.unwrap_or(1024);
+            warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+            soft
+        }
+    }
+}

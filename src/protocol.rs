@@ -1,0 +1,561 @@
+//! The text port's wire format: newline-delimited requests in, one reply line out
+//! per request. No I/O here: the codec works on byte slices, so the server, the
+//! benches and the tests share it.
+//!
+//! Two request forms live side by side:
+//! - the Workerman original, a JSON object with `uid` and no `cmd`, answered `ok` or `fail`;
+//! - commands, a JSON object with `cmd`, answered by a JSON object with `"ok"`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::metrics::Stats;
+
+/// Finds the next complete line at the start of `buf`.
+///
+/// Returns `Ok(Some((line, consumed)))` with the line stripped of its `\n` (and a
+/// `\r` before it), `Ok(None)` when more bytes are needed, and `Err` once the line
+/// is known to be longer than `max_len` bytes.
+pub fn split_line(buf: &[u8], max_len: usize) -> Result<Option<(&[u8], usize)>, LineTooLong> {
+    let window = &buf[..buf.len().min(max_len.saturating_add(2))];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let line = &buf[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max_len {
+                Err(LineTooLong { max_len })
+            } else {
+                Ok(Some((line, end + 1)))
+            }
+        }
+        None if buf.len() > max_len + 1 => Err(LineTooLong { max_len }),
+        None => Ok(None),
+    }
+}
+
+/// A line grew past the configured maximum without ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong {
+    pub max_len: usize,
+}
+
+/// A parsed request line.
+#[derive(Debug)]
+pub enum Request<'a> {
+    /// The original form: deliver `line`, verbatim, to every connection of `uid`.
+    Legacy { uid: Cow<'a, str>, line: &'a str },
+    /// The original form with a `uid` that is missing or of the wrong type: answered `fail`.
+    LegacyInvalid(RequestError),
+    /// A command; `id` is echoed in the reply whether or not the command was valid.
+    Command {
+        id: Option<&'a RawValue>,
+        command: Result<Command<'a>, RequestError>,
+    },
+    /// A line that is not a JSON object at all.
+    Invalid(RequestError),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Command<'a> {
+    Push { to: Targets<'a>, data: Cow<'a, str> },
+    Broadcast { data: Cow<'a, str> },
+    Online { who: Targets<'a> },
+    Kick { who: Targets<'a> },
+    Stats,
+}
+
+/// The uids a command names: `uid` for one, `uids` for several.
+#[derive(Debug, PartialEq)]
+pub enum Targets<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl<'a> Targets<'a> {
+    pub fn as_slice(&self) -> &[Cow<'a, str>] {
+        match self {
+            Targets::One(uid) => std::slice::from_ref(uid),
+            Targets::Many(uids) => uids,
+        }
+    }
+}
+
+/// Why a request line was refused; the `Display` text is the reply's `error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestError {
+    Empty,
+    NotUtf8,
+    InvalidJson(String),
+    NotAnObject,
+    UnknownCmd(String),
+    MissingField(&'static str),
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    UidAndUids,
+    LineTooLong(usize),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Empty => f.write_str("empty line: send one JSON object per line"),
+            RequestError::NotUtf8 => f.write_str("line is not valid UTF-8"),
+            RequestError::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
+            RequestError::NotAnObject => f.write_str("a request must be a JSON object"),
+            RequestError::UnknownCmd(cmd) => write!(
+                f,
+                "unknown cmd `{cmd}`: expected push, broadcast, online, kick or stats"
+            ),
+            RequestError::MissingField(field) => write!(f, "missing field `{field}`"),
+            RequestError::WrongType { field, expected } => {
+                write!(f, "`{field}` must be {expected}")
+            }
+            RequestError::UidAndUids => f.write_str("give `uid` or `uids`, not both"),
+            RequestError::LineTooLong(max) => {
+                write!(f, "line longer than {max} bytes; closing the connection")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Every field any request may carry, still as raw JSON, so that each is checked
+/// for its type with an error that names it. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    cmd: Option<&'a RawValue>,
+    #[serde(borrow)]
+    uid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    uids: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// Parses one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> Request<'_> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Request::Invalid(RequestError::NotUtf8);
+    };
+    if text.trim().is_empty() {
+        return Request::Invalid(RequestError::Empty);
+    }
+    if !text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Request::Invalid(RequestError::NotAnObject),
+            Err(e) => Request::Invalid(RequestError::InvalidJson(e.to_string())),
+        };
+    }
+    let fields: Fields = match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        Err(e) => return Request::Invalid(RequestError::InvalidJson(e.to_string())),
+    };
+    match fields.cmd {
+        None => match fields.uid.map(|raw| uid(raw, "uid")) {
+            Some(Ok(uid)) => Request::Legacy { uid, line: text },
+            Some(Err(e)) => Request::LegacyInvalid(e),
+            None => Request::LegacyInvalid(RequestError::MissingField("uid")),
+        },
+        Some(cmd) => Request::Command {
+            id: fields.id,
+            command: command(cmd, &fields),
+        },
+    }
+}
+
+fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
+    let cmd: Cow<str> = serde_json::from_str(cmd.get()).map_err(|_| RequestError::WrongType {
+        field: "cmd",
+        expected: "a string",
+    })?;
+    match cmd.as_ref() {
+        "push" => Ok(Command::Push {
+            to: targets(fields)?,
+            data: data(fields)?,
+        }),
+        "broadcast" => Ok(Command::Broadcast {
+            data: data(fields)?,
+        }),
+        "online" => Ok(Command::Online {
+            who: targets(fields)?,
+        }),
+        "kick" => Ok(Command::Kick {
+            who: targets(fields)?,
+        }),
+        "stats" => Ok(Command::Stats),
+        _ => Err(RequestError::UnknownCmd(cmd.into_owned())),
+    }
+}
+
+fn targets<'a>(fields: &Fields<'a>) -> Result<Targets<'a>, RequestError> {
+    match (fields.uid, fields.uids) {
+        (Some(_), Some(_)) => Err(RequestError::UidAndUids),
+        (Some(raw), None) => Ok(Targets::One(uid(raw, "uid")?)),
+        (None, Some(raw)) => {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+                    field: "uids",
+                    expected: "an array of strings or numbers",
+                })?;
+            let uids = items
+                .into_iter()
+                .map(|item| uid(item, "uids"))
+                .collect::<Result<_, _>>()?;
+            Ok(Targets::Many(uids))
+        }
+        (None, None) => Err(RequestError::MissingField("uid")),
+    }
+}
+
+/// A uid is a JSON string, or a number taken as its text (PHP backends send both).
+fn uid<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, RequestError> {
+    let text = raw.get();
+    let wrong = RequestError::WrongType {
+        field,
+        expected: if field == "uids" {
+            "an array of strings or numbers"
+        } else {
+            "a string or a number"
+        },
+    };
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str(text).map_err(|_| wrong),
+        Some(b'-' | b'0'..=b'9') => Ok(Cow::Borrowed(text)),
+        _ => Err(wrong),
+    }
+}
+
+/// The text a push delivers: a JSON string's contents, or any other value's JSON text.
+fn data<'a>(fields: &Fields<'a>) -> Result<Cow<'a, str>, RequestError> {
+    let raw = fields.data.ok_or(RequestError::MissingField("data"))?;
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))
+    } else {
+        Ok(Cow::Borrowed(text))
+    }
+}
+
+/// One uid's presence, in a reply to `online` with `uids`.
+#[derive(Debug, Serialize)]
+pub struct Presence<'a> {
+    pub uid: Cow<'a, str>,
+    pub online: bool,
+    pub connections: usize,
+}
+
+/// A reply line's content, before encoding.
+#[derive(Debug)]
+pub enum Reply<'a> {
+    /// `ok` or `fail`, for the original form.
+    Legacy(bool),
+    Delivered(usize),
+    /// `online` for one uid: how many connections it has.
+    Online(usize),
+    OnlineMany(Vec<Presence<'a>>),
+    Kicked(usize),
+    Stats(Stats),
+    Error(RequestError),
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, B> {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a RawValue>,
+    #[serde(flatten)]
+    body: B,
+}
+
+#[derive(Serialize)]
+struct DeliveredBody {
+    delivered: usize,
+}
+
+#[derive(Serialize)]
+struct OnlineBody {
+    online: bool,
+    connections: usize,
+}
+
+#[derive(Serialize)]
+struct ManyBody<'a, 'b> {
+    results: &'b [Presence<'a>],
+}
+
+#[derive(Serialize)]
+struct KickedBody {
+    kicked: usize,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// Appends the reply line, newline included, to `out`.
+pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
+    fn put<B: Serialize>(out: &mut Vec<u8>, ok: bool, id: Option<&RawValue>, body: B) {
+        // Serializing into a Vec fails only on a non-string map key; ours have none.
+        serde_json::to_writer(&mut *out, &Envelope { ok, id, body })
+            .expect("reply types always serialize");
+    }
+    match reply {
+        Reply::Legacy(true) => out.extend_from_slice(b"ok"),
+        Reply::Legacy(false) => out.extend_from_slice(b"fail"),
+        Reply::Delivered(delivered) => put(
+            out,
+            true,
+            id,
+            DeliveredBody {
+                delivered: *delivered,
+            },
+        ),
+        Reply::Online(connections) => put(
+            out,
+            true,
+            id,
+            OnlineBody {
+                online: *connections > 0,
+                connections: *connections,
+            },
+        ),
+        Reply::OnlineMany(results) => put(out, true, id, ManyBody { results }),
+        Reply::Kicked(kicked) => put(out, true, id, KickedBody { kicked: *kicked }),
+        Reply::Stats(stats) => put(out, true, id, stats),
+        Reply::Error(e) => put(
+            out,
+            false,
+            id,
+            ErrorBody {
+                error: e.to_string(),
+            },
+        ),
+    }
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(line: &str) -> Result<Command<'_>, RequestError> {
+        match parse_request(line.as_bytes()) {
+            Request::Command { command, .. } => command,
+            other => panic!("not a command: {other:?}"),
+        }
+    }
+
+    fn legacy(line: &str) -> Result<String, RequestError> {
+        match parse_request(line.as_bytes()) {
+            Request::Legacy { uid, line: echoed } => {
+                assert_eq!(echoed, line);
+                Ok(uid.into_owned())
+            }
+            Request::LegacyInvalid(e) => Err(e),
+            other => panic!("not the original form: {other:?}"),
+        }
+    }
+
+    fn invalid(line: &[u8]) -> RequestError {
+        match parse_request(line) {
+            Request::Invalid(e) => e,
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
+    fn reply(id: Option<&str>, r: Reply) -> String {
+        let raw = id.map(|id| serde_json::from_str::<&RawValue>(id).unwrap());
+        let mut out = Vec::new();
+        write_reply(&mut out, raw, &r);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn splits_lines() {
+        assert_eq!(split_line(b"abc\ndef", 10), Ok(Some((&b"abc"[..], 4))));
+        assert_eq!(split_line(b"abc\r\n", 10), Ok(Some((&b"abc"[..], 5))));
+        assert_eq!(split_line(b"\n", 10), Ok(Some((&b""[..], 1))));
+        assert_eq!(split_line(b"abc", 10), Ok(None));
+        assert_eq!(split_line(b"", 10), Ok(None));
+        assert_eq!(
+            split_line(b"0123456789\n", 10),
+            Ok(Some((&b"0123456789"[..], 11)))
+        );
+        assert_eq!(
+            split_line(b"0123456789\r\n", 10),
+            Ok(Some((&b"0123456789"[..], 12)))
+        );
+        assert_eq!(
+            split_line(b"0123456789A\n", 10),
+            Err(LineTooLong { max_len: 10 })
+        );
+        assert_eq!(
+            split_line(b"0123456789AB", 10),
+            Err(LineTooLong { max_len: 10 })
+        );
+        assert_eq!(split_line(b"0123456789A", 10), Ok(None));
+    }
+
+    #[test]
+    fn legacy_form() {
+        assert_eq!(
+            legacy(r#"{"uid":"uid1","percent":"88%"}"#),
+            Ok("uid1".into())
+        );
+        assert_eq!(legacy(r#"{"uid":42,"x":1}"#), Ok("42".into()));
+        assert_eq!(legacy(r#"{"uid":"caf\u00e9"}"#), Ok("café".into()));
+        assert!(legacy(r#"{"uid":true}"#).is_err());
+        assert!(legacy(r#"{"uid":null}"#).is_err());
+        assert_eq!(
+            legacy(r#"{"percent":"1"}"#),
+            Err(RequestError::MissingField("uid"))
+        );
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            cmd(r#"{"cmd":"push","uid":"u1","data":"hi \"you\""}"#),
+            Ok(Command::Push {
+                to: Targets::One("u1".into()),
+                data: "hi \"you\"".into()
+            })
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"push","uids":["u1",2],"data":{"a": [1, 2]}}"#),
+            Ok(Command::Push {
+                to: Targets::Many(vec!["u1".into(), "2".into()]),
+                data: r#"{"a": [1, 2]}"#.into()
+            })
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"broadcast","data":7}"#),
+            Ok(Command::Broadcast { data: "7".into() })
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"online","uids":[]}"#),
+            Ok(Command::Online {
+                who: Targets::Many(vec![])
+            })
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"kick","uid":"u9"}"#),
+            Ok(Command::Kick {
+                who: Targets::One("u9".into())
+            })
+        );
+        assert_eq!(cmd(r#"{"cmd":"stats","extra":[1]}"#), Ok(Command::Stats));
+        match parse_request(br#"{"cmd":"stats","id":{"n":1}}"#) {
+            Request::Command { id, .. } => assert_eq!(id.unwrap().get(), r#"{"n":1}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_commands_say_why() {
+        assert_eq!(
+            cmd(r#"{"cmd":"explode"}"#),
+            Err(RequestError::UnknownCmd("explode".into()))
+        );
+        assert!(matches!(
+            cmd(r#"{"cmd":5}"#),
+            Err(RequestError::WrongType { field: "cmd", .. })
+        ));
+        assert_eq!(
+            cmd(r#"{"cmd":"push","uid":"u"}"#),
+            Err(RequestError::MissingField("data"))
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"push","data":1}"#),
+            Err(RequestError::MissingField("uid"))
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"push","uid":"a","uids":["b"],"data":1}"#),
+            Err(RequestError::UidAndUids)
+        );
+        assert!(matches!(
+            cmd(r#"{"cmd":"push","uid":[1],"data":1}"#),
+            Err(RequestError::WrongType { field: "uid", .. })
+        ));
+        assert!(matches!(
+            cmd(r#"{"cmd":"online","uids":"u1"}"#),
+            Err(RequestError::WrongType { field: "uids", .. })
+        ));
+        assert!(matches!(
+            cmd(r#"{"cmd":"online","uids":[{}]}"#),
+            Err(RequestError::WrongType { field: "uids", .. })
+        ));
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        assert_eq!(invalid(b""), RequestError::Empty);
+        assert_eq!(invalid(b"  \t"), RequestError::Empty);
+        assert_eq!(invalid(b"\xff\xfe{}"), RequestError::NotUtf8);
+        assert_eq!(invalid(b"[1,2]"), RequestError::NotAnObject);
+        assert_eq!(invalid(b"\"u1\""), RequestError::NotAnObject);
+        for garbage in [
+            "{",
+            "{\"uid\":",
+            "hello",
+            "{\"uid\":\"a\"} trailing",
+            "{\"uid\":\"a\",\"uid\":\"b\"}",
+        ] {
+            assert!(
+                matches!(invalid(garbage.as_bytes()), RequestError::InvalidJson(_)),
+                "{garbage}"
+            );
+        }
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(reply(None, Reply::Legacy(true)), "ok\n");
+        assert_eq!(reply(None, Reply::Legacy(false)), "fail\n");
+        assert_eq!(
+            reply(None, Reply::Delivered(3)),
+            "{\"ok\":true,\"delivered\":3}\n"
+        );
+        assert_eq!(
+            reply(Some("\"a-1\""), Reply::Delivered(0)),
+            "{\"ok\":true,\"id\":\"a-1\",\"delivered\":0}\n"
+        );
+        assert_eq!(
+            reply(None, Reply::Online(2)),
+            "{\"ok\":true,\"online\":true,\"connections\":2}\n"
+        );
+        assert_eq!(
+            reply(
+                Some("7"),
+                Reply::OnlineMany(vec![Presence {
+                    uid: "u".into(),
+                    online: false,
+                    connections: 0
+                }])
+            ),
+            "{\"ok\":true,\"id\":7,\"results\":[{\"uid\":\"u\",\"online\":false,\"connections\":0}]}\n"
+        );
+        assert_eq!(
+            reply(None, Reply::Kicked(1)),
+            "{\"ok\":true,\"kicked\":1}\n"
+        );
+        let err = reply(
+            Some("1"),
+            Reply::Error(RequestError::UnknownCmd("x\"y".into())),
+        );
+        let v: serde_json::Value = serde_json::from_str(&err).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["id"], 1);
+        assert!(v["error"].as_str().unwrap().contains("x\"y"));
+    }
+}

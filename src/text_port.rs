@@ -1,0 +1,184 @@
+//! The backend port: newline-delimited JSON requests, each answered by one line,
+//! in order. `handle_line` is the whole request → hub → reply path with no I/O;
+//! `serve` feeds it from a socket.
+
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::rc::Rc;
+
+use log::debug;
+use smol::Async;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::hub::{Hub, Payload};
+use crate::protocol::{
+    Command, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
+    write_reply,
+};
+use crate::server::Shared;
+
+/// Bytes read from a backend at a time; lines longer than this grow the buffer
+/// up to `--max-line-length`.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests handled before yielding to the connection tasks. Kept well below the
+/// default queue bound, so that a pipelined burst to one uid is written out
+/// between turns instead of overflowing that uid's queue.
+const LINE_BUDGET: usize = 128;
+
+/// Handles one request line and appends its reply line to `out`.
+pub fn handle_line(hub: &mut Hub, line: &[u8], out: &mut Vec<u8>) {
+    match parse_request(line) {
+        Request::Legacy { uid, line } => {
+            hub.counters.pushes += 1;
+            let delivered =
+                hub.connections_of(&uid) > 0 && hub.push(&uid, &Payload::from(line)) > 0;
+            write_reply(out, None, &Reply::Legacy(delivered));
+        }
+        Request::LegacyInvalid(e) => {
+            debug!("text port: answering fail: {e}");
+            write_reply(out, None, &Reply::Legacy(false));
+        }
+        Request::Invalid(e) => write_reply(out, None, &Reply::Error(e)),
+        Request::Command { id, command } => {
+            let reply = match command {
+                Ok(command) => execute(hub, command),
+                Err(e) => Reply::Error(e),
+            };
+            write_reply(out, id, &reply);
+        }
+    }
+}
+
+fn execute<'a>(hub: &mut Hub, command: Command<'a>) -> Reply<'a> {
+    match command {
+        Command::Push { to, data } => {
+            hub.counters.pushes += 1;
+            let payload = Payload::from(data.as_ref());
+            Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &payload)).sum())
+        }
+        Command::Broadcast { data } => {
+            hub.counters.broadcasts += 1;
+            Reply::Delivered(hub.broadcast(&Payload::from(data.as_ref())))
+        }
+        Command::Online {
+            who: Targets::One(uid),
+        } => Reply::Online(hub.connections_of(&uid)),
+        Command::Online {
+            who: Targets::Many(uids),
+        } => Reply::OnlineMany(
+            uids.into_iter()
+                .map(|uid| {
+                    let connections = hub.connections_of(&uid);
+                    Presence {
+                        uid,
+                        online: connections > 0,
+                        connections,
+                    }
+                })
+                .collect(),
+        ),
+        Command::Kick { who } => Reply::Kicked(each_uid(&who).map(|uid| hub.kick(uid)).sum()),
+        Command::Stats => Reply::Stats(hub.stats()),
+    }
+}
+
+/// The distinct uids of a command, so that a uid listed twice is served once.
+fn each_uid<'t>(targets: &'t Targets) -> impl Iterator<Item = &'t str> {
+    let mut seen = HashSet::new();
+    targets
+        .as_slice()
+        .iter()
+        .map(|uid| uid.as_ref())
+        .filter(move |uid| targets.as_slice().len() == 1 || seen.insert(*uid))
+}
+
+/// Serves one backend connection until it closes or sends an over-long line.
+pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
+    let max_len = shared.config.max_line_length;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut start, mut end) = (0, 0);
+    let mut out = Vec::new();
+    let mut eof = false;
+    loop {
+        // Handle what is buffered, a budget at a time.
+        let mut handled = 0;
+        let mut too_long = None;
+        {
+            let mut hub = shared.hub.borrow_mut();
+            while handled < LINE_BUDGET {
+                match split_line(&buf[start..end], max_len) {
+                    Ok(Some((line, used))) => {
+                        handle_line(&mut hub, line, &mut out);
+                        start += used;
+                        handled += 1;
+                    }
+                    Ok(None) if eof && start < end => {
+                        // A last request without its newline is still a request.
+                        handle_line(&mut hub, &buf[start..end], &mut out);
+                        start = end;
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        too_long = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = too_long {
+            debug!(
+                "text port: closing a connection that sent a line over {} bytes",
+                e.max_len
+            );
+            write_reply(
+                &mut out,
+                None,
+                &Reply::Error(RequestError::LineTooLong(e.max_len)),
+            );
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+            out.shrink_to(READ_CHUNK);
+        }
+        if too_long.is_some() || (eof && start == end) {
+            return;
+        }
+        if handled == LINE_BUDGET {
+            smol::future::yield_now().await;
+            continue;
+        }
+
+        // Make room, then read more.
+        if start == end {
+            (start, end) = (0, 0);
+            if buf.len() > READ_CHUNK {
+                buf = vec![0u8; READ_CHUNK];
+            }
+        } else if end == buf.len() {
+            if start > 0 {
+                buf.copy_within(start..end, 0);
+                (start, end) = (0, end - start);
+            } else {
+                // One partial line fills the buffer: grow it, up to the line limit
+                // (split_line refuses the line beyond that).
+                let grown = (buf.len() * 2)
+                    .min(max_len.saturating_add(2))
+                    .max(buf.len() + 1);
+                buf.resize(grown, 0);
+            }
+        }
+        match stream.read(&mut buf[end..]).await {
+            Ok(0) => eof = true,
+            Ok(n) => end += n,
+            Err(e) => {
+                debug!("text port: read failed: {e}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! One WebSocket client, from accepted socket to closed socket: handshake,
+//! authentication, then a single task that both drains the connection's hub
+//! queue into the socket and reads what the client sends.
+//!
+//! One task per connection, not a reader and a writer: half the task memory, no
+//! channel between them, and no lock around the WebSocket. The task never holds
+//! a hub borrow across an await.
+
+use std::future::Future;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+use futures_sink::Sink;
+use log::debug;
+use smol::Async;
+use smol::Timer;
+use smol::stream::StreamExt;
+
+use crate::auth::{self, AuthError, Identity};
+use crate::hub::{CloseReason, ConnId, Outbound};
+use crate::server::{Shared, SocketSlot};
+
+type Ws = WebSocketStream<Async<TcpStream>>;
+
+/// Payload bytes handed to the socket in one write. Messages queued while the
+/// previous write was in flight go out together, up to this much.
+const MAX_BATCH_BYTES: usize = 16 * 1024;
+
+/// Inbound read size. Clients send little (a token, pongs), and tungstenite keeps
+/// this buffer for the life of the connection, so it is kept small.
+const READ_BUFFER_BYTES: usize = 256;
+
+/// Inbound messages handled per turn before yielding, so that a flooding client
+/// cannot starve the rest of the executor.
+const READ_BUDGET: usize = 32;
+
+/// How long a close handshake may take before the socket is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Close codes of our own (RFC 6455 leaves 4000-4999 to applications).
+const CODE_KICKED: u16 = 4000;
+const CODE_UNAUTHORIZED: u16 = 4001;
+const CODE_AUTH_TIMEOUT: u16 = 4002;
+const CODE_IDLE_TIMEOUT: u16 = 4003;
+
+/// Why this side ends a connection; each becomes a close frame.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Hub(CloseReason),
+    Unauthorized(AuthError),
+    TooBig,
+    Protocol,
+    BadUtf8,
+}
+
+impl Ending {
+    fn frame(self) -> CloseFrame {
+        let (code, reason): (CloseCode, &str) = match self {
+            Ending::Hub(CloseReason::Kicked) => (CODE_KICKED.into(), "kicked"),
+            Ending::Hub(CloseReason::SlowConsumer) => {
+                (CloseCode::Policy, "slow consumer: outbound queue full")
+            }
+            Ending::Hub(CloseReason::AuthTimeout) => {
+                (CODE_AUTH_TIMEOUT.into(), "authentication timeout")
+            }
+            Ending::Hub(CloseReason::IdleTimeout) => (CODE_IDLE_TIMEOUT.into(), "idle timeout"),
+            Ending::Hub(CloseReason::Shutdown) => (CloseCode::Away, "server shutting down"),
+            Ending::Unauthorized(e) => {
+                return CloseFrame {
+                    code: CODE_UNAUTHORIZED.into(),
+                    reason: Utf8Bytes::from(format!("unauthorized: {e}")),
+                };
+            }
+            Ending::TooBig => (CloseCode::Size, "message too big"),
+            Ending::Protocol => (CloseCode::Protocol, "protocol error"),
+            Ending::BadUtf8 => (CloseCode::Invalid, "invalid UTF-8"),
+        };
+        CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }
+    }
+}
+
+/// The tungstenite settings that keep an idle connection small.
+fn ws_config(max_message_size: usize) -> WebSocketConfig {
+    let mut config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Frames collect in the write buffer and go out at flush: one write per batch.
+        .write_buffer_size(MAX_BATCH_BYTES);
+    config.max_message_size = Some(max_message_size);
+    config.max_frame_size = Some(max_message_size);
+    config
+}
+
+/// Serves one accepted socket until it closes. `slot` counts it against
+/// `--max-connections` until this returns.
+// The handshake callback's error type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
+pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: SocketSlot) {
+    let _slot = slot;
+    let mut query_token = None;
+    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        query_token = token_from_query(request.uri().query());
+        Ok(response)
+    };
+    let handshake = async_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(ws_config(shared.config.max_message_size)),
+    );
+    let ws = match timeout(shared.config.handshake_timeout, handshake).await {
+        Some(Ok(ws)) => ws,
+        Some(Err(e)) => {
+            debug!("handshake failed: {e}");
+            return;
+        }
+        None => {
+            debug!("handshake timed out");
+            return;
+        }
+    };
+    let id = {
+        let mut hub = shared.hub.borrow_mut();
+        let now = hub.now_ms();
+        hub.open(now)
+    };
+    let mut session = Session {
+        shared: Rc::clone(&shared),
+        id,
+        ws,
+        flushing: false,
+        authenticated: false,
+    };
+    // With the token in the URL, the client is bound before it can see the
+    // handshake's answer, so a push sent after it connects cannot miss it.
+    let ending = match query_token {
+        Some(token) if shared.config.auth.secret.is_some() => match session.authenticate(&token) {
+            Ok(_) => session.run().await,
+            Err(e) => Some(Ending::Unauthorized(e)),
+        },
+        _ => session.run().await,
+    };
+    if let Some(ending) = ending {
+        session.close(ending).await;
+    }
+}
+
+fn token_from_query(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(|value| value.to_string())
+}
+
+/// Runs `future` for at most `limit`.
+async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    smol::future::or(async { Some(future.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+struct Session {
+    shared: Rc<Shared>,
+    id: ConnId,
+    ws: Ws,
+    /// A batch has been handed to tungstenite and is not yet fully written.
+    flushing: bool,
+    authenticated: bool,
+}
+
+/// What ended a turn of the connection loop.
+enum Turn {
+    Credential(Utf8Bytes),
+    /// The client sent a close frame; tungstenite has queued the reply.
+    PeerClosed,
+    End(Option<Ending>),
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The hub may be mid-borrow only if a task were dropped from inside a hub
+        // method, which never happens; try_borrow keeps a drop from ever panicking.
+        if let Ok(mut hub) = self.shared.hub.try_borrow_mut() {
+            hub.remove(self.id);
+        }
+    }
+}
+
+impl Session {
+    /// Binds the connection to the uid that `credential` proves, or says why not.
+    fn authenticate(&mut self, credential: &str) -> Result<Identity, AuthError> {
+        let identity = auth::authenticate(&self.shared.config.auth, credential, auth::unix_now());
+        let mut hub = self.shared.hub.borrow_mut();
+        match identity {
+            Ok(identity) => {
+                hub.bind(self.id, &identity.uid);
+                self.authenticated = true;
+                debug!("{} authenticated", identity.uid);
+                Ok(identity)
+            }
+            Err(e) => {
+                hub.counters.auth_failures += 1;
+                debug!("authentication failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// The connection's life after the handshake. Returns how to close, or `None`
+    /// if the connection is already finished.
+    async fn run(&mut self) -> Option<Ending> {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_turn(cx)).await {
+                Turn::Credential(text) => match self.authenticate(&text) {
+                    Err(e) => return Some(Ending::Unauthorized(e)),
+                    Ok(Identity { uid, plain: true }) => {
+                        // The Workerman original greets a plain-uid login; its
+                        // clients may wait for this line.
+                        let greeting = format!("login success, your uid is {uid}");
+                        if self.send_now(Message::Text(greeting.into())).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Ok(_) => {}
+                },
+                Turn::PeerClosed => {
+                    // Send tungstenite's queued close reply.
+                    let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
+                    timeout(CLOSE_GRACE, flush).await;
+                    return None;
+                }
+                Turn::End(ending) => return ending,
+            }
+        }
+    }
+
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Turn> {
+        if let Some(end) = self.poll_write(cx) {
+            return Poll::Ready(Turn::End(end));
+        }
+        for _ in 0..READ_BUDGET {
+            let message = match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Pending => {
+                    self.shared.hub.borrow_mut().set_waker(self.id, cx.waker());
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => return Poll::Ready(Turn::End(None)),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Turn::End(ending_for(&e))),
+                Poll::Ready(Some(Ok(message))) => message,
+            };
+            {
+                let mut hub = self.shared.hub.borrow_mut();
+                let now = hub.now_ms();
+                hub.touch(self.id, now);
+            }
+            match message {
+                Message::Text(text) if !self.authenticated => {
+                    return Poll::Ready(Turn::Credential(text));
+                }
+                Message::Binary(_) if !self.authenticated => {
+                    return Poll::Ready(Turn::End(Some(Ending::Unauthorized(AuthError::NotText))));
+                }
+                Message::Close(_) => return Poll::Ready(Turn::PeerClosed),
+                // Pings are answered by tungstenite on its next write; messages
+                // after authentication are accepted and ignored.
+                _ => {}
+            }
+            // A ping's pong is waiting in tungstenite: make sure it gets flushed.
+            self.flushing = true;
+            if let Some(end) = self.poll_write(cx) {
+                return Poll::Ready(Turn::End(end));
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Moves queued messages into the socket. `Some` ends the connection.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Option<Ending>> {
+        loop {
+            if self.flushing {
+                match Pin::new(&mut self.ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.flushing = false,
+                    Poll::Ready(Err(e)) => return Some(ending_for(&e)),
+                    Poll::Pending => return None,
+                }
+            }
+            let mut failed = None;
+            let mut n = 0;
+            let ws = &mut self.ws;
+            let outbound =
+                self.shared
+                    .hub
+                    .borrow_mut()
+                    .take_outbound(self.id, MAX_BATCH_BYTES, |payload| {
+                        n += 1;
+                        if failed.is_none() {
+                            failed = Pin::new(&mut *ws).start_send(Message::Text(payload)).err();
+                        }
+                    });
+            match outbound {
+                Outbound::Gone => return Some(None),
+                Outbound::Close(reason) => return Some(Some(Ending::Hub(reason))),
+                Outbound::Send { ping } => {
+                    if ping && failed.is_none() {
+                        n += 1;
+                        failed = Pin::new(&mut *ws)
+                            .start_send(Message::Ping(Bytes::new()))
+                            .err();
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Some(ending_for(&e));
+            }
+            if n == 0 {
+                return None;
+            }
+            self.flushing = true;
+        }
+    }
+
+    /// Sends one message and flushes it.
+    async fn send_now(&mut self, message: Message) -> Result<(), WsError> {
+        Pin::new(&mut self.ws).start_send(message)?;
+        std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx)).await
+    }
+
+    /// Sends a close frame, then waits for the client's reply so that the frame
+    /// is not lost to a reset, all within [`CLOSE_GRACE`].
+    async fn close(&mut self, ending: Ending) {
+        let frame = ending.frame();
+        debug!(
+            "closing connection: {} {}",
+            u16::from(frame.code),
+            frame.reason
+        );
+        self.shared.hub.borrow_mut().remove(self.id);
+        let handshake = async {
+            if self.send_now(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.ws.next().await {}
+        };
+        timeout(CLOSE_GRACE, handshake).await;
+    }
+}
+
+/// How to close after a WebSocket error; `None` when the socket is beyond a close frame.
+fn ending_for(e: &WsError) -> Option<Ending> {
+    debug!("connection error: {e}");
+    match e {
+        WsError::Capacity(_) => Some(Ending::TooBig),
+        WsError::Protocol(_) => Some(Ending::Protocol),
+        WsError::Utf8(_) => Some(Ending::BadUtf8),
+        _ => None,
+    }
+}
