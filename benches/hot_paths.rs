@@ -1,1 +1,87 @@
-fn main() {}
+//! Micro benchmarks of the hub's hot paths, without sockets.
+//!
+//! Run with `make bench` (or `cargo bench --bench hot_paths`). Each benchmark
+//! drains the queues it fills, so that it measures steady-state work.
+
+use divan::Bencher;
+use pushhub::hub::{ConnId, Hub, Limits, Payload};
+use pushhub::protocol::parse_request;
+use pushhub::text_port::handle_line;
+
+fn main() {
+    divan::main();
+}
+
+/// A hub with `n` authenticated connections, uids `u0`..`u{n-1}`.
+fn hub_with(n: usize) -> (Hub, Vec<ConnId>) {
+    let mut hub = Hub::new(Limits {
+        max_queue_messages: 1 << 20,
+        max_queue_bytes: 1 << 30,
+        auth_timeout_ms: 10_000,
+        ping_interval_ms: 25_000,
+        idle_timeout_ms: 60_000,
+    });
+    let ids = (0..n)
+        .map(|i| {
+            let id = hub.open(0);
+            hub.bind(id, &format!("u{i}"));
+            id
+        })
+        .collect();
+    (hub, ids)
+}
+
+fn drain(hub: &mut Hub, ids: &[ConnId]) {
+    for &id in ids {
+        hub.take_outbound(id, usize::MAX, drop);
+    }
+}
+
+#[divan::bench]
+fn parse_original_form_line() -> usize {
+    match parse_request(divan::black_box(br#"{"uid":"uid1","percent":"88%"}"#)) {
+        pushhub::protocol::Request::Legacy { line, .. } => line.len(),
+        _ => 0,
+    }
+}
+
+#[divan::bench]
+fn parse_push_command() -> bool {
+    let line = br#"{"cmd":"push","uid":"u42","data":{"title":"hi","body":"a message"},"id":17}"#;
+    matches!(
+        parse_request(divan::black_box(line)),
+        pushhub::protocol::Request::Command { command: Ok(_), .. }
+    )
+}
+
+/// Parse, route to one online uid, queue, reply: the text port's whole path.
+#[divan::bench]
+fn handle_push_line_to_online_uid(bencher: Bencher) {
+    let (mut hub, ids) = hub_with(10_000);
+    let mut out = Vec::with_capacity(64);
+    bencher.bench_local(|| {
+        out.clear();
+        handle_line(&mut hub, br#"{"uid":"u4242","percent":"88%"}"#, &mut out);
+        hub.take_outbound(ids[4242], usize::MAX, drop);
+    });
+}
+
+#[divan::bench]
+fn push_to_uid(bencher: Bencher) {
+    let (mut hub, ids) = hub_with(10_000);
+    let payload = Payload::from("{\"percent\":\"88%\"}");
+    bencher.bench_local(|| {
+        hub.push(divan::black_box("u777"), &payload);
+        hub.take_outbound(ids[777], usize::MAX, drop);
+    });
+}
+
+#[divan::bench(args = [1_000, 10_000])]
+fn broadcast(bencher: Bencher, n: usize) {
+    let (mut hub, ids) = hub_with(n);
+    let payload = Payload::from("{\"event\":\"tick\"}");
+    bencher.bench_local(|| {
+        hub.broadcast(&payload);
+        drain(&mut hub, &ids);
+    });
+}

@@ -24,6 +24,25 @@ pub(crate) struct Shared {
     sockets: Cell<usize>,
 }
 
+impl Shared {
+    pub(crate) fn new(config: Config) -> Shared {
+        Shared {
+            hub: RefCell::new(Hub::new(Limits::from_config(&config))),
+            config,
+            sockets: Cell::new(0),
+        }
+    }
+
+    /// Counts one more WebSocket socket, or `None` at `--max-connections`.
+    pub(crate) fn claim_slot(self: &Rc<Self>) -> Option<SocketSlot> {
+        if self.sockets.get() >= self.config.max_connections {
+            return None;
+        }
+        self.sockets.set(self.sockets.get() + 1);
+        Some(SocketSlot(Rc::clone(self)))
+    }
+}
+
 /// A WebSocket socket counted against `--max-connections` while it lives.
 pub(crate) struct SocketSlot(Rc<Shared>);
 
@@ -58,11 +77,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
-    let shared = Rc::new(Shared {
-        hub: RefCell::new(Hub::new(Limits::from_config(&config))),
-        config,
-        sockets: Cell::new(0),
-    });
+    let shared = Rc::new(Shared::new(config));
     let ex = LocalExecutor::new();
     ex.run(async {
         let sweeper = ex.spawn(sweep(Rc::clone(&shared)));
@@ -106,17 +121,15 @@ async fn accept_ws(ex: &LocalExecutor<'_>, shared: Rc<Shared>, listener: Async<T
                 continue;
             }
         };
-        if shared.sockets.get() >= shared.config.max_connections {
+        let Some(slot) = shared.claim_slot() else {
             shared.hub.borrow_mut().counters.rejected += 1;
             debug!("refused {peer}: at --max-connections");
             continue;
-        }
-        // Replies are small and latency matters; batching is done by the writer.
+        };
+        // Pushes are small and latency matters; batching is done by the writer.
         if let Err(e) = stream.get_ref().set_nodelay(true) {
             debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        shared.sockets.set(shared.sockets.get() + 1);
-        let slot = SocketSlot(Rc::clone(&shared));
         ex.spawn(ws::serve(Rc::clone(&shared), stream, slot))
             .detach();
     }

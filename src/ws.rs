@@ -112,11 +112,13 @@ pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: So
         query_token = token_from_query(request.uri().query());
         Ok(response)
     };
-    let handshake = async_tungstenite::accept_hdr_async_with_config(
+    // Boxed: the handshake's state is large and short-lived, and inline it would
+    // set the size of this task for the connection's whole life.
+    let handshake = Box::pin(async_tungstenite::accept_hdr_async_with_config(
         stream,
         callback,
         Some(ws_config(shared.config.max_message_size)),
-    );
+    ));
     let ws = match timeout(shared.config.handshake_timeout, handshake).await {
         Some(Ok(ws)) => ws,
         Some(Err(e)) => {
@@ -150,7 +152,8 @@ pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: So
         _ => session.run().await,
     };
     if let Some(ending) = ending {
-        session.close(ending).await;
+        // Boxed for the same reason as the handshake: closing happens once.
+        Box::pin(session.close(ending)).await;
     }
 }
 
@@ -235,9 +238,9 @@ impl Session {
                     Ok(_) => {}
                 },
                 Turn::PeerClosed => {
-                    // Send tungstenite's queued close reply.
+                    // Send tungstenite's queued close reply (boxed: it happens once).
                     let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
-                    timeout(CLOSE_GRACE, flush).await;
+                    Box::pin(timeout(CLOSE_GRACE, flush)).await;
                     return None;
                 }
                 Turn::End(ending) => return ending,
@@ -365,5 +368,36 @@ fn ending_for(e: &WsError) -> Option<Ending> {
         WsError::Protocol(_) => Some(Ending::Protocol),
         WsError::Utf8(_) => Some(Ending::BadUtf8),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::Shared;
+
+    /// The task of an idle connection is this future; its size is paid once per
+    /// connection for the connection's whole life.
+    #[test]
+    fn connection_task_stays_small() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let shared = Rc::new(Shared::new(Config::default()));
+        let slot = shared.claim_slot().unwrap();
+        let task = serve(Rc::clone(&shared), Async::new(stream).unwrap(), slot);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 768, "connection future grew to {size} bytes");
+    }
+
+    #[test]
+    fn token_from_the_query_string() {
+        assert_eq!(
+            token_from_query(Some("a=1&token=x.y.z")),
+            Some("x.y.z".into())
+        );
+        assert_eq!(token_from_query(Some("token=")), Some(String::new()));
+        assert_eq!(token_from_query(Some("tokens=1")), None);
+        assert_eq!(token_from_query(None), None);
     }
 }

@@ -1,0 +1,49 @@
+# pushhub — build, try, test and install.
+#   make run      a demo hub on localhost (plain-uid mode) with instructions
+#   make test     the whole test suite
+#   make install  the binary and the systemd unit (PREFIX, DESTDIR honoured)
+
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
+BIN     := target/release/pushhub
+WS      ?= 127.0.0.1:1234
+TEXT    ?= 127.0.0.1:5678
+
+.PHONY: build run test bench lint install clean
+
+build:
+	$(CARGO) build --release --locked
+
+run: build
+	@echo
+	@echo "pushhub demo: plain-uid mode (any client may claim any uid), Ctrl-C to stop."
+	@echo "  1. open examples/web.html in a browser and connect as uid1"
+	@echo "     (it connects to ws://$(WS)/)"
+	@echo "  2. push from a backend:"
+	@echo "     echo '{\"uid\":\"uid1\",\"percent\":\"88%\"}' | nc -q1 $(subst :, ,$(TEXT))"
+	@echo "     cargo run --example push -- $(TEXT) uid1 hello"
+	@echo
+	$(BIN) --allow-plain-uid --ws $(WS) --text $(TEXT)
+
+test:
+	$(CARGO) test --locked
+
+bench:
+	$(CARGO) bench --locked --bench hot_paths
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+install: build
+	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pushhub
+	sed 's|/usr/local/bin/pushhub|$(PREFIX)/bin/pushhub|' deploy/pushhub.service > pushhub.service.tmp
+	install -D -m 644 pushhub.service.tmp $(DESTDIR)$(UNITDIR)/pushhub.service
+	rm -f pushhub.service.tmp
+	@echo "installed; next: put the token secret in /etc/pushhub/secret, then"
+	@echo "  systemctl daemon-reload && systemctl enable --now pushhub"
+
+clean:
+	$(CARGO) clean
