@@ -309,6 +309,11 @@ impl Hub {
         n
     }
 
+    /// Whether `uid` has at least one connection.
+    pub fn is_online(&self, uid: &str) -> bool {
+        self.uids.contains_key(uid)
+    }
+
     /// How many connections `uid` has open.
     pub fn connections_of(&self, uid: &str) -> usize {
         let mut key = self.uids.get(uid).copied().unwrap_or(NIL);

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pushhub::config::{Flags, SECRET_ENV};
+use pushhub::config::{Flags, RESERVED_FDS, SECRET_ENV};
 use pushhub::{Listeners, logger, shutdown};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -39,6 +39,13 @@ fn main() -> ExitCode {
         "capacity: {} WebSocket connections (open-files limit {fd_limit})",
         config.max_connections
     );
+    if config.max_connections as u64 > fd_limit.saturating_sub(RESERVED_FDS) {
+        warn!(
+            "--max-connections {} is above what the open-files limit {fd_limit} allows; \
+             accepts will fail once descriptors run out (raise LimitNOFILE)",
+            config.max_connections
+        );
+    }
     let listeners = match Listeners::bind(ws, text) {
         Ok(listeners) => listeners,
         Err(e) => {
