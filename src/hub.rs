@@ -6,19 +6,17 @@
 //! drains its own queue. So a push costs the hub O(receivers) queue appends,
 //! whatever the peers are doing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Utf8Bytes;
 use slab::Slab;
 
 use crate::config::Config;
+use crate::frame::Frame;
 use crate::metrics::{Counters, Live, Stats};
-
-/// One message's text, shared by every connection it is queued for.
-pub type Payload = Utf8Bytes;
+use crate::queue::Queue;
 
 /// Marks the end of a uid's chain of connections.
 const NIL: u32 = u32::MAX;
@@ -42,12 +40,10 @@ pub enum CloseReason {
 }
 
 /// What a connection's task should do next, as decided by the hub.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outbound {
-    /// Send these messages (possibly none), and a ping first if `ping`.
-    Send {
-        ping: bool,
-    },
+#[derive(Debug)]
+pub enum Outbound<'a> {
+    /// Write what is queued (possibly nothing).
+    Write(&'a mut Queue),
     Close(CloseReason),
     /// The connection is no longer in the table.
     Gone,
@@ -60,12 +56,11 @@ struct Conn {
     /// Neighbours in the uid's chain of connections (slab keys).
     prev: u32,
     next: u32,
-    queue: VecDeque<Payload>,
-    queued_bytes: usize,
+    queue: Queue,
     waker: Option<Waker>,
     opened_ms: u64,
     last_seen_ms: u64,
-    ping_due: bool,
+    /// A ping has been sent since the peer was last heard from.
     pinged: bool,
     close: Option<CloseReason>,
 }
@@ -144,12 +139,10 @@ impl Hub {
             uid: None,
             prev: NIL,
             next: NIL,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            queue: Queue::default(),
             waker: None,
             opened_ms: now_ms,
             last_seen_ms: now_ms,
-            ping_due: false,
             pinged: false,
             close: None,
         });
@@ -217,16 +210,17 @@ impl Hub {
         self.n_authenticated -= 1;
     }
 
-    /// Forgets a connection whose task has ended.
-    pub fn remove(&mut self, id: ConnId) {
-        if self.get(id).is_some() {
-            self.unlink(id.key);
-            self.conns.remove(id.key as usize);
-        }
+    /// Forgets a connection, returning what was still queued for it (on
+    /// shutdown, everything; after a kick or a drop, at most a half-written frame).
+    pub fn remove(&mut self, id: ConnId) -> Option<Queue> {
+        self.get(id)?;
+        self.unlink(id.key);
+        Some(self.conns.remove(id.key as usize).queue)
     }
 
     /// Marks a connection for closing: it leaves the uid index now, and its task
-    /// sends the close frame when it next runs.
+    /// sends the close frame when it next runs. Queued messages are dropped,
+    /// except on shutdown, which delivers them first.
     pub fn close(&mut self, id: ConnId, reason: CloseReason) {
         if self.get(id).is_some_and(|c| c.close.is_none()) {
             self.close_key(id.key, reason);
@@ -237,8 +231,9 @@ impl Hub {
         self.unlink(key);
         let conn = &mut self.conns[key as usize];
         conn.close = Some(reason);
-        conn.queue = VecDeque::new();
-        conn.queued_bytes = 0;
+        if reason != CloseReason::Shutdown {
+            conn.queue.clear_unstarted();
+        }
         conn.wake();
     }
 
@@ -260,17 +255,16 @@ impl Hub {
         }
     }
 
-    /// Appends `payload` to one connection's queue, closing it as a slow consumer
-    /// if the queue is over its bounds. Returns whether the message was queued.
-    fn enqueue(&mut self, key: u32, payload: &Payload) -> bool {
+    /// Appends `frame` to one connection's queue, closing it as a slow consumer
+    /// if the queue is over its bounds. Returns whether the frame was queued.
+    fn enqueue(&mut self, key: u32, frame: &Frame) -> bool {
         let limits = self.limits;
         let conn = &mut self.conns[key as usize];
-        let len = payload.len();
-        // An empty queue takes any message: a message larger than the byte bound
+        // An empty queue takes any frame: a message larger than the byte bound
         // must not condemn every receiver.
         let over = !conn.queue.is_empty()
             && (conn.queue.len() >= limits.max_queue_messages
-                || conn.queued_bytes + len > limits.max_queue_bytes);
+                || conn.queue.bytes() + frame.len() > limits.max_queue_bytes);
         if over {
             self.counters.dropped += 1;
             self.close_key(key, CloseReason::SlowConsumer);
@@ -279,33 +273,38 @@ impl Hub {
         if conn.queue.is_empty() {
             conn.wake();
         }
-        conn.queue.push_back(payload.clone());
-        conn.queued_bytes += len;
-        self.counters.delivered += 1;
+        conn.queue.push(frame.clone());
         true
     }
 
-    /// Queues `payload` for every connection of `uid`; returns how many took it.
-    pub fn push(&mut self, uid: &str, payload: &Payload) -> usize {
+    /// Queues a frame for one connection (the plain-uid greeting).
+    pub fn send(&mut self, id: ConnId, frame: &Frame) -> bool {
+        self.get(id).is_some_and(|c| c.close.is_none()) && self.enqueue(id.key, frame)
+    }
+
+    /// Queues `frame` for every connection of `uid`; returns how many took it.
+    pub fn push(&mut self, uid: &str, frame: &Frame) -> usize {
         let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
         let mut n = 0;
         while key != NIL {
             // Read the successor first: enqueue may unlink this connection.
             let next = self.conns[key as usize].next;
-            n += usize::from(self.enqueue(key, payload));
+            n += usize::from(self.enqueue(key, frame));
             key = next;
         }
+        self.counters.delivered += n as u64;
         n
     }
 
-    /// Queues `payload` for every authenticated connection; returns how many took it.
-    pub fn broadcast(&mut self, payload: &Payload) -> usize {
+    /// Queues `frame` for every authenticated connection; returns how many took it.
+    pub fn broadcast(&mut self, frame: &Frame) -> usize {
         let mut n = 0;
         for key in 0..self.conns.capacity() {
             if self.conns.get(key).is_some_and(Conn::is_live) {
-                n += usize::from(self.enqueue(key as u32, payload));
+                n += usize::from(self.enqueue(key as u32, frame));
             }
         }
+        self.counters.delivered += n as u64;
         n
     }
 
@@ -365,47 +364,21 @@ impl Hub {
                 self.close_key(key as u32, CloseReason::IdleTimeout);
             } else if silent_ms >= limits.ping_interval_ms && !conn.pinged {
                 conn.pinged = true;
-                conn.ping_due = true;
-                conn.wake();
+                self.enqueue(key as u32, &Frame::ping());
             }
         }
     }
 
-    /// Hands a connection's task up to `max_bytes` of its queue (at least one
-    /// message if any is queued), and says whether to ping or close.
-    pub fn take_outbound(
-        &mut self,
-        id: ConnId,
-        max_bytes: usize,
-        mut send: impl FnMut(Payload),
-    ) -> Outbound {
-        let Some(conn) = self.get_mut(id) else {
-            return Outbound::Gone;
-        };
-        if let Some(reason) = conn.close {
-            return Outbound::Close(reason);
+    /// What a connection's task should do: write its queue, or close.
+    pub fn outbound(&mut self, id: ConnId) -> Outbound<'_> {
+        match self.get_mut(id) {
+            None => Outbound::Gone,
+            Some(Conn {
+                close: Some(reason),
+                ..
+            }) => Outbound::Close(*reason),
+            Some(conn) => Outbound::Write(&mut conn.queue),
         }
-        let mut taken = 0;
-        while taken < max_bytes {
-            let Some(payload) = conn.queue.pop_front() else {
-                break;
-            };
-            taken += payload.len();
-            send(payload);
-        }
-        conn.queued_bytes -= taken;
-        if conn.queue.is_empty() && conn.queue.capacity() > 16 {
-            // A burst's queue is not kept for an idle connection.
-            conn.queue = VecDeque::new();
-        }
-        Outbound::Send {
-            ping: std::mem::take(&mut conn.ping_due),
-        }
-    }
-
-    /// Whether a connection has messages waiting.
-    pub fn has_queued(&self, id: ConnId) -> bool {
-        self.get(id).is_some_and(|c| !c.queue.is_empty())
     }
 
     pub fn stats(&self) -> Stats {
@@ -432,6 +405,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use std::io::IoSlice;
+
     use super::*;
 
     fn limits() -> Limits {
@@ -444,10 +419,32 @@ mod tests {
         }
     }
 
-    fn drain(hub: &mut Hub, id: ConnId) -> Vec<String> {
-        let mut got = Vec::new();
-        hub.take_outbound(id, usize::MAX, |p| got.push(p.as_str().to_string()));
-        got
+    fn text(s: &str) -> Frame {
+        Frame::text(s)
+    }
+
+    /// Everything queued for `id`, frame by frame, as if the socket took it all.
+    fn drain(hub: &mut Hub, id: ConnId) -> Vec<Vec<u8>> {
+        let Outbound::Write(queue) = hub.outbound(id) else {
+            panic!("connection is closing or gone");
+        };
+        let mut frames = Vec::new();
+        loop {
+            let mut slice = [IoSlice::new(&[])];
+            if queue.slices(&mut slice) == 0 {
+                return frames;
+            }
+            let bytes = slice[0].to_vec();
+            queue.advance(bytes.len());
+            frames.push(bytes);
+        }
+    }
+
+    fn closing(hub: &mut Hub, id: ConnId) -> Option<CloseReason> {
+        match hub.outbound(id) {
+            Outbound::Close(reason) => Some(reason),
+            _ => None,
+        }
     }
 
     #[test]
@@ -457,17 +454,19 @@ mod tests {
         let a2 = hub.open(0);
         let b = hub.open(0);
         assert!(hub.bind(a1, "a") && hub.bind(a2, "a") && hub.bind(b, "b"));
-        assert_eq!(hub.push("a", &Payload::from("x")), 2);
-        assert_eq!(hub.push("nobody", &Payload::from("x")), 0);
-        assert_eq!(drain(&mut hub, a1), ["x"]);
-        assert_eq!(drain(&mut hub, a2), ["x"]);
+        assert_eq!(hub.push("a", &text("x")), 2);
+        assert_eq!(hub.push("nobody", &text("x")), 0);
+        assert_eq!(drain(&mut hub, a1), [text("x").as_bytes()]);
+        assert_eq!(drain(&mut hub, a2), [text("x").as_bytes()]);
         assert!(drain(&mut hub, b).is_empty());
         assert_eq!(hub.connections_of("a"), 2);
+        assert!(hub.is_online("b") && !hub.is_online("c"));
         let stats = hub.stats();
         assert_eq!(
             (stats.connections, stats.authenticated, stats.uids),
             (3, 3, 2)
         );
+        assert_eq!(stats.delivered, 2);
     }
 
     #[test]
@@ -480,7 +479,7 @@ mod tests {
         hub.remove(ids[1]); // middle
         hub.remove(ids[3]); // head (bound last)
         assert_eq!(hub.connections_of("u"), 2);
-        assert_eq!(hub.push("u", &Payload::from("m")), 2);
+        assert_eq!(hub.push("u", &text("m")), 2);
         hub.remove(ids[0]);
         hub.remove(ids[2]);
         assert_eq!(hub.connections_of("u"), 0);
@@ -496,7 +495,7 @@ mod tests {
         let new = hub.open(0);
         assert_eq!(old.key, new.key);
         assert!(!hub.bind(old, "u"));
-        hub.remove(old);
+        assert!(hub.remove(old).is_none());
         assert_eq!(hub.len(), 1);
         assert!(hub.bind(new, "u"));
     }
@@ -507,7 +506,7 @@ mod tests {
         let pending = hub.open(0);
         let bound = hub.open(0);
         hub.bind(bound, "u");
-        assert_eq!(hub.broadcast(&Payload::from("all")), 1);
+        assert_eq!(hub.broadcast(&text("all")), 1);
         assert!(drain(&mut hub, pending).is_empty());
     }
 
@@ -519,18 +518,17 @@ mod tests {
         hub.bind(slow, "s");
         hub.bind(fast, "f");
         for i in 0..3 {
-            assert_eq!(hub.broadcast(&Payload::from(format!("m{i}"))), 2);
+            assert_eq!(hub.broadcast(&text(&format!("m{i}"))), 2);
             drain(&mut hub, fast);
         }
         // The fourth message overflows the slow queue (3 messages).
-        assert_eq!(hub.broadcast(&Payload::from("m3")), 1);
-        assert_eq!(
-            hub.take_outbound(slow, usize::MAX, |_| {}),
-            Outbound::Close(CloseReason::SlowConsumer)
-        );
+        assert_eq!(hub.broadcast(&text("m3")), 1);
+        assert_eq!(closing(&mut hub, slow), Some(CloseReason::SlowConsumer));
         assert_eq!(hub.connections_of("s"), 0);
         assert_eq!(hub.counters.dropped, 1);
-        assert_eq!(drain(&mut hub, fast), ["m3"]);
+        assert_eq!(drain(&mut hub, fast), [text("m3").as_bytes()]);
+        // Nothing it had queued is kept for a dropped consumer.
+        assert!(hub.remove(slow).unwrap().is_empty());
     }
 
     #[test]
@@ -538,28 +536,9 @@ mod tests {
         let mut hub = Hub::new(limits());
         let c = hub.open(0);
         hub.bind(c, "u");
-        let big = Payload::from("x".repeat(500));
-        assert_eq!(hub.push("u", &big), 1);
-        assert_eq!(hub.push("u", &Payload::from("y")), 0);
+        assert_eq!(hub.push("u", &text(&"x".repeat(500))), 1);
+        assert_eq!(hub.push("u", &text("y")), 0);
         assert_eq!(hub.counters.dropped, 1);
-    }
-
-    #[test]
-    fn take_outbound_respects_the_batch_size() {
-        let mut hub = Hub::new(Limits {
-            max_queue_messages: 100,
-            max_queue_bytes: 10_000,
-            ..limits()
-        });
-        let c = hub.open(0);
-        hub.bind(c, "u");
-        for _ in 0..10 {
-            hub.push("u", &Payload::from("0123456789"));
-        }
-        let mut n = 0;
-        hub.take_outbound(c, 25, |_| n += 1);
-        assert_eq!(n, 3);
-        assert!(hub.has_queued(c));
     }
 
     #[test]
@@ -569,17 +548,27 @@ mod tests {
         let b = hub.open(0);
         hub.bind(a, "u");
         hub.bind(b, "u");
+        hub.push("u", &text("before"));
         assert_eq!(hub.kick("u"), 2);
         assert_eq!(hub.connections_of("u"), 0);
-        assert_eq!(hub.push("u", &Payload::from("late")), 0);
+        assert_eq!(hub.push("u", &text("late")), 0);
         for id in [a, b] {
-            assert_eq!(
-                hub.take_outbound(id, 1, |_| {}),
-                Outbound::Close(CloseReason::Kicked)
-            );
+            assert_eq!(closing(&mut hub, id), Some(CloseReason::Kicked));
         }
         // The tasks still own their slots until they finish closing.
         assert_eq!(hub.len(), 2);
+        assert!(hub.remove(a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn shutdown_keeps_queued_messages_for_delivery() {
+        let mut hub = Hub::new(limits());
+        let c = hub.open(0);
+        hub.bind(c, "u");
+        hub.push("u", &text("last words"));
+        hub.close_all(CloseReason::Shutdown);
+        assert_eq!(closing(&mut hub, c), Some(CloseReason::Shutdown));
+        assert_eq!(hub.remove(c).unwrap().len(), 1);
     }
 
     #[test]
@@ -591,41 +580,32 @@ mod tests {
         hub.bind(quiet, "q");
         hub.bind(chatty, "c");
         hub.sweep(999);
-        assert_eq!(
-            hub.take_outbound(pending, 1, |_| {}),
-            Outbound::Send { ping: false }
-        );
+        assert_eq!(closing(&mut hub, pending), None);
         hub.sweep(1000);
-        assert_eq!(
-            hub.take_outbound(pending, 1, |_| {}),
-            Outbound::Close(CloseReason::AuthTimeout)
-        );
+        assert_eq!(closing(&mut hub, pending), Some(CloseReason::AuthTimeout));
         hub.touch(chatty, 1500);
         hub.sweep(2000);
-        assert_eq!(
-            hub.take_outbound(quiet, 1, |_| {}),
-            Outbound::Send { ping: true }
-        );
-        assert_eq!(
-            hub.take_outbound(chatty, 1, |_| {}),
-            Outbound::Send { ping: false }
-        );
+        let Outbound::Write(q) = hub.outbound(quiet) else {
+            panic!()
+        };
+        assert_eq!(q.len(), 1, "a ping is queued");
+        let Outbound::Write(q) = hub.outbound(chatty) else {
+            panic!()
+        };
+        assert!(q.is_empty());
         hub.sweep(2500);
         // One ping per silence, not one per sweep.
-        assert_eq!(
-            hub.take_outbound(quiet, 1, |_| {}),
-            Outbound::Send { ping: false }
-        );
+        let Outbound::Write(q) = hub.outbound(quiet) else {
+            panic!()
+        };
+        assert_eq!(q.len(), 1);
         hub.sweep(5000);
-        assert_eq!(
-            hub.take_outbound(quiet, 1, |_| {}),
-            Outbound::Close(CloseReason::IdleTimeout)
-        );
+        assert_eq!(closing(&mut hub, quiet), Some(CloseReason::IdleTimeout));
         // Silent since 1500: due a ping, not yet a close.
-        assert_eq!(
-            hub.take_outbound(chatty, 1, |_| {}),
-            Outbound::Send { ping: true }
-        );
+        let Outbound::Write(q) = hub.outbound(chatty) else {
+            panic!()
+        };
+        assert_eq!(q.len(), 1);
         assert_eq!(hub.counters.idle_closed, 1);
         assert_eq!(hub.counters.auth_failures, 1);
     }

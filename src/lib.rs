@@ -12,6 +12,8 @@
 //! - [`text_port`]: one backend connection, and [`text_port::handle_line`].
 //! - [`protocol`]: the text port's line codec, requests and replies (no I/O).
 //! - [`hub`]: the connection table, uid index and outbound queues (never awaits).
+//! - [`queue`]: one connection's queue of shared frames, written with vectored writes.
+//! - [`frame`]: server frames, encoded once per push and shared by every receiver.
 //! - [`auth`]: HS256 tokens and plain uids.
 //! - [`metrics`]: counters and the `stats` snapshot.
 //! - [`logger`]: leveled logging to stderr.
@@ -20,10 +22,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod frame;
 pub mod hub;
 pub mod logger;
 pub mod metrics;
 pub mod protocol;
+pub mod queue;
 pub mod server;
 pub mod shutdown;
 pub mod text_port;

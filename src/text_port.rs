@@ -10,7 +10,8 @@ use log::debug;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::hub::{Hub, Payload};
+use crate::frame::Frame;
+use crate::hub::Hub;
 use crate::protocol::{
     Command, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
     write_reply,
@@ -31,8 +32,7 @@ pub fn handle_line(hub: &mut Hub, line: &[u8], out: &mut Vec<u8>) {
     match parse_request(line) {
         Request::Legacy { uid, line } => {
             hub.counters.pushes += 1;
-            let delivered =
-                hub.connections_of(&uid) > 0 && hub.push(&uid, &Payload::from(line)) > 0;
+            let delivered = hub.connections_of(&uid) > 0 && hub.push(&uid, &Frame::text(line)) > 0;
             write_reply(out, None, &Reply::Legacy(delivered));
         }
         Request::LegacyInvalid(e) => {
@@ -54,12 +54,12 @@ fn execute<'a>(hub: &mut Hub, command: Command<'a>) -> Reply<'a> {
     match command {
         Command::Push { to, data } => {
             hub.counters.pushes += 1;
-            let payload = Payload::from(data.as_ref());
-            Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &payload)).sum())
+            let frame = Frame::text(&data);
+            Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &frame)).sum())
         }
         Command::Broadcast { data } => {
             hub.counters.broadcasts += 1;
-            Reply::Delivered(hub.broadcast(&Payload::from(data.as_ref())))
+            Reply::Delivered(hub.broadcast(&Frame::text(&data)))
         }
         Command::Online {
             who: Targets::One(uid),

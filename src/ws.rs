@@ -5,8 +5,17 @@
 //! One task per connection, not a reader and a writer: half the task memory, no
 //! channel between them, and no lock around the WebSocket. The task never holds
 //! a hub borrow across an await.
+//!
+//! tungstenite does the handshake, reads and parses client frames, answers pings
+//! and runs the close handshake. Data frames do not go through it: they are
+//! encoded once per push ([`Frame`]) and written from the shared buffer with
+//! vectored writes, so a broadcast costs no copy and no buffer per connection.
+//! The two writers never interleave inside a frame: tungstenite's bytes are
+//! flushed before ours, and the client is not read (so no pong is produced)
+//! while one of our frames is half written.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::TcpStream;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,22 +26,21 @@ use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use futures_sink::Sink;
 use log::debug;
 use smol::Async;
 use smol::Timer;
+use smol::io::AsyncWrite;
 use smol::stream::StreamExt;
 
 use crate::auth::{self, AuthError, Identity};
+use crate::frame::Frame;
 use crate::hub::{CloseReason, ConnId, Outbound};
+use crate::queue::Queue;
 use crate::server::{Shared, SocketSlot};
 
 type Ws = WebSocketStream<Async<TcpStream>>;
-
-/// Payload bytes handed to the socket in one write. Messages queued while the
-/// previous write was in flight go out together, up to this much.
-const MAX_BATCH_BYTES: usize = 16 * 1024;
 
 /// Inbound read size. Clients send little (a token, pongs), and tungstenite keeps
 /// this buffer for the life of the connection, so it is kept small.
@@ -94,8 +102,9 @@ impl Ending {
 fn ws_config(max_message_size: usize) -> WebSocketConfig {
     let mut config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Frames collect in the write buffer and go out at flush: one write per batch.
-        .write_buffer_size(MAX_BATCH_BYTES);
+        // tungstenite writes only control frames (pongs, close); data frames
+        // bypass it (see `write_queue`), so it needs no write buffering.
+        .write_buffer_size(0);
     config.max_message_size = Some(max_message_size);
     config.max_frame_size = Some(max_message_size);
     config
@@ -139,7 +148,7 @@ pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: So
         shared: Rc::clone(&shared),
         id,
         ws,
-        flushing: false,
+        tungstenite_dirty: false,
         authenticated: false,
     };
     // With the token in the URL, the client is bound before it can see the
@@ -177,8 +186,8 @@ struct Session {
     shared: Rc<Shared>,
     id: ConnId,
     ws: Ws,
-    /// A batch has been handed to tungstenite and is not yet fully written.
-    flushing: bool,
+    /// tungstenite may hold unwritten bytes of its own (a pong, a close reply).
+    tungstenite_dirty: bool,
     authenticated: bool,
 }
 
@@ -187,6 +196,15 @@ enum Turn {
     Credential(Utf8Bytes),
     /// The client sent a close frame; tungstenite has queued the reply.
     PeerClosed,
+    End(Option<Ending>),
+}
+
+/// Where the writer stands after a turn.
+enum Write {
+    /// The queue is empty, or the socket is full between two frames.
+    Between,
+    /// The socket is full in the middle of a frame.
+    MidFrame,
     End(Option<Ending>),
 }
 
@@ -231,9 +249,10 @@ impl Session {
                         // The Workerman original greets a plain-uid login; its
                         // clients may wait for this line.
                         let greeting = format!("login success, your uid is {uid}");
-                        if self.send_now(Message::Text(greeting.into())).await.is_err() {
-                            return None;
-                        }
+                        self.shared
+                            .hub
+                            .borrow_mut()
+                            .send(self.id, &Frame::text(&greeting));
                     }
                     Ok(_) => {}
                 },
@@ -249,19 +268,21 @@ impl Session {
     }
 
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Turn> {
-        if let Some(end) = self.poll_write(cx) {
-            return Poll::Ready(Turn::End(end));
-        }
         for _ in 0..READ_BUDGET {
+            match self.poll_write(cx) {
+                Write::End(ending) => return Poll::Ready(Turn::End(ending)),
+                // Reading could make tungstenite write a pong into the middle of
+                // one of our frames; the client is not reading anyway.
+                Write::MidFrame => return self.pending(cx),
+                Write::Between => {}
+            }
             let message = match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Pending => {
-                    self.shared.hub.borrow_mut().set_waker(self.id, cx.waker());
-                    return Poll::Pending;
-                }
+                Poll::Pending => return self.pending(cx),
                 Poll::Ready(None) => return Poll::Ready(Turn::End(None)),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Turn::End(ending_for(&e))),
                 Poll::Ready(Some(Ok(message))) => message,
             };
+            self.tungstenite_dirty = true;
             {
                 let mut hub = self.shared.hub.borrow_mut();
                 let now = hub.now_ms();
@@ -275,73 +296,45 @@ impl Session {
                     return Poll::Ready(Turn::End(Some(Ending::Unauthorized(AuthError::NotText))));
                 }
                 Message::Close(_) => return Poll::Ready(Turn::PeerClosed),
-                // Pings are answered by tungstenite on its next write; messages
-                // after authentication are accepted and ignored.
+                // Pings are answered by tungstenite; messages after authentication
+                // are accepted and ignored.
                 _ => {}
             }
-            // A ping's pong is waiting in tungstenite: make sure it gets flushed.
-            self.flushing = true;
-            if let Some(end) = self.poll_write(cx) {
-                return Poll::Ready(Turn::End(end));
-            }
         }
+        // A flooding client has had its budget: let the other tasks run.
         cx.waker().wake_by_ref();
         Poll::Pending
     }
 
-    /// Moves queued messages into the socket. `Some` ends the connection.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Option<Ending>> {
-        loop {
-            if self.flushing {
-                match Pin::new(&mut self.ws).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => self.flushing = false,
-                    Poll::Ready(Err(e)) => return Some(ending_for(&e)),
-                    Poll::Pending => return None,
-                }
+    fn pending(&self, cx: &mut Context<'_>) -> Poll<Turn> {
+        self.shared.hub.borrow_mut().set_waker(self.id, cx.waker());
+        Poll::Pending
+    }
+
+    /// Writes queued frames straight from their shared buffers, several per
+    /// system call, until the queue is empty or the socket is full.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Write {
+        if self.tungstenite_dirty {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.tungstenite_dirty = false,
+                Poll::Ready(Err(e)) => return Write::End(ending_for(&e)),
+                // Its bytes go first; ours wait (tungstenite never stops mid-frame
+                // of ours, because it only writes while we are between frames).
+                Poll::Pending => return Write::Between,
             }
-            let mut failed = None;
-            let mut n = 0;
-            let ws = &mut self.ws;
-            let outbound =
-                self.shared
-                    .hub
-                    .borrow_mut()
-                    .take_outbound(self.id, MAX_BATCH_BYTES, |payload| {
-                        n += 1;
-                        if failed.is_none() {
-                            failed = Pin::new(&mut *ws).start_send(Message::Text(payload)).err();
-                        }
-                    });
-            match outbound {
-                Outbound::Gone => return Some(None),
-                Outbound::Close(reason) => return Some(Some(Ending::Hub(reason))),
-                Outbound::Send { ping } => {
-                    if ping && failed.is_none() {
-                        n += 1;
-                        failed = Pin::new(&mut *ws)
-                            .start_send(Message::Ping(Bytes::new()))
-                            .err();
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                return Some(ending_for(&e));
-            }
-            if n == 0 {
-                return None;
-            }
-            self.flushing = true;
+        }
+        let mut hub = self.shared.hub.borrow_mut();
+        match hub.outbound(self.id) {
+            Outbound::Gone => Write::End(None),
+            Outbound::Close(reason) => Write::End(Some(Ending::Hub(reason))),
+            Outbound::Write(queue) => write_queue(&mut self.ws, queue, cx),
         }
     }
 
-    /// Sends one message and flushes it.
-    async fn send_now(&mut self, message: Message) -> Result<(), WsError> {
-        Pin::new(&mut self.ws).start_send(message)?;
-        std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx)).await
-    }
-
-    /// Sends a close frame, then waits for the client's reply so that the frame
-    /// is not lost to a reset, all within [`CLOSE_GRACE`].
+    /// Closes the connection: finishes what must still be written (a
+    /// half-written frame; everything queued, on shutdown), sends the close
+    /// frame, then waits for the client's reply so that the frame is not lost
+    /// to a reset. All within [`CLOSE_GRACE`].
     async fn close(&mut self, ending: Ending) {
         let frame = ending.frame();
         debug!(
@@ -349,15 +342,68 @@ impl Session {
             u16::from(frame.code),
             frame.reason
         );
-        self.shared.hub.borrow_mut().remove(self.id);
+        let mut leftover = self
+            .shared
+            .hub
+            .borrow_mut()
+            .remove(self.id)
+            .unwrap_or_default();
         let handshake = async {
-            if self.send_now(Message::Close(Some(frame))).await.is_err() {
+            let drained = std::future::poll_fn(|cx| {
+                if self.tungstenite_dirty {
+                    match Pin::new(&mut self.ws).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.tungstenite_dirty = false,
+                        Poll::Ready(Err(_)) => return Poll::Ready(false),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                match write_queue(&mut self.ws, &mut leftover, cx) {
+                    Write::End(_) => Poll::Ready(false),
+                    Write::Between if leftover.is_empty() => Poll::Ready(true),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            if !drained {
+                return;
+            }
+            if Pin::new(&mut self.ws)
+                .start_send(Message::Close(Some(frame)))
+                .is_err()
+            {
+                return;
+            }
+            let flushed = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
+            if flushed.await.is_err() {
                 return;
             }
             while let Some(Ok(_)) = self.ws.next().await {}
         };
         timeout(CLOSE_GRACE, handshake).await;
     }
+}
+
+/// Frames handed to the kernel in one vectored write, at most.
+const MAX_IOVECS: usize = 64;
+
+/// Writes `queue` to the socket under `ws` until it is empty or the socket is full.
+fn write_queue(ws: &mut Ws, queue: &mut Queue, cx: &mut Context<'_>) -> Write {
+    let socket = ws.get_mut();
+    while !queue.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = queue.slices(&mut slices);
+        match Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..n]) {
+            Poll::Ready(Ok(0)) => return Write::End(None),
+            Poll::Ready(Ok(written)) => queue.advance(written),
+            Poll::Ready(Err(e)) => {
+                debug!("write failed: {e}");
+                return Write::End(None);
+            }
+            Poll::Pending if queue.mid_frame() => return Write::MidFrame,
+            Poll::Pending => return Write::Between,
+        }
+    }
+    Write::Between
 }
 
 /// How to close after a WebSocket error; `None` when the socket is beyond a close frame.
