@@ -37,7 +37,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-install: build
+# Depends on the built binary, not on `build`: `sudo make install` must not run
+# cargo as root (root often has no toolchain, and target/ would become root's).
+install:
+	@test -x $(BIN) || { echo "no $(BIN): run 'make build' first (as yourself, not root)"; exit 1; }
 	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pushhub
 	sed 's|/usr/local/bin/pushhub|$(PREFIX)/bin/pushhub|' deploy/pushhub.service > pushhub.service.tmp
 	install -D -m 644 pushhub.service.tmp $(DESTDIR)$(UNITDIR)/pushhub.service

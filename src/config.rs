@@ -84,7 +84,7 @@ pub struct Flags {
     #[argh(option, default = "1024")]
     pub max_queue_messages: usize,
 
-    /// payload bytes queued for one client before it is dropped as a slow consumer [default: 256KiB]
+    /// bytes (frames) queued for one client before it is dropped as a slow consumer [default: 256KiB]
     #[argh(option, default = "256 * 1024", from_str_fn(parse_size))]
     pub max_queue_bytes: usize,
 

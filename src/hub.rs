@@ -210,8 +210,8 @@ impl Hub {
         self.n_authenticated -= 1;
     }
 
-    /// Forgets a connection, returning what was still queued for it (on
-    /// shutdown, everything; after a kick or a drop, at most a half-written frame).
+    /// Forgets a connection, returning what was still queued for it (after a
+    /// kick or on shutdown, everything; otherwise at most a half-written frame).
     pub fn remove(&mut self, id: ConnId) -> Option<Queue> {
         self.get(id)?;
         self.unlink(id.key);
@@ -219,8 +219,8 @@ impl Hub {
     }
 
     /// Marks a connection for closing: it leaves the uid index now, and its task
-    /// sends the close frame when it next runs. Queued messages are dropped,
-    /// except on shutdown, which delivers them first.
+    /// sends the close frame when it next runs. A kick or a shutdown delivers
+    /// what is queued first; the other reasons drop it.
     pub fn close(&mut self, id: ConnId, reason: CloseReason) {
         if self.get(id).is_some_and(|c| c.close.is_none()) {
             self.close_key(id.key, reason);
@@ -231,7 +231,9 @@ impl Hub {
         self.unlink(key);
         let conn = &mut self.conns[key as usize];
         conn.close = Some(reason);
-        if reason != CloseReason::Shutdown {
+        // A kicked or departing client still gets what was accepted for it; a
+        // slow or silent one would only hold the memory longer.
+        if !matches!(reason, CloseReason::Kicked | CloseReason::Shutdown) {
             conn.queue.clear_unstarted();
         }
         conn.wake();
@@ -557,7 +559,8 @@ mod tests {
         }
         // The tasks still own their slots until they finish closing.
         assert_eq!(hub.len(), 2);
-        assert!(hub.remove(a).unwrap().is_empty());
+        // What was accepted before the kick is still delivered, then the close.
+        assert_eq!(hub.remove(a).unwrap().len(), 1);
     }
 
     #[test]

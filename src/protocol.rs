@@ -129,16 +129,22 @@ impl std::error::Error for RequestError {}
 /// for its type with an error that names it. Unknown fields are ignored.
 #[derive(Deserialize)]
 struct Fields<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     cmd: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     uid: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     uids: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
+}
+
+/// A field that is present, even as `null`: serde's `Option` would read `null`
+/// as absent, and `"data": null` is a value to deliver, not a missing field.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Parses one request line (without its newline).
@@ -416,6 +422,13 @@ mod tests {
         assert_eq!(legacy(r#"{"uid":"caf\u00e9"}"#), Ok("café".into()));
         assert!(legacy(r#"{"uid":true}"#).is_err());
         assert!(legacy(r#"{"uid":null}"#).is_err());
+        assert!(matches!(
+            parse_request(br#"{"cmd":null}"#),
+            Request::Command {
+                command: Err(_),
+                ..
+            }
+        ));
         assert_eq!(
             legacy(r#"{"percent":"1"}"#),
             Err(RequestError::MissingField("uid"))
@@ -455,6 +468,16 @@ mod tests {
             })
         );
         assert_eq!(cmd(r#"{"cmd":"stats","extra":[1]}"#), Ok(Command::Stats));
+        assert_eq!(
+            cmd(r#"{"cmd":"broadcast","data":null}"#),
+            Ok(Command::Broadcast {
+                data: "null".into()
+            })
+        );
+        match parse_request(br#"{"cmd":"stats","id":null}"#) {
+            Request::Command { id, .. } => assert_eq!(id.unwrap().get(), "null"),
+            other => panic!("{other:?}"),
+        }
         match parse_request(br#"{"cmd":"stats","id":{"n":1}}"#) {
             Request::Command { id, .. } => assert_eq!(id.unwrap().get(), r#"{"n":1}"#),
             other => panic!("{other:?}"),

@@ -22,9 +22,9 @@ use crate::server::Shared;
 /// up to `--max-line-length`.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Requests handled before yielding to the connection tasks. Kept well below the
-/// default queue bound, so that a pipelined burst to one uid is written out
-/// between turns instead of overflowing that uid's queue.
+/// Most requests handled before yielding to the connection tasks, so that a
+/// pipelined burst to one uid is written out between turns instead of
+/// overflowing that uid's queue.
 const LINE_BUDGET: usize = 128;
 
 /// Handles one request line and appends its reply line to `out`.
@@ -96,6 +96,8 @@ fn each_uid<'t>(targets: &'t Targets) -> impl Iterator<Item = &'t str> {
 /// Serves one backend connection until it closes or sends an over-long line.
 pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
     let max_len = shared.config.max_line_length;
+    // Half the queue bound, so that one turn of pushes to one uid cannot fill it.
+    let line_budget = (shared.config.max_queue_messages / 2).clamp(1, LINE_BUDGET);
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);
     let mut out = Vec::new();
@@ -106,7 +108,7 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
         let mut too_long = None;
         {
             let mut hub = shared.hub.borrow_mut();
-            while handled < LINE_BUDGET {
+            while handled < line_budget {
                 match split_line(&buf[start..end], max_len) {
                     Ok(Some((line, used))) => {
                         handle_line(&mut hub, line, &mut out);
@@ -148,8 +150,10 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
         if too_long.is_some() || (eof && start == end) {
             return;
         }
-        if handled == LINE_BUDGET {
-            smol::future::yield_now().await;
+        // Let the connection tasks write what this turn queued before taking
+        // more: a turn is at most one read or one line budget.
+        smol::future::yield_now().await;
+        if handled == line_budget {
             continue;
         }
 

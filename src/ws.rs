@@ -153,12 +153,18 @@ pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: So
     };
     // With the token in the URL, the client is bound before it can see the
     // handshake's answer, so a push sent after it connects cannot miss it.
-    let ending = match query_token {
-        Some(token) if shared.config.auth.secret.is_some() => match session.authenticate(&token) {
-            Ok(_) => session.run().await,
-            Err(e) => Some(Ending::Unauthorized(e)),
-        },
-        _ => session.run().await,
+    // A `token` in the URL is always a signed token, never a plain uid.
+    let from_query = match (query_token, &shared.config.auth.secret) {
+        (Some(token), Some(secret)) => Some(
+            auth::verify(&token, secret, auth::unix_now())
+                .map(|uid| Identity { uid, plain: false })
+                .map_err(AuthError::Token),
+        ),
+        _ => None,
+    };
+    let ending = match from_query.map(|identity| session.bind(identity)) {
+        Some(Err(e)) => Some(Ending::Unauthorized(e)),
+        Some(Ok(_)) | None => session.run().await,
     };
     if let Some(ending) = ending {
         // Boxed for the same reason as the handshake: closing happens once.
@@ -219,9 +225,8 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Binds the connection to the uid that `credential` proves, or says why not.
-    fn authenticate(&mut self, credential: &str) -> Result<Identity, AuthError> {
-        let identity = auth::authenticate(&self.shared.config.auth, credential, auth::unix_now());
+    /// Binds the connection to the uid that `identity` proves, or says why not.
+    fn bind(&mut self, identity: Result<Identity, AuthError>) -> Result<Identity, AuthError> {
         let mut hub = self.shared.hub.borrow_mut();
         match identity {
             Ok(identity) => {
@@ -231,7 +236,6 @@ impl Session {
                 Ok(identity)
             }
             Err(e) => {
-                hub.counters.auth_failures += 1;
                 debug!("authentication failed: {e}");
                 Err(e)
             }
@@ -243,7 +247,11 @@ impl Session {
     async fn run(&mut self) -> Option<Ending> {
         loop {
             match std::future::poll_fn(|cx| self.poll_turn(cx)).await {
-                Turn::Credential(text) => match self.authenticate(&text) {
+                Turn::Credential(text) => match self.bind(auth::authenticate(
+                    &self.shared.config.auth,
+                    &text,
+                    auth::unix_now(),
+                )) {
                     Err(e) => return Some(Ending::Unauthorized(e)),
                     Ok(Identity { uid, plain: true }) => {
                         // The Workerman original greets a plain-uid login; its
@@ -342,12 +350,13 @@ impl Session {
             u16::from(frame.code),
             frame.reason
         );
-        let mut leftover = self
-            .shared
-            .hub
-            .borrow_mut()
-            .remove(self.id)
-            .unwrap_or_default();
+        let mut leftover = {
+            let mut hub = self.shared.hub.borrow_mut();
+            if let Ending::Unauthorized(_) = ending {
+                hub.counters.auth_failures += 1;
+            }
+            hub.remove(self.id).unwrap_or_default()
+        };
         let handshake = async {
             let drained = std::future::poll_fn(|cx| {
                 if self.tungstenite_dirty {
