@@ -106,6 +106,9 @@ pub struct Hub {
     uids: HashMap<Rc<str>, u32>,
     n_authenticated: usize,
     next_generation: u64,
+    /// Set by `close_all`: connections that finish their handshake later are
+    /// born closing.
+    closing_all: Option<CloseReason>,
     limits: Limits,
     started: Instant,
     pub counters: Counters,
@@ -118,6 +121,7 @@ impl Hub {
             uids: HashMap::new(),
             n_authenticated: 0,
             next_generation: 0,
+            closing_all: None,
             limits,
             started: Instant::now(),
             counters: Counters::default(),
@@ -144,7 +148,7 @@ impl Hub {
             opened_ms: now_ms,
             last_seen_ms: now_ms,
             pinged: false,
-            close: None,
+            close: self.closing_all,
         });
         // Slab keys stay below the connection limit, which the accept loop keeps
         // far under u32::MAX (it is bounded by the open-files limit).
@@ -337,8 +341,9 @@ impl Hub {
         n
     }
 
-    /// Closes every connection, for shutdown.
+    /// Closes every connection, for shutdown, and every one opened from now on.
     pub fn close_all(&mut self, reason: CloseReason) {
+        self.closing_all = Some(reason);
         for key in 0..self.conns.capacity() {
             if self.conns.get(key).is_some_and(|c| c.close.is_none()) {
                 self.close_key(key as u32, reason);
@@ -572,6 +577,8 @@ mod tests {
         hub.close_all(CloseReason::Shutdown);
         assert_eq!(closing(&mut hub, c), Some(CloseReason::Shutdown));
         assert_eq!(hub.remove(c).unwrap().len(), 1);
+        let late = hub.open(0);
+        assert_eq!(closing(&mut hub, late), Some(CloseReason::Shutdown));
     }
 
     #[test]

@@ -92,8 +92,10 @@ pub async fn run(
         let n = shared.hub.borrow().len();
         info!("shutting down: closing {n} connections");
         shared.hub.borrow_mut().close_all(CloseReason::Shutdown);
+        // Wait for the connection tasks themselves, not the hub entries: a task
+        // leaves the hub before it writes its backlog and its close frame.
         let drained = async {
-            while !shared.hub.borrow().is_empty() {
+            while shared.sockets.get() > 0 {
                 Timer::after(Duration::from_millis(10)).await;
             }
             true
@@ -103,7 +105,7 @@ pub async fn run(
             false
         };
         if !smol::future::or(drained, timed_out).await {
-            let left = shared.hub.borrow().len();
+            let left = shared.sockets.get();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
         drop(sweeper);

@@ -1,0 +1,205 @@
+//! The binary's command line: `--help`, refusing to start without a way to
+//! authenticate, bad flags, and the token secret from `--secret-file` or
+//! PUSHHUB_SECRET.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use pushhub::auth::{Secret, mint, unix_now};
+
+const EPHEMERAL: [&str; 4] = ["--ws", "127.0.0.1:0", "--text", "127.0.0.1:0"];
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    EPHEMERAL
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!("pushhub-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let (status, stdout, _) = run_binary(&["--help"], &[]);
+    assert!(status.success(), "--help exited with {status}");
+    for flag in [
+        "--ws",
+        "--text",
+        "--allow-plain-uid",
+        "--secret-file",
+        "--max-connections",
+        "--handshake-timeout",
+        "--auth-timeout",
+        "--ping-interval",
+        "--idle-timeout",
+        "--max-message-size",
+        "--max-queue-messages",
+        "--max-queue-bytes",
+        "--max-line-length",
+        "--shutdown-timeout",
+        "--log-level",
+        "--help",
+    ] {
+        assert!(
+            stdout.contains(flag),
+            "--help does not mention {flag}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("PUSHHUB_SECRET"), "{stdout}");
+}
+
+#[test]
+fn refuses_to_start_without_a_way_to_authenticate() {
+    let (status, _, stderr) = run_binary(&args(&[]), &[]);
+    assert!(!status.success(), "started without auth: {status}");
+    assert!(stderr.contains("--secret-file"), "stderr: {stderr}");
+    assert!(stderr.contains("--allow-plain-uid"), "stderr: {stderr}");
+    assert!(!stderr.contains("WebSocket on"), "stderr: {stderr}");
+}
+
+#[test]
+fn refuses_bad_flags_and_settings() {
+    let missing = std::env::temp_dir().join("pushhub-test-no-such-secret");
+    let missing = missing.to_str().unwrap();
+    let empty = TempFile::new("empty-secret", b" \n");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            args(&["--allow-plain-uid", "--no-such-flag"]),
+            "--no-such-flag",
+        ),
+        (
+            args(&["--allow-plain-uid", "--ping-interval", "soon"]),
+            "soon",
+        ),
+        (
+            args(&[
+                "--allow-plain-uid",
+                "--ping-interval",
+                "30s",
+                "--idle-timeout",
+                "10s",
+            ]),
+            "--idle-timeout",
+        ),
+        (
+            args(&["--allow-plain-uid", "--max-connections", "0"]),
+            "--max-connections",
+        ),
+        (
+            args(&["--secret-file", missing]),
+            "pushhub-test-no-such-secret",
+        ),
+        (args(&["--secret-file", empty.path()]), "empty"),
+    ];
+    for (argv, says) in cases {
+        let (status, _, stderr) = run_binary(&argv, &[]);
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{argv:?}: {status}; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains(says),
+            "{argv:?}: stderr lacks {says:?}: {stderr}"
+        );
+    }
+}
+
+/// Starts the binary in token mode and checks that tokens signed with `secret`
+/// are accepted and others refused.
+fn check_token_mode(hub: &Binary, secret: &Secret) {
+    let (ws, text) = (hub.ws, hub.text);
+    run(async {
+        let mut backend = Backend::connect(text).await;
+        let good = mint(secret, "env-user", unix_now() + 60);
+        let mut client = connect(ws, "/").await;
+        send_text(&mut client, &good).await;
+        wait_connections(&mut backend, "env-user", 1).await;
+        assert_eq!(backend.push("env-user", "signed in").await, 1);
+        assert_eq!(next_text(&mut client).await, "signed in");
+
+        let mut by_query = connect(ws, &format!("/?token={good}")).await;
+        assert_eq!(backend.connections("env-user").await, 2);
+        assert_eq!(backend.push("env-user", "twice").await, 2);
+        assert_eq!(next_text(&mut by_query).await, "twice");
+        assert_eq!(next_text(&mut client).await, "twice");
+
+        let wrong = mint(
+            &Secret::from_file_contents(b"not the secret").unwrap(),
+            "env-user",
+            unix_now() + 60,
+        );
+        for bad in [wrong.as_str(), "env-user"] {
+            let mut refused = connect(ws, "/").await;
+            send_text(&mut refused, bad).await;
+            assert_eq!(expect_close(&mut refused).await.0, 4001, "{bad}");
+        }
+        close_client(&mut client).await;
+        assert_eq!(backend.connections("env-user").await, 1);
+    });
+}
+
+#[test]
+fn secret_from_the_environment() {
+    let raw = "environment-secret-0123456789abcdef";
+    let hub = Binary::start(&args(&[]), &[("PUSHHUB_SECRET", raw)]);
+    check_token_mode(&hub, &Secret::from_file_contents(raw.as_bytes()).unwrap());
+}
+
+#[test]
+fn secret_from_a_file_with_a_trailing_newline() {
+    let file = TempFile::new("secret", b"file-secret-0123456789abcdef0123\n");
+    let hub = Binary::start(&args(&["--secret-file", file.path()]), &[]);
+    // The newline `echo` leaves is not part of the secret.
+    check_token_mode(
+        &hub,
+        &Secret::from_file_contents(b"file-secret-0123456789abcdef0123").unwrap(),
+    );
+}
+
+#[test]
+fn plain_uid_mode_warns_and_serves() {
+    let mut hub = Binary::start(&args(&["--allow-plain-uid"]), &[]);
+    let line = hub.wait_for_line("plain-uid mode");
+    assert!(line.contains("WARN"), "{line}");
+    let (ws, text) = (hub.ws, hub.text);
+    run(async {
+        let mut backend = Backend::connect(text).await;
+        let mut client = connect(ws, "/").await;
+        send_text(&mut client, "uid1").await;
+        assert_eq!(
+            next_text(&mut client).await,
+            "login success, your uid is uid1"
+        );
+        assert_eq!(
+            backend.request(r#"{"uid":"uid1","percent":"88%"}"#).await,
+            "ok"
+        );
+        assert_eq!(
+            next_text(&mut client).await,
+            r#"{"uid":"uid1","percent":"88%"}"#
+        );
+    });
+}
