@@ -267,15 +267,21 @@ fn invalid(msg: &str) -> ConfigError {
     ConfigError::Invalid(msg.to_string())
 }
 
-/// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Splits `" 64KiB"` into the trimmed text, its leading digits and the rest.
+fn number_and_unit(s: &str) -> (&str, &str, &str) {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
+    (s, digits, unit.trim())
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (s, digits, unit) = number_and_unit(s);
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{s}` is not a duration: use e.g. 500ms, 10s, 2m or 1h"))?;
-    let millis = match unit.trim() {
+    let millis = match unit {
         "ms" => Some(n),
         "" | "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
@@ -293,13 +299,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a byte count: `4096`, `64KiB`, `1MiB` (also `k`/`KB`/`M`/`MB`, all powers of 1024).
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
+    let (s, digits, unit) = number_and_unit(s);
     let n: usize = digits
         .parse()
         .map_err(|_| format!("`{s}` is not a size: use e.g. 4096, 64KiB or 1MiB"))?;
-    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+    let factor: usize = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,

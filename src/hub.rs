@@ -473,7 +473,7 @@ mod tests {
             (stats.connections, stats.authenticated, stats.uids),
             (3, 3, 2)
         );
-        assert_eq!(stats.delivered, 2);
+        assert_eq!(stats.counters.delivered, 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 /// Monotonic counters since start.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Counters {
     /// Push requests handled (original form and `push` commands).
     pub pushes: u64,
@@ -35,14 +35,8 @@ pub struct Stats {
     pub authenticated: usize,
     /// Distinct uids online.
     pub uids: usize,
-    pub pushes: u64,
-    pub broadcasts: u64,
-    pub delivered: u64,
-    pub dropped: u64,
-    pub rejected: u64,
-    pub auth_failures: u64,
-    pub kicked: u64,
-    pub idle_closed: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
     pub uptime_secs: u64,
     /// Resident set size of the process, from /proc; 0 where unavailable.
     pub rss_bytes: u64,
@@ -54,14 +48,7 @@ impl Stats {
             connections: live.connections,
             authenticated: live.authenticated,
             uids: live.uids,
-            pushes: counters.pushes,
-            broadcasts: counters.broadcasts,
-            delivered: counters.delivered,
-            dropped: counters.dropped,
-            rejected: counters.rejected,
-            auth_failures: counters.auth_failures,
-            kicked: counters.kicked,
-            idle_closed: counters.idle_closed,
+            counters: counters.clone(),
             uptime_secs: started.elapsed().as_secs(),
             rss_bytes: rss_bytes().unwrap_or(0),
         }

@@ -205,20 +205,17 @@ fn last_line_without_newline_is_answered_at_eof() {
     });
 }
 
-/// Ten thousand pushes in one write: every reply, in order, and every message, in order.
-#[test]
-fn pipelined_pushes_are_answered_in_order() {
-    const N: usize = 10_000;
+/// Sends `n` pushes to one client in a single write, and checks that every
+/// reply and every message arrives, each in order; `data(i)` is push i's text.
+fn pipelined_burst(n: usize, data: impl Fn(usize) -> String) {
     let server = Server::start(plain_config());
     run(async {
         let mut client = login_plain(&server, "u1").await;
         let mut backend = Backend::connect(server.text).await;
         let mut burst = Vec::new();
-        for i in 0..N {
-            burst.extend_from_slice(
-                format!("{{\"cmd\":\"push\",\"uid\":\"u1\",\"data\":\"m{i}\",\"id\":{i}}}\n")
-                    .as_bytes(),
-            );
+        for i in 0..n {
+            let line = serde_json::json!({"cmd": "push", "uid": "u1", "data": data(i), "id": i});
+            burst.extend_from_slice(format!("{line}\n").as_bytes());
         }
         let Backend { stream, buf } = &mut backend;
         let stream: &Async<TcpStream> = stream;
@@ -228,33 +225,35 @@ fn pipelined_pushes_are_answered_in_order() {
                 .unwrap();
         };
         let replies = async {
-            for i in 0..N {
+            for i in 0..n {
                 let line = within(STEP, "a pipelined reply", read_line(stream, buf))
                     .await
                     .unwrap_or_else(|| panic!("the text port closed after {i} replies"));
                 assert_eq!(
                     line,
                     format!("{{\"ok\":true,\"id\":{i},\"delivered\":1}}"),
-                    "reply #{i}"
+                    "reply #{i}: was the receiver dropped?"
                 );
             }
         };
         let messages = async {
-            for i in 0..N {
-                assert_eq!(
-                    next_text(&mut client).await,
-                    format!("m{i}"),
-                    "message #{i}"
-                );
+            for i in 0..n {
+                assert!(next_text(&mut client).await == data(i), "message #{i}");
             }
         };
         smol::future::zip(write, smol::future::zip(replies, messages)).await;
 
         let stats = backend.stats().await;
-        assert_eq!(stats["pushes"], N as u64, "{stats}");
-        assert_eq!(stats["delivered"], N as u64, "{stats}");
+        assert_eq!(stats["pushes"], n as u64, "{stats}");
+        assert_eq!(stats["delivered"], n as u64, "{stats}");
         assert_eq!(stats["dropped"], 0, "{stats}");
     });
+}
+
+/// Ten thousand pushes in one write: every reply, in order, and every message, in order.
+#[test]
+fn pipelined_pushes_are_answered_in_order() {
+    pipelined_burst(10_000, |i| format!("m{i}"));
 }
 
 /// Pipelined pushes of 1 KiB each: a read of the text port holds far fewer lines
@@ -262,54 +261,8 @@ fn pipelined_pushes_are_answered_in_order() {
 /// connection drain its queue while the burst is being handled.
 #[test]
 fn pipelined_kilobyte_pushes_do_not_starve_the_receiver() {
-    const N: usize = 3000;
-    let server = Server::start(plain_config());
-    run(async {
-        let mut client = login_plain(&server, "u1").await;
-        let mut backend = Backend::connect(server.text).await;
-        let pad = "k".repeat(1000);
-        let mut burst = Vec::new();
-        for i in 0..N {
-            burst.extend_from_slice(
-                format!(
-                    "{{\"cmd\":\"push\",\"uid\":\"u1\",\"data\":\"{i:06}{pad}\",\"id\":{i}}}\n"
-                )
-                .as_bytes(),
-            );
-        }
-        let Backend { stream, buf } = &mut backend;
-        let stream: &Async<TcpStream> = stream;
-        let write = async {
-            within(STEP, "writing the burst", (&*stream).write_all(&burst))
-                .await
-                .unwrap();
-        };
-        let replies = async {
-            for i in 0..N {
-                let line = within(STEP, "a pipelined reply", read_line(stream, buf))
-                    .await
-                    .unwrap_or_else(|| panic!("the text port closed after {i} replies"));
-                assert_eq!(
-                    line,
-                    format!("{{\"ok\":true,\"id\":{i},\"delivered\":1}}"),
-                    "reply #{i}: the receiver was dropped"
-                );
-            }
-        };
-        let messages = async {
-            for i in 0..N {
-                let text = next_text(&mut client).await;
-                assert!(
-                    text.len() == 1006 && text.starts_with(&format!("{i:06}")),
-                    "message #{i} is {:?}",
-                    &text[..text.len().min(20)]
-                );
-            }
-        };
-        smol::future::zip(write, smol::future::zip(replies, messages)).await;
-        let stats = backend.stats().await;
-        assert_eq!(stats["dropped"], 0, "{stats}");
-    });
+    let pad = "k".repeat(1000);
+    pipelined_burst(3000, |i| format!("{i:06}{pad}"));
 }
 
 #[test]
