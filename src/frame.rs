@@ -13,14 +13,36 @@ pub struct Frame(Bytes);
 
 const FIN: u8 = 0x80;
 const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
 
 impl Frame {
     /// A final text frame carrying `text`.
     pub fn text(text: &str) -> Frame {
-        let len = text.len();
+        Frame::encode(OP_TEXT, &[text.as_bytes()])
+    }
+
+    /// The answer to a ping: a pong with the ping's payload (at most 125 bytes,
+    /// which the decoder guarantees for control frames).
+    pub fn pong(payload: &[u8]) -> Frame {
+        Frame::encode(OP_PONG, &[payload])
+    }
+
+    /// A close frame with a status code and a reason (kept under the 123 bytes
+    /// a control frame leaves for it).
+    pub fn close(code: u16, reason: &str) -> Frame {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Frame::encode(OP_CLOSE, &[&code.to_be_bytes(), &reason.as_bytes()[..end]])
+    }
+
+    fn encode(opcode: u8, parts: &[&[u8]]) -> Frame {
+        let len = parts.iter().map(|p| p.len()).sum();
         let mut buf = BytesMut::with_capacity(header_len(len) + len);
-        buf.put_u8(FIN | OP_TEXT);
+        buf.put_u8(FIN | opcode);
         match len {
             0..=125 => buf.put_u8(len as u8),
             126..=0xFFFF => {
@@ -32,7 +54,9 @@ impl Frame {
                 buf.put_u64(len as u64);
             }
         }
-        buf.put_slice(text.as_bytes());
+        for part in parts {
+            buf.put_slice(part);
+        }
         Frame(buf.freeze())
     }
 
@@ -84,6 +108,10 @@ mod tests {
         );
         assert_eq!(f.len(), 10 + 70_000);
         assert_eq!(Frame::ping().as_bytes(), b"\x89\x00");
+        assert_eq!(Frame::pong(b"ab").as_bytes(), b"\x8a\x02ab");
+        assert_eq!(Frame::close(1001, "bye").as_bytes(), b"\x88\x05\x03\xe9bye");
+        let long = Frame::close(4001, &"é".repeat(100));
+        assert!(long.len() <= 2 + 125);
     }
 
     #[test]

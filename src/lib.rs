@@ -8,7 +8,9 @@
 //! Map of the crate:
 //! - [`config`]: flags → validated [`Config`].
 //! - [`server`]: listeners, deadline sweeper and shutdown ([`run`]).
-//! - `ws`: one WebSocket connection's task: handshake, authentication, I/O.
+//! - `ws`: one WebSocket connection's task: authentication, reading, writing, closing.
+//! - [`handshake`]: the HTTP upgrade (parsing is pure; `accept` does the I/O).
+//! - [`inbound`]: the decoder of client frames (no I/O).
 //! - [`text_port`]: one backend connection, and [`text_port::handle_line`].
 //! - [`protocol`]: the text port's line codec, requests and replies (no I/O).
 //! - [`hub`]: the connection table, uid index and outbound queues (never awaits).
@@ -23,7 +25,9 @@
 pub mod auth;
 pub mod config;
 pub mod frame;
+pub mod handshake;
 pub mod hub;
+pub mod inbound;
 pub mod logger;
 pub mod metrics;
 pub mod protocol;
