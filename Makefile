@@ -11,10 +11,12 @@ BIN     := target/release/pushhub
 WS      ?= 127.0.0.1:1234
 TEXT    ?= 127.0.0.1:5678
 
-.PHONY: build run test bench lint install clean
+N       ?= 18000
+
+.PHONY: build run test bench bench-load bench-chart lint install clean
 
 build:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --bins
 
 run: build
 	@echo
@@ -32,6 +34,17 @@ test:
 
 bench:
 	$(CARGO) bench --locked --bench hot_paths
+
+# Load benchmarks: release hub + generator on loopback, one fresh hub per step.
+# Parameters: N (connections, default 18000), ONLY (a subset, e.g. "conns push").
+# Results are appended to bench/results/load.jsonl (one JSON line per run).
+bench-load: build
+	N=$(N) ONLY="$(ONLY)" bench/load.sh
+
+# The RSS-per-connection chart, drawn from the latest `conns` result.
+bench-chart:
+	$(CARGO) run --release --locked --bin pushhub-bench -- chart \
+		--input bench/results/load.jsonl --output bench/rss.svg
 
 lint:
 	$(CARGO) fmt --all -- --check

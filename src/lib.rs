@@ -20,10 +20,12 @@
 //! - [`metrics`]: counters and the `stats` snapshot.
 //! - [`logger`]: leveled logging to stderr.
 //! - [`shutdown`]: SIGINT/SIGTERM → the shutdown future.
+//! - [`fd_limit`]: raising the open-files limit.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
+pub mod fd_limit;
 pub mod frame;
 pub mod handshake;
 pub mod hub;

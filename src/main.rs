@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use log::{error, info, warn};
 use pushhub::config::{Flags, RESERVED_FDS, SECRET_ENV};
-use pushhub::{Listeners, logger, shutdown};
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use pushhub::{Listeners, fd_limit, logger, shutdown};
 
 fn main() -> ExitCode {
     let flags = match parse_flags() {
@@ -16,7 +15,7 @@ fn main() -> ExitCode {
     };
     logger::init(flags.log_level);
     let (ws, text) = (flags.ws, flags.text);
-    let fd_limit = raise_fd_limit();
+    let fd_limit = fd_limit::raise();
     let config = match flags.into_config(std::env::var(SECRET_ENV).ok(), fd_limit) {
         Ok(config) => config,
         Err(e) => {
@@ -102,26 +101,4 @@ fn parse_flags() -> Result<Flags, ExitCode> {
             ExitCode::from(2)
         }
     })
-}
-
-/// Raises the soft open-files limit to the hard limit, since every connection is
-/// a file descriptor, and returns the limit now in force.
-fn raise_fd_limit() -> u64 {
-    let limit = getrlimit(Resource::Nofile);
-    let Some(hard) = limit.maximum else {
-        // Unlimited hard limit: keep the soft one, which is finite.
-        return limit.current.unwrap_or(1024);
-    };
-    let raised = Rlimit {
-        current: Some(hard),
-        maximum: Some(hard),
-    };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => hard,
-        Err(e) => {
-            let soft = limit.current.unwrap_or(1024);
-            warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
-            soft
-        }
-    }
 }

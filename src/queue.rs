@@ -67,7 +67,7 @@ impl Queue {
             self.written = 0;
             self.frames.pop_front();
         }
-if self.frames.is_empty() {
+        if self.frames.is_empty() {
             // An idle connection holds no slots: re-allocating them for the next
             // message costs far less than the write that empties them.
             self.frames = VecDeque::new();

@@ -4,11 +4,12 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
 use log::{debug, info, warn};
+use smol::channel::Sender;
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::config::Config;
@@ -59,12 +60,41 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Binds both addresses with a listen backlog of [`BACKLOG`].
     pub fn bind(ws: SocketAddr, text: SocketAddr) -> io::Result<Listeners> {
         Ok(Listeners {
-            ws: TcpListener::bind(ws)?,
-            text: TcpListener::bind(text)?,
+            ws: listen(ws)?,
+            text: listen(text)?,
         })
     }
+}
+
+/// Connections the kernel holds for us before we accept them. std's listeners
+/// use 128, and a burst of reconnecting clients (after a restart, say) then
+/// overflows it: the dropped SYNs are retried only a second later. The kernel
+/// caps this at `net.core.somaxconn`.
+pub const BACKLOG: i32 = 4096;
+
+/// A listening TCP socket with [`BACKLOG`] and `SO_REUSEADDR` (so that a
+/// restart does not wait for the previous run's connections in TIME_WAIT).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, BACKLOG)?;
+    Ok(TcpListener::from(fd))
+}
+
+/// What the accept tasks and the signal hand to the main loop.
+enum Event {
+    Ws(Async<TcpStream>, SocketSlot),
+    Text(Async<TcpStream>),
+    Shutdown,
 }
 
 /// Runs the hub until `shutdown` completes, then closes every connection with a
@@ -78,17 +108,39 @@ pub async fn run(
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
     let shared = Rc::new(Shared::new(config));
+    let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
     ex.run(async {
+        // Everything that waits on a socket or a signal is a task of its own.
+        // The future given to `run` is polled whenever the executor wakes, so
+        // it only waits on this channel, which costs no system call to poll.
         let sweeper = ex.spawn(sweep(Rc::clone(&shared)));
-        let accepting = smol::future::or(
-            accept_ws(&ex, Rc::clone(&shared), ws_listener),
-            accept_text(&ex, Rc::clone(&shared), text_listener),
-        );
-        // The accept loops never end; when shutdown wins the race they are
-        // dropped, and both listeners with them.
-        smol::future::or(accepting, shutdown).await;
+        let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
+        let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
+        let signal = ex.spawn(async move {
+            shutdown.await;
+            let _ = events.send(Event::Shutdown).await;
+        });
+        while let Ok(event) = incoming.recv().await {
+            match event {
+                Event::Ws(stream, slot) => {
+                    ex.spawn(ws::serve(Rc::clone(&shared), stream, slot))
+                        .detach();
+                }
+                Event::Text(stream) => {
+                    ex.spawn(text_port::serve(Rc::clone(&shared), stream))
+                        .detach();
+                }
+                Event::Shutdown => break,
+            }
+        }
 
+        // Dropping the accept tasks closes both listeners.
+        drop((accept_ws, accept_text, signal));
+        // Sockets accepted but not yet served are closed here.
+        while let Ok(event) = incoming.try_recv() {
+            drop(event);
+        }
         let n = shared.hub.borrow().len();
         info!("shutting down: closing {n} connections");
         shared.hub.borrow_mut().close_all(CloseReason::Shutdown);
@@ -114,7 +166,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_ws(ex: &LocalExecutor<'_>, shared: Rc<Shared>, listener: Async<TcpListener>) {
+async fn accept_ws(shared: Rc<Shared>, listener: Async<TcpListener>, events: Sender<Event>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -132,19 +184,21 @@ async fn accept_ws(ex: &LocalExecutor<'_>, shared: Rc<Shared>, listener: Async<T
         if let Err(e) = stream.get_ref().set_nodelay(true) {
             debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        ex.spawn(ws::serve(Rc::clone(&shared), stream, slot))
-            .detach();
+        if events.send(Event::Ws(stream, slot)).await.is_err() {
+            return;
+        }
     }
 }
 
-async fn accept_text(ex: &LocalExecutor<'_>, shared: Rc<Shared>, listener: Async<TcpListener>) {
+async fn accept_text(listener: Async<TcpListener>, events: Sender<Event>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 debug!("backend connected from {peer}");
                 let _ = stream.get_ref().set_nodelay(true);
-                ex.spawn(text_port::serve(Rc::clone(&shared), stream))
-                    .detach();
+                if events.send(Event::Text(stream)).await.is_err() {
+                    return;
+                }
             }
             Err(e) => accept_failed(&e).await,
         }

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs the load benchmarks against release builds of the hub, one fresh hub
+# per benchmark, and appends one JSON line per benchmark to $OUT.
+#
+#   bench/load.sh                      # everything, N=18000
+#   N=5000 ONLY="conns broadcast" bench/load.sh
+#
+# Loopback only. Every step is bounded by the generator's own --timeout-secs.
+# Where `taskset` exists, the hub runs on CPU 0 and the generator on CPU 1, so
+# that "the hub on one core" is literal and the two do not share a core.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-18000}
+OUT=${OUT:-bench/results/load.jsonl}
+ONLY=${ONLY:-"floor conns broadcast push pushmax slow"}
+WS=${WS:-127.0.0.1:21400}
+TEXT=${TEXT:-127.0.0.1:21401}
+HUB=target/release/pushhub
+GEN=target/release/pushhub-bench
+
+mkdir -p "$(dirname "$OUT")"
+hub_cpu=() gen_cpu=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    hub_cpu=(taskset -c 0) gen_cpu=(taskset -c 1)
+fi
+
+hub_pid=
+stop_hub() {
+    if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
+        kill -INT "$hub_pid"
+        wait "$hub_pid" || true
+    fi
+    hub_pid=
+}
+trap stop_hub EXIT
+
+start_hub() {
+    stop_hub
+    "${hub_cpu[@]}" "$HUB" --allow-plain-uid --ws "$WS" --text "$TEXT" --log-level warn "$@" &
+    hub_pid=$!
+    # Wait (bounded) until the text port answers.
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/${TEXT%:*}/${TEXT#*:}") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "the hub did not start" >&2
+    exit 1
+}
+
+run() {
+    echo "== $*" >&2
+    "${gen_cpu[@]}" "$GEN" "$@" --ws "$WS" --text "$TEXT" --hub-pid "$hub_pid" | tee -a "$OUT"
+}
+
+floor_us=
+for bench in $ONLY; do
+    case $bench in
+    floor)
+        # Unpinned: it pins its sender and its receivers to two CPUs itself, as
+        # the hub and its clients are.
+        echo "== floor" >&2
+        line=$("$GEN" floor --n 1000 --size 34 --rounds 20 | tee -a "$OUT")
+        floor_us=$(printf '%s' "$line" | sed -n 's/.*"cpu_us_per_send":\([0-9.]*\).*/\1/p')
+        ;;
+    conns)
+        start_hub
+        steps=$(printf '%s\n' 1000 2000 5000 10000 18000 | awk -v n="$N" '$1 < n' | paste -sd, -)
+        run conns --n "$N" --steps "${steps:+$steps,}$N"
+        ;;
+    broadcast)
+        start_hub
+        run broadcast --n "$N" --repeats 10 --size 32 --burst 20 ${floor_us:+--floor-us "$floor_us"}
+        ;;
+    push)
+        start_hub
+        run push --n "$(( N < 10000 ? N : 10000 ))" --rate 5000 --duration-secs 10 ${floor_us:+--floor-us "$floor_us"}
+        ;;
+    pushmax)
+        start_hub
+        run pushmax --n 1000 --pushes 300000 --window 2000 ${floor_us:+--floor-us "$floor_us"}
+        ;;
+    slow)
+        start_hub
+        run slow --readers 1000 --slow 100 --size 65536 --broadcasts 200
+        ;;
+    *)
+        echo "unknown benchmark: $bench" >&2
+        exit 2
+        ;;
+    esac
+done

@@ -1,0 +1,318 @@
+//! The command line: one subcommand per bench, plus the hidden `worker` that
+//! `conns` runs in child processes. Flag names are an interface (the Makefile
+//! and BENCHMARKS.md use them).
+//!
+//! argh has no flattening, so the flags every hub bench shares are written
+//! once, in the `hub_bench!` macro that declares each bench's struct.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use argh::FromArgs;
+
+/// Load generator for a running pushhub (on this machine's loopback only).
+/// Every subcommand prints a summary on stderr and one JSON line on stdout.
+#[derive(FromArgs, Debug)]
+pub struct TopLevel {
+    #[argh(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Cmd {
+    Conns(ConnsArgs),
+    Push(PushArgs),
+    PushMax(PushMaxArgs),
+    Broadcast(BroadcastArgs),
+    Slow(SlowArgs),
+    Floor(FloorArgs),
+    Chart(ChartArgs),
+    Worker(WorkerArgs),
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Token,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "plain" => Ok(Mode::Plain),
+            "token" => Ok(Mode::Token),
+            _ => Err(format!("expected plain or token, got {s:?}")),
+        }
+    }
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Token => "token",
+        }
+    }
+}
+
+fn default_ws() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1234))
+}
+
+fn default_text() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5678))
+}
+
+/// The flags every hub bench shares, as given.
+#[derive(Debug, Clone)]
+pub struct CommonArgs {
+    pub ws: SocketAddr,
+    pub text: SocketAddr,
+    pub hub_pid: Option<u32>,
+    pub mode: Mode,
+    pub secret_file: Option<PathBuf>,
+    pub sources: u8,
+    pub concurrency: usize,
+    pub timeout_secs: u64,
+    pub floor_us: Option<f64>,
+}
+
+/// Declares a hub bench's flags: its own, then the shared ones.
+macro_rules! hub_bench {
+    // The bench's own fields pass through as raw tokens: argh must see
+    // `Option<..>` spelled out, which a `ty` fragment would hide.
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($fields:tt)* }
+    ) => {
+        #[derive(FromArgs, Debug)]
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// the hub's WebSocket address, in 127.0.0.0/8 (default 127.0.0.1:1234)
+            #[argh(option, default = "default_ws()")]
+            pub ws: SocketAddr,
+            /// the hub's text port, in 127.0.0.0/8 (default 127.0.0.1:5678)
+            #[argh(option, default = "default_text()")]
+            pub text: SocketAddr,
+            /// pid of the hub, to read its memory and CPU time from /proc
+            #[argh(option)]
+            pub hub_pid: Option<u32>,
+            /// plain (the uid as first message, needs --allow-plain-uid) or token
+            /// (a signed token as first message); default plain
+            #[argh(option, default = "Mode::Plain")]
+            pub mode: Mode,
+            /// file holding the hub's token secret, for --mode token (or set
+            /// PUSHHUB_SECRET)
+            #[argh(option)]
+            pub secret_file: Option<PathBuf>,
+            /// spread connections over the source addresses 127.0.0.1 to
+            /// 127.0.0.K (default 8)
+            #[argh(option, default = "8")]
+            pub sources: u8,
+            /// connections being opened at once (default 256)
+            #[argh(option, default = "256")]
+            pub concurrency: usize,
+            /// give up after this many seconds: report what was measured and exit
+            /// 1 (default 120)
+            #[argh(option, default = "120")]
+            pub timeout_secs: u64,
+            /// CPU µs per send measured by `floor`: adds ratios to that floor
+            #[argh(option)]
+            pub floor_us: Option<f64>,
+        }
+
+        impl $name {
+            pub fn common(&self) -> CommonArgs {
+                CommonArgs {
+                    ws: self.ws,
+                    text: self.text,
+                    hub_pid: self.hub_pid,
+                    mode: self.mode,
+                    secret_file: self.secret_file.clone(),
+                    sources: self.sources,
+                    concurrency: self.concurrency,
+                    timeout_secs: self.timeout_secs,
+                    floor_us: self.floor_us,
+                }
+            }
+        }
+    };
+}
+
+hub_bench! {
+    /// Open connections step by step; the hub's RSS at each step, the slope per
+    /// connection, the connect+login rate and the hub's CPU per login.
+    #[argh(subcommand, name = "conns")]
+    pub struct ConnsArgs {
+        /// connections in all (default 18000)
+        #[argh(option, default = "18000")]
+        pub n: u32,
+        /// comma-separated connection counts at which to sample the hub's RSS
+        /// (default 1000,2000,5000,10000,18000, cut at --n; --n is always the last)
+        #[argh(option)]
+        pub steps: Option<String>,
+        /// wait this long at each step before sampling (default 1000)
+        #[argh(option, default = "1000")]
+        pub settle_ms: u64,
+        /// connections per process: beyond it, child processes hold them
+        /// (default 16000)
+        #[argh(option, default = "16000")]
+        pub per_process: u32,
+    }
+}
+
+hub_bench! {
+    /// Pushes to random uids at a fixed rate: delivery latency percentiles,
+    /// failures and pushes acknowledged but never received.
+    #[argh(subcommand, name = "push")]
+    pub struct PushArgs {
+        /// connections (uids u0..u{n-1}) (default 10000)
+        #[argh(option, default = "10000")]
+        pub n: u32,
+        /// pushes per second (default 5000)
+        #[argh(option, default = "5000")]
+        pub rate: u32,
+        /// seconds of pushing (default 10)
+        #[argh(option, default = "10")]
+        pub duration_secs: u32,
+        /// how long to wait for stragglers after the last reply (default 1000)
+        #[argh(option, default = "1000")]
+        pub grace_ms: u64,
+    }
+}
+
+hub_bench! {
+    /// Pipelined pushes as fast as the hub takes them: pushes/s and hub CPU per
+    /// push, and a check that every client received its share.
+    #[argh(subcommand, name = "pushmax")]
+    pub struct PushMaxArgs {
+        /// connections (default 1000)
+        #[argh(option, default = "1000")]
+        pub n: u32,
+        /// pushes in all (default 200000)
+        #[argh(option, default = "200000")]
+        pub pushes: u32,
+        /// most requests unanswered at any time (default 2000)
+        #[argh(option, default = "2000")]
+        pub window: u32,
+    }
+}
+
+hub_bench! {
+    /// Broadcasts to every client: time until all have one, and a burst
+    /// written in one go; hub CPU per delivered message.
+    #[argh(subcommand, name = "broadcast")]
+    pub struct BroadcastArgs {
+        /// connections (default 18000)
+        #[argh(option, default = "18000")]
+        pub n: u32,
+        /// single broadcasts, one after the other (default 10)
+        #[argh(option, default = "10")]
+        pub repeats: u32,
+        /// bytes of data per broadcast (default 32)
+        #[argh(option, default = "32")]
+        pub size: usize,
+        /// broadcasts written back to back (default 20)
+        #[argh(option, default = "20")]
+        pub burst: u32,
+    }
+}
+
+hub_bench! {
+    /// Clients that stop reading while big broadcasts go on: the hub's memory,
+    /// whom it drops, and whether the readers still get everything.
+    #[argh(subcommand, name = "slow")]
+    pub struct SlowArgs {
+        /// clients that read everything (default 1000)
+        #[argh(option, default = "1000")]
+        pub readers: u32,
+        /// clients that stop reading after the run-up (default 100)
+        #[argh(option, default = "100")]
+        pub slow: u32,
+        /// bytes of data per broadcast (default 65536)
+        #[argh(option, default = "65536")]
+        pub size: usize,
+        /// broadcasts once the slow clients stopped reading (default 200)
+        #[argh(option, default = "200")]
+        pub broadcasts: u32,
+        /// broadcasts before that, read by every client (default 10)
+        #[argh(option, default = "10")]
+        pub runup: u32,
+        /// hub RSS sampling interval during the run (default 20)
+        #[argh(option, default = "20")]
+        pub sample_ms: u64,
+        /// receive buffer of the slow clients' sockets in bytes (default: the
+        /// kernel's), to reach the hub's queue bounds with less data
+        #[argh(option)]
+        pub slow_rcvbuf: Option<usize>,
+    }
+}
+
+/// The kernel's floor for one delivered message: blocking sends to N loopback
+/// sockets whose readers wait in epoll, CPU per send on the sending thread.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "floor")]
+pub struct FloorArgs {
+    /// connections (default 1000)
+    #[argh(option, default = "1000")]
+    pub n: u32,
+    /// bytes per send (default 34: a 32-byte text message in its frame)
+    #[argh(option, default = "34")]
+    pub size: usize,
+    /// measured rounds of one send per connection, after one warm-up round
+    /// (default 20)
+    #[argh(option, default = "20")]
+    pub rounds: u32,
+    /// give up after this many seconds (default 120)
+    #[argh(option, default = "120")]
+    pub timeout_secs: u64,
+}
+
+/// Draw the hub's RSS against its connection count (SVG) from the `conns`
+/// results in a JSON-lines file.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "chart")]
+pub struct ChartArgs {
+    /// the results file, one JSON line per bench (default bench/results/load.jsonl)
+    #[argh(option, default = "\"bench/results/load.jsonl\".into()")]
+    pub input: std::path::PathBuf,
+    /// where to write the SVG (default bench/rss.svg)
+    #[argh(option, default = "\"bench/rss.svg\".into()")]
+    pub output: std::path::PathBuf,
+}
+
+/// (internal, run by `conns`) open connections u<from>..u<to-1>, print one
+/// ready line, hold them until stdin closes.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "worker")]
+pub struct WorkerArgs {
+    /// first uid index
+    #[argh(option)]
+    pub from: u32,
+    /// one past the last uid index
+    #[argh(option)]
+    pub to: u32,
+    /// the hub's WebSocket address
+    #[argh(option, default = "default_ws()")]
+    pub ws: SocketAddr,
+    /// plain or token
+    #[argh(option, default = "Mode::Plain")]
+    pub mode: Mode,
+    /// file holding the token secret (or PUSHHUB_SECRET)
+    #[argh(option)]
+    pub secret_file: Option<PathBuf>,
+    /// source addresses 127.0.0.1 to 127.0.0.K
+    #[argh(option, default = "8")]
+    pub sources: u8,
+    /// connections being opened at once
+    #[argh(option, default = "256")]
+    pub concurrency: usize,
+    /// exit after this many seconds even if stdin stays open
+    #[argh(option, default = "120")]
+    pub timeout_secs: u64,
+}

@@ -1,0 +1,519 @@
+//! The raw WebSocket client, by the thousand: connect from a chosen source
+//! address, send the HTTP upgrade with a fixed key (only the `101` status line is
+//! checked), send the credential as one masked text frame, then read: answer
+//! pings, answer a close, and hand every text message to the bench's
+//! [`Listener`].
+//!
+//! Not tungstenite: at 18,000 connections its state and buffers per connection
+//! would weigh more than the hub being measured. Here a connection is one task
+//! (a few hundred bytes), its socket, and a [`Decoder`] that keeps no buffer
+//! between frames. Bytes are read into one scratch buffer shared by every
+//! connection of the thread and decoded before the next read, so no read
+//! buffer lives per connection at all.
+
+use std::cell::{Cell, RefCell};
+use std::io::Read;
+use std::net::{SocketAddrV4, TcpStream};
+use std::ops::Range;
+use std::rc::Rc;
+
+use pushhub::auth::{Secret, mint};
+use smol::io::AsyncWriteExt;
+use smol::lock::Semaphore;
+use smol::{Async, LocalExecutor};
+
+use crate::clock::now_ns;
+use crate::codec::{self, Decoder, Event, FrameError, MASK, OP_CLOSE, OP_PONG, OP_TEXT};
+use crate::net;
+use crate::notify::Notify;
+
+/// Shared read buffer: big enough that a 64 KiB frame takes one or two reads.
+const SCRATCH_BYTES: usize = 128 * 1024;
+
+/// Reads in a row before a connection yields to the others.
+const READ_STREAK: u32 = 16;
+
+/// Longest HTTP response head accepted from the hub.
+const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+
+/// Error messages kept for the report; the rest are only counted.
+const MAX_ERRORS_KEPT: usize = 8;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// How a client proves its uid.
+#[derive(Clone)]
+pub enum Credential {
+    /// The uid itself, as the first message; the hub greets it.
+    Plain,
+    /// An HS256 token for the uid, as the first message; no greeting.
+    Token { secret: Secret, exp: u64 },
+}
+
+impl Credential {
+    fn for_uid(&self, uid: &str) -> String {
+        match self {
+            Credential::Plain => uid.to_string(),
+            Credential::Token { secret, exp } => mint(secret, uid, *exp),
+        }
+    }
+
+    /// Whether the hub answers a login with a greeting (plain-uid mode).
+    pub fn greets(&self) -> bool {
+        matches!(self, Credential::Plain)
+    }
+}
+
+/// What a bench does with the messages its clients receive. Connection `conn`
+/// is the client of uid `u<conn>`.
+pub trait Listener {
+    /// A text message reached `conn` at `now_ns`: its first bytes (at most
+    /// [`codec::KEEP`]) and its length.
+    fn on_text(&self, conn: u32, prefix: &[u8], len: u64, now_ns: u64);
+
+    /// `conn` ended after it was ready: a close frame (with its code, if any),
+    /// EOF or an error.
+    fn on_close(&self, _conn: u32, _code: Option<u16>) {}
+
+    /// Asked before every read; `false` stops reading this connection. Its
+    /// socket stays open and goes to [`Listener::park`].
+    fn keep_reading(&self, _conn: u32) -> bool {
+        true
+    }
+
+    fn park(&self, _parked: Parked) {}
+}
+
+/// A listener for benches that only hold connections.
+pub struct Ignore;
+
+impl Listener for Ignore {
+    fn on_text(&self, _: u32, _: &[u8], _: u64, _: u64) {}
+}
+
+/// A connection that stopped reading, socket open; [`Pool::resume`] reads it again.
+pub struct Parked {
+    stream: Async<TcpStream>,
+    state: ConnState,
+}
+
+pub struct ClientConfig {
+    pub ws: SocketAddrV4,
+    pub sources: u8,
+    pub concurrency: usize,
+    pub credential: Credential,
+    /// SO_RCVBUF for the connections in the range (default: the kernel's).
+    pub rcvbuf: Option<(Range<u32>, usize)>,
+}
+
+/// What every connection task of a pool shares.
+struct Ctx {
+    ws: SocketAddrV4,
+    sources: u8,
+    credential: Credential,
+    rcvbuf: Option<(Range<u32>, usize)>,
+    /// The upgrade request, the same for every connection.
+    request: String,
+    opening: Semaphore,
+    listener: Rc<dyn Listener>,
+    ready: Cell<u32>,
+    failed: Cell<u32>,
+    closed: Cell<u32>,
+    changed: Notify,
+    errors: RefCell<Vec<String>>,
+}
+
+impl Ctx {
+    fn fail(&self, message: String) {
+        self.failed.set(self.failed.get() + 1);
+        let mut errors = self.errors.borrow_mut();
+        if errors.len() < MAX_ERRORS_KEPT {
+            errors.push(message);
+        }
+        self.changed.notify();
+    }
+}
+
+/// A set of clients opened at bounded concurrency on this thread's executor.
+#[derive(Clone)]
+pub struct Pool {
+    ctx: Rc<Ctx>,
+    ex: Rc<LocalExecutor<'static>>,
+}
+
+impl Pool {
+    pub fn new(
+        ex: Rc<LocalExecutor<'static>>,
+        config: ClientConfig,
+        listener: Rc<dyn Listener>,
+    ) -> Pool {
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            config.ws
+        );
+        Pool {
+            ctx: Rc::new(Ctx {
+                ws: config.ws,
+                sources: config.sources,
+                credential: config.credential,
+                rcvbuf: config.rcvbuf,
+                request,
+                opening: Semaphore::new(config.concurrency.max(1)),
+                listener,
+                ready: Cell::new(0),
+                failed: Cell::new(0),
+                closed: Cell::new(0),
+                changed: Notify::default(),
+                errors: RefCell::new(Vec::new()),
+            }),
+            ex,
+        }
+    }
+
+    /// Starts the clients of uids `u<i>` for `i` in `range`.
+    pub fn spawn(&self, range: Range<u32>) {
+        for idx in range {
+            self.ex.spawn(conn_task(Rc::clone(&self.ctx), idx)).detach();
+        }
+    }
+
+    /// Connections that completed their login (plain mode: greeted; token mode:
+    /// credential sent).
+    pub fn ready(&self) -> u32 {
+        self.ctx.ready.get()
+    }
+
+    pub fn failed(&self) -> u32 {
+        self.ctx.failed.get()
+    }
+
+    /// Ready connections that have ended since.
+    pub fn closed(&self) -> u32 {
+        self.ctx.closed.get()
+    }
+
+    /// The first few failure messages.
+    pub fn errors(&self) -> Vec<String> {
+        self.ctx.errors.borrow().clone()
+    }
+
+    /// Waits until `target` connections are ready or failed.
+    pub async fn settled(&self, target: u32) {
+        let ctx = &self.ctx;
+        ctx.changed
+            .until(|| ctx.ready.get() + ctx.failed.get() >= target)
+            .await;
+    }
+
+    /// Reads a parked connection again.
+    pub fn resume(&self, parked: Parked) {
+        self.ex
+            .spawn(read_loop(Rc::clone(&self.ctx), parked.stream, parked.state))
+            .detach();
+    }
+}
+
+/// One client's life. Kept small: it is paid once per connection.
+async fn conn_task(ctx: Rc<Ctx>, idx: u32) {
+    let opened = {
+        let _permit = ctx.opening.acquire().await;
+        // Boxed: the opening's state (buffers, the credential) is short-lived
+        // and would otherwise set the size of every task for its whole life.
+        Box::pin(open(&ctx, idx)).await
+    };
+    match opened {
+        Ok((stream, state)) => {
+            ctx.ready.set(ctx.ready.get() + 1);
+            ctx.changed.notify();
+            read_loop(ctx, stream, state).await;
+        }
+        Err(e) => ctx.fail(format!("u{idx}: {e}")),
+    }
+}
+
+/// Connects, upgrades and logs in; in plain mode, until the greeting.
+async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), String> {
+    let src = net::source(idx, ctx.sources);
+    let rcvbuf = match &ctx.rcvbuf {
+        Some((range, bytes)) if range.contains(&idx) => Some(*bytes),
+        _ => None,
+    };
+    let stream = net::connect_from(src, ctx.ws, rcvbuf)
+        .await
+        .map_err(|e| format!("connect from {src} to {}: {e}", ctx.ws))?;
+    (&stream)
+        .write_all(ctx.request.as_bytes())
+        .await
+        .map_err(|e| format!("sending the upgrade request: {e}"))?;
+
+    let mut head = Vec::with_capacity(256);
+    let head_end = loop {
+        let mut chunk = [0u8; 512];
+        let n = stream
+            .read_with(|s| (&*s).read(&mut chunk))
+            .await
+            .map_err(|e| format!("reading the upgrade response: {e}"))?;
+        if n == 0 {
+            return Err("the hub closed the connection during the handshake".into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if head.len() > MAX_RESPONSE_HEAD {
+            return Err("upgrade response head over 8 KiB".into());
+        }
+    };
+    if !head.starts_with(b"HTTP/1.1 101 ") {
+        let status = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        return Err(format!(
+            "upgrade refused: {}",
+            String::from_utf8_lossy(status)
+        ));
+    }
+
+    let uid = format!("u{idx}");
+    let mut state = ConnState::new(idx, ctx.credential.greets().then(|| uid.clone()));
+    let credential = ctx.credential.for_uid(&uid);
+    let mut frame = Vec::with_capacity(credential.len() + 14);
+    codec::encode(&mut frame, OP_TEXT, credential.as_bytes(), Some(MASK));
+    (&stream)
+        .write_all(&frame)
+        .await
+        .map_err(|e| format!("sending the credential: {e}"))?;
+    // Whatever followed the response head is already frames.
+    state
+        .ingest(&head[head_end..], now_ns(), &*ctx.listener)
+        .map_err(|e| e.to_string())?;
+
+    while state.awaiting_greeting.is_some() {
+        state
+            .flush(&stream)
+            .await
+            .map_err(|e| format!("writing: {e}"))?;
+        if let Some(code) = state.closed {
+            return Err(format!(
+                "the hub closed the connection before greeting it (code {code:?})"
+            ));
+        }
+        let mut chunk = [0u8; 512];
+        let n = stream
+            .read_with(|s| (&*s).read(&mut chunk))
+            .await
+            .map_err(|e| format!("waiting for the greeting: {e}"))?;
+        if n == 0 {
+            return Err("EOF before the greeting".into());
+        }
+        state
+            .ingest(&chunk[..n], now_ns(), &*ctx.listener)
+            .map_err(|e| e.to_string())?;
+        if let Some(message) = state.unexpected.take() {
+            return Err(message);
+        }
+    }
+    Ok((stream, state))
+}
+
+/// How a read turn ended.
+enum Turn {
+    Data,
+    Eof,
+    Broken(FrameError),
+}
+
+/// Reads until the connection ends or the listener parks it.
+async fn read_loop(ctx: Rc<Ctx>, stream: Async<TcpStream>, mut state: ConnState) {
+    let mut streak = 0u32;
+    let code = loop {
+        if state.flush(&stream).await.is_err() {
+            break None;
+        }
+        if let Some(code) = state.closed {
+            break code;
+        }
+        if !ctx.listener.keep_reading(state.idx) {
+            ctx.listener.park(Parked { stream, state });
+            return;
+        }
+        let turn = stream
+            .read_with(|s| {
+                SCRATCH.with(|scratch| {
+                    let mut buf = scratch.borrow_mut();
+                    let n = (&*s).read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(Turn::Eof);
+                    }
+                    Ok(match state.ingest(&buf[..n], now_ns(), &*ctx.listener) {
+                        Ok(()) => Turn::Data,
+                        Err(e) => Turn::Broken(e),
+                    })
+                })
+            })
+            .await;
+        match turn {
+            Ok(Turn::Data) => {}
+            Ok(Turn::Eof) | Err(_) => break None,
+            Ok(Turn::Broken(e)) => {
+                let mut errors = ctx.errors.borrow_mut();
+                if errors.len() < MAX_ERRORS_KEPT {
+                    errors.push(format!("u{}: {e}", state.idx));
+                }
+                break None;
+            }
+        }
+        streak += 1;
+        if streak % READ_STREAK == 0 {
+            smol::future::yield_now().await;
+        }
+    };
+    ctx.closed.set(ctx.closed.get() + 1);
+    ctx.listener.on_close(state.idx, code);
+    ctx.changed.notify();
+}
+
+/// A connection's state between reads.
+struct ConnState {
+    idx: u32,
+    decoder: Decoder,
+    /// Plain mode, until greeted: the uid the greeting must name.
+    awaiting_greeting: Option<String>,
+    /// A first message that was not the expected greeting.
+    unexpected: Option<String>,
+    /// Pongs and the close reply, not yet written.
+    out: Vec<u8>,
+    /// Set once a close frame arrived: its code, if any.
+    closed: Option<Option<u16>>,
+}
+
+impl ConnState {
+    fn new(idx: u32, awaiting_greeting: Option<String>) -> ConnState {
+        ConnState {
+            idx,
+            decoder: Decoder::default(),
+            awaiting_greeting,
+            unexpected: None,
+            out: Vec::new(),
+            closed: None,
+        }
+    }
+
+    fn ingest(&mut self, data: &[u8], now: u64, listener: &dyn Listener) -> Result<(), FrameError> {
+        let ConnState {
+            idx,
+            decoder,
+            awaiting_greeting,
+            unexpected,
+            out,
+            closed,
+        } = self;
+        if closed.is_some() {
+            return Ok(());
+        }
+        decoder.feed(data, &mut |event| match event {
+            Event::Text { prefix, len } => match awaiting_greeting.take() {
+                Some(uid) => {
+                    let greeting = format!("login success, your uid is {uid}");
+                    if prefix != greeting.as_bytes() {
+                        *unexpected = Some(format!(
+                            "expected the greeting, got {:?}",
+                            String::from_utf8_lossy(prefix)
+                        ));
+                    }
+                }
+                None if closed.is_none() => listener.on_text(*idx, prefix, len, now),
+                None => {}
+            },
+            Event::Ping(payload) if closed.is_none() => {
+                codec::encode(out, OP_PONG, payload, Some(MASK));
+            }
+            Event::Close(code) if closed.is_none() => {
+                *closed = Some(code);
+                let echo = code.map(u16::to_be_bytes);
+                codec::encode(
+                    out,
+                    OP_CLOSE,
+                    echo.as_ref().map_or(&[], |c| &c[..]),
+                    Some(MASK),
+                );
+            }
+            _ => {}
+        })
+    }
+
+    /// Writes pending pongs or the close reply.
+    async fn flush(&mut self, stream: &Async<TcpStream>) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let mut writer = stream;
+        writer.write_all(&self.out).await.map(|()| {
+            // Hold no memory while idle.
+            self.out = Vec::new();
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_state_answers_pings_and_close() {
+        struct Count(Cell<u32>);
+        impl Listener for Count {
+            fn on_text(&self, conn: u32, prefix: &[u8], len: u64, _: u64) {
+                assert_eq!((conn, prefix, len), (3, &b"hi"[..], 2));
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let listener = Count(Cell::new(0));
+        let mut state = ConnState::new(3, Some("u3".into()));
+        let mut bytes = Vec::new();
+        for frame in [
+            pushhub::frame::Frame::text("login success, your uid is u3"),
+            pushhub::frame::Frame::text("hi"),
+            pushhub::frame::Frame::ping(),
+            pushhub::frame::Frame::close(1001, "bye"),
+            pushhub::frame::Frame::text("hi"),
+        ] {
+            bytes.extend_from_slice(frame.as_bytes());
+        }
+        state.ingest(&bytes, 0, &listener).unwrap();
+        assert!(state.awaiting_greeting.is_none() && state.unexpected.is_none());
+        assert_eq!(listener.0.get(), 1, "nothing after the close frame counts");
+        assert_eq!(state.closed, Some(Some(1001)));
+        // A masked pong (empty) then a masked close echoing 1001.
+        let mut expected = Vec::new();
+        codec::encode(&mut expected, OP_PONG, &[], Some(MASK));
+        codec::encode(&mut expected, OP_CLOSE, &1001u16.to_be_bytes(), Some(MASK));
+        assert_eq!(state.out, expected);
+    }
+
+    #[test]
+    fn a_wrong_greeting_is_reported() {
+        let mut state = ConnState::new(3, Some("u3".into()));
+        let frame = pushhub::frame::Frame::text("login success, your uid is u4");
+        state.ingest(frame.as_bytes(), 0, &Ignore).unwrap();
+        assert!(state.unexpected.is_some());
+    }
+
+    #[test]
+    fn a_connection_task_stays_small() {
+        let ex = Rc::new(LocalExecutor::new());
+        let config = ClientConfig {
+            ws: "127.0.0.1:1".parse().unwrap(),
+            sources: 1,
+            concurrency: 1,
+            credential: Credential::Plain,
+            rcvbuf: None,
+        };
+        let pool = Pool::new(ex, config, Rc::new(Ignore));
+        let size = std::mem::size_of_val(&conn_task(Rc::clone(&pool.ctx), 0));
+        // 784 bytes when written; with the socket's reactor entry and the
+        // executor's task header, a connection costs this side about 1.2 KiB.
+        assert!(size <= 1024, "connection task grew to {size} bytes");
+    }
+}

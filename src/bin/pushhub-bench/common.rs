@@ -1,0 +1,301 @@
+//! What every hub bench shares: the checked common flags, the hub's process,
+//! opening N clients and waiting until the hub has authenticated them, and the
+//! ratio to the kernel's floor.
+
+use std::future::Future;
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use pushhub::auth::{Secret, unix_now};
+use pushhub::config::SECRET_ENV;
+use smol::{LocalExecutor, Timer};
+
+use crate::args::{CommonArgs, Mode};
+use crate::client::{ClientConfig, Credential, Listener, Pool};
+use crate::net;
+use crate::proc::HubProc;
+use crate::report::{Report, say};
+use crate::textport::Backend;
+
+/// How often the hub's `stats` is polled while waiting for it.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How long to wait for a previous run's connections to leave the hub.
+const IDLE_WAIT: Duration = Duration::from_secs(15);
+
+/// Token lifetime: longer than any run.
+const TOKEN_SECS: u64 = 24 * 3600;
+
+pub struct Env {
+    pub ex: Rc<LocalExecutor<'static>>,
+    pub report: Rc<Report>,
+    pub ws: SocketAddrV4,
+    pub text: SocketAddrV4,
+    pub mode: Mode,
+    pub credential: Credential,
+    pub hub: Option<HubProc>,
+    pub sources: u8,
+    pub concurrency: usize,
+    pub floor_us: Option<f64>,
+    /// The flags as given, for the worker processes.
+    pub args: CommonArgs,
+    /// When --timeout-secs runs out.
+    pub deadline: Instant,
+}
+
+impl Env {
+    pub fn new(
+        args: &CommonArgs,
+        ex: Rc<LocalExecutor<'static>>,
+        report: Rc<Report>,
+    ) -> Result<Env, String> {
+        let ws = net::loopback_v4(args.ws)?;
+        let text = net::loopback_v4(args.text)?;
+        if args.sources == 0 || args.sources == 255 {
+            return Err("--sources must be 1 to 254".into());
+        }
+        if args.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if let Some(f) = args.floor_us {
+            if f.is_nan() || f <= 0.0 {
+                return Err("--floor-us must be a positive number".into());
+            }
+        }
+        let credential = credential(args.mode, args.secret_file.as_deref())?;
+        let hub = args.hub_pid.map(HubProc::new).transpose()?;
+        if let Some(hub) = &hub {
+            if !hub.listens_on(ws)? {
+                return Err(format!(
+                    "--hub-pid {} does not hold the listener on {ws}: not the hub being measured",
+                    args.hub_pid.unwrap_or_default()
+                ));
+            }
+        }
+        Ok(Env {
+            ex,
+            report,
+            ws,
+            text,
+            mode: args.mode,
+            credential,
+            hub,
+            sources: args.sources,
+            concurrency: args.concurrency,
+            floor_us: args.floor_us,
+            args: args.clone(),
+            deadline: Instant::now() + Duration::from_secs(args.timeout_secs),
+        })
+    }
+
+    /// Runs `fut` until the deadline of --timeout-secs; `None` if it ran out.
+    pub async fn bounded<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        smol::future::or(async { Some(fut.await) }, async {
+            Timer::at(self.deadline).await;
+            None
+        })
+        .await
+    }
+
+    /// The error of a run that ran out of time.
+    pub fn timed_out(&self) -> String {
+        format!(
+            "timed out after {} s (--timeout-secs); figures so far are reported",
+            self.args.timeout_secs
+        )
+    }
+
+    /// The hub's process, for benches that report its memory or CPU.
+    pub fn hub(&self) -> Result<&HubProc, String> {
+        self.hub
+            .as_ref()
+            .ok_or_else(|| "--hub-pid is required: this bench reads the hub's /proc".to_string())
+    }
+
+    /// The hub's CPU time now, or 0 without --hub-pid.
+    pub fn hub_cpu_ns(&self) -> Result<u64, String> {
+        self.hub.as_ref().map_or(Ok(0), HubProc::cpu_ns)
+    }
+
+    /// Refuses more connections than this process may open.
+    pub fn check_fits(&self, n: u32) -> Result<(), String> {
+        let limit = net::nofile();
+        if u64::from(n) + net::RESERVED_FDS > limit {
+            return Err(format!(
+                "{n} connections do not fit under this process's open-files limit of {limit} \
+                 ({} kept aside); use fewer",
+                net::RESERVED_FDS
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            ws: self.ws,
+            sources: self.sources,
+            concurrency: self.concurrency,
+            credential: self.credential.clone(),
+            rcvbuf: None,
+        }
+    }
+
+    /// Opens the clients u0..u{n-1} and waits until the hub has authenticated
+    /// every one of them. Fails if any could not connect or log in.
+    pub async fn open_clients(
+        &self,
+        n: u32,
+        listener: Rc<dyn Listener>,
+        backend: &mut Backend,
+    ) -> Result<Pool, String> {
+        self.open_clients_with(n, listener, backend, self.client_config())
+            .await
+    }
+
+    /// [`Env::open_clients`] with client settings of the caller's.
+    pub async fn open_clients_with(
+        &self,
+        n: u32,
+        listener: Rc<dyn Listener>,
+        backend: &mut Backend,
+        config: ClientConfig,
+    ) -> Result<Pool, String> {
+        self.check_fits(n)?;
+        self.wait_idle(backend).await?;
+        let baseline = backend.stats().await?.authenticated;
+        let pool = Pool::new(Rc::clone(&self.ex), config, listener);
+        let started = crate::clock::now_ns();
+        pool.spawn(0..n);
+        if self.bounded(pool.settled(n)).await.is_none() {
+            return Err(format!(
+                "{}: {} of {n} clients ready, {} failed",
+                self.timed_out(),
+                pool.ready(),
+                pool.failed()
+            ));
+        }
+        if pool.failed() > 0 {
+            return Err(format!(
+                "{} of {n} connections failed; first errors: {}",
+                pool.failed(),
+                pool.errors().join("; ")
+            ));
+        }
+        self.bounded(self.wait_authenticated(backend, baseline + u64::from(n)))
+            .await
+            .ok_or_else(|| self.timed_out())??;
+        self.check_online(backend, n).await?;
+        let secs = crate::clock::ms(crate::clock::now_ns() - started) / 1e3;
+        say(&format!(
+            "{n} clients connected and authenticated in {secs:.2} s ({} mode)",
+            self.mode.name()
+        ));
+        Ok(pool)
+    }
+
+    /// Waits until the hub holds no WebSocket connection: the clients of a
+    /// previous run may still be closing, and would blur every figure.
+    pub async fn wait_idle(&self, backend: &mut Backend) -> Result<(), String> {
+        let deadline = crate::clock::now_ns() + IDLE_WAIT.as_nanos() as u64;
+        loop {
+            let stats = backend.stats().await?;
+            if stats.connections == 0 {
+                return Ok(());
+            }
+            if crate::clock::now_ns() > deadline {
+                return Err(format!(
+                    "the hub is not idle: {} WebSocket connections still open after {} s",
+                    stats.connections,
+                    IDLE_WAIT.as_secs()
+                ));
+            }
+            Timer::after(POLL).await;
+        }
+    }
+
+    /// Checks that the first and the last client are online under their uids:
+    /// a hub that took the credentials for something else (a plain-uid hub
+    /// given tokens) still counts them as authenticated.
+    async fn check_online(&self, backend: &mut Backend, n: u32) -> Result<(), String> {
+        let request = format!(r#"{{"cmd":"online","uids":["u0","u{}"]}}"#, n - 1);
+        let reply = backend.request(&request).await?;
+        let results = reply["results"].as_array().cloned().unwrap_or_default();
+        if results.len() != 2 || results.iter().any(|r| r["online"] != true) {
+            return Err(format!(
+                "the hub authenticated the clients, but u0 and u{} are not both online \
+                 (--mode {} against a hub in the other mode?): {reply}",
+                n - 1,
+                self.mode.name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Polls the hub's `stats` until `authenticated` reaches `target`. Plain-mode
+    /// clients know they are in when greeted; token-mode ones get no answer, so
+    /// this is how a bench knows they are.
+    pub async fn wait_authenticated(
+        &self,
+        backend: &mut Backend,
+        target: u64,
+    ) -> Result<u64, String> {
+        loop {
+            let stats = backend.stats().await?;
+            if stats.authenticated >= target {
+                return Ok(stats.authenticated);
+            }
+            if self.mode == Mode::Plain {
+                // Greeted means bound: a shortfall is a connection lost since.
+                return Err(format!(
+                    "the hub has {} authenticated connections, expected {target}",
+                    stats.authenticated
+                ));
+            }
+            Timer::after(POLL).await;
+        }
+    }
+
+    /// Fails if the hub closed any of the pool's clients during the run.
+    pub fn check_none_closed(&self, pool: &Pool) -> Result<(), String> {
+        if pool.closed() > 0 {
+            self.report.set("clients_closed", pool.closed());
+            return Err(format!(
+                "the hub closed {} clients during the run; first errors: {}",
+                pool.closed(),
+                pool.errors().join("; ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds `key` = `cpu_us` / floor to the report when --floor-us is given.
+    pub fn ratio_to_floor(&self, key: &str, cpu_us: f64) {
+        if let Some(floor) = self.floor_us {
+            self.report.num(key, cpu_us / floor, 2);
+        }
+    }
+}
+
+/// The clients' credential: plain uids, or tokens minted with the hub's secret
+/// (from a file or the environment, never from a flag value).
+pub fn credential(mode: Mode, secret_file: Option<&Path>) -> Result<Credential, String> {
+    match mode {
+        Mode::Plain => Ok(Credential::Plain),
+        Mode::Token => {
+            let raw = match secret_file {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?,
+                None => std::env::var(SECRET_ENV)
+                    .map_err(|_| format!("--mode token needs --secret-file PATH or {SECRET_ENV}"))?
+                    .into_bytes(),
+            };
+            let secret = Secret::from_file_contents(&raw).ok_or("the token secret is empty")?;
+            Ok(Credential::Token {
+                secret,
+                exp: unix_now() + TOKEN_SECS,
+            })
+        }
+    }
+}

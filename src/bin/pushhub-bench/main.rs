@@ -1,0 +1,157 @@
+//! `pushhub-bench`: the load generator that measures a running hub.
+//!
+//! It runs as the hub does, on one thread with a smol `LocalExecutor`, with a
+//! minimal WebSocket client of its own, so that the figures reflect the hub and
+//! not the generator. Every run is bounded in count and in time
+//! (`--timeout-secs`), refuses any address outside 127.0.0.0/8, prints a human
+//! summary on stderr and exactly one JSON line on stdout
+//! (`{"bench":"<name>", ...}`), and exits 0 only on success (1 on a failure or
+//! a timeout, 2 on bad flags).
+//!
+//! Map:
+//! - [`args`]: the flags of every subcommand.
+//! - [`common`]: checked common flags, opening clients, waiting for the hub.
+//! - [`client`]: the raw WebSocket client and the pool of them.
+//! - [`codec`]: client frames out, the streaming decoder of server frames in.
+//! - [`net`]: loopback checks, sockets bound to source addresses, fd limits.
+//! - [`textport`]: the pipelined text-port connection.
+//! - [`proc`]: the hub's RSS and CPU time from /proc.
+//! - [`stats`]: percentiles and slopes; [`rng`]: uid choice; [`clock`]: clocks.
+//! - [`notify`]: task wake-ups; [`report`]: the JSON line and the summary.
+//! - one module per subcommand: [`conns`] (with [`worker`]), [`push`],
+//!   [`pushmax`], [`broadcast`], [`slow`], [`floor`]; [`chart`] draws the
+//!   RSS chart from `conns` results.
+#![forbid(unsafe_code)]
+
+mod args;
+mod broadcast;
+mod chart;
+mod client;
+mod clock;
+mod codec;
+mod common;
+mod conns;
+mod floor;
+mod net;
+mod notify;
+mod proc;
+mod push;
+mod pushmax;
+mod report;
+mod rng;
+mod slow;
+mod stats;
+mod textport;
+mod worker;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use argh::FromArgs;
+use smol::{LocalExecutor, Timer};
+
+use crate::args::{Cmd, CommonArgs, TopLevel};
+use crate::common::Env;
+use crate::report::Report;
+
+/// How long past --timeout-secs a bench may take to report before it is cut off.
+const OUTER_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    // Fix the clock's origin before anything is timed.
+    clock::now_ns();
+    let top = match parse_args() {
+        Ok(top) => top,
+        Err(code) => return code,
+    };
+    pushhub::fd_limit::raise();
+    match top.cmd {
+        Cmd::Conns(a) => run_bench("conns", a.common(), async move |env| {
+            conns::run(env, &a).await
+        }),
+        Cmd::Push(a) => run_bench("push", a.common(), async move |env| {
+            push::run(env, &a).await
+        }),
+        Cmd::PushMax(a) => run_bench("pushmax", a.common(), async move |env| {
+            pushmax::run(env, &a).await
+        }),
+        Cmd::Broadcast(a) => run_bench("broadcast", a.common(), async move |env| {
+            broadcast::run(env, &a).await
+        }),
+        Cmd::Slow(a) => run_bench("slow", a.common(), async move |env| {
+            slow::run(env, &a).await
+        }),
+        Cmd::Floor(a) => floor::main(&a),
+        Cmd::Chart(a) => chart::main(&a),
+        Cmd::Worker(a) => worker::main(&a),
+    }
+}
+
+/// `--help` prints to stdout and exits 0; a bad flag exits 2.
+fn parse_args() -> Result<TopLevel, ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (command, rest) = args
+        .split_first()
+        .map_or(("pushhub-bench", &[][..]), |(c, r)| (*c, r));
+    TopLevel::from_args(&[command], rest).map_err(|exit| match exit.status {
+        Ok(()) => {
+            println!("{}", exit.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!("{}", exit.output);
+            ExitCode::from(2)
+        }
+    })
+}
+
+/// Runs one hub bench on this thread, bounded by `--timeout-secs`, then prints
+/// the summary and the JSON line.
+fn run_bench<F, Fut>(name: &str, args: CommonArgs, bench: F) -> ExitCode
+where
+    F: FnOnce(Rc<Env>) -> Fut,
+    Fut: Future<Output = Result<(), String>> + 'static,
+{
+    let ex = Rc::new(LocalExecutor::new());
+    let report = Rc::new(Report::new(name));
+    let env = match Env::new(&args, Rc::clone(&ex), Rc::clone(&report)) {
+        Ok(env) => Rc::new(env),
+        Err(e) => {
+            eprintln!("pushhub-bench {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    report.set("mode", env.mode.name());
+    // The bench is a task of its own: the future given to `run` is polled
+    // again whenever the executor wakes up for any task, and a bench polled
+    // for nothing would retry its reads (one failed system call each time).
+    let task = ex.spawn(bench(Rc::clone(&env)));
+    // Benches stop their own waits at --timeout-secs and report what they
+    // measured (Env::bounded); this guard only catches what they do after.
+    let limit = Duration::from_secs(args.timeout_secs) + OUTER_GRACE;
+    let outcome = smol::block_on(ex.run(smol::future::or(task, async {
+        Timer::after(limit).await;
+        Err(env.timed_out())
+    })));
+    if let Some(rss) = pushhub::metrics::rss_bytes() {
+        report.set("generator_rss_bytes", rss);
+    }
+    finish(name, &report, outcome)
+}
+
+/// Prints the summary (stderr) and the JSON line (stdout); the exit code.
+fn finish(name: &str, report: &Report, outcome: Result<(), String>) -> ExitCode {
+    let code = match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report.set("error", e);
+            ExitCode::from(1)
+        }
+    };
+    eprintln!("pushhub-bench {name}:\n{}", report.summary());
+    println!("{}", report.json_line());
+    code
+}

@@ -1,0 +1,186 @@
+//! The hub as /proc shows it: resident memory (`VmRSS`) and CPU time.
+//!
+//! CPU time is the sum over the hub's threads of the first field of
+//! `/proc/PID/task/*/schedstat` (nanoseconds on the CPU, at nanosecond
+//! resolution); without schedstat (a kernel built without it), utime + stime of
+//! `/proc/PID/stat` at 100 ticks per second.
+
+use std::fs;
+use std::net::SocketAddrV4;
+
+/// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on Linux).
+const CLK_TCK: u64 = 100;
+
+pub struct HubProc {
+    pid: u32,
+}
+
+impl HubProc {
+    /// Checks that the process exists and that its status is readable.
+    pub fn new(pid: u32) -> Result<HubProc, String> {
+        let hub = HubProc { pid };
+        hub.rss_bytes()?;
+        hub.cpu_ns()?;
+        Ok(hub)
+    }
+
+    /// Whether this process holds the listening socket bound to `addr`: a
+    /// wrong --hub-pid (a shell, another hub) would make every memory and CPU
+    /// figure wrong without any other sign.
+    pub fn listens_on(&self, addr: SocketAddrV4) -> Result<bool, String> {
+        let tcp = fs::read_to_string("/proc/net/tcp")
+            .map_err(|e| format!("cannot read /proc/net/tcp: {e}"))?;
+        let inode = listener_inode(&tcp, addr)
+            .ok_or_else(|| format!("nothing listens on {addr} (is the hub running?)"))?;
+        let socket = format!("socket:[{inode}]");
+        let fds = fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map_err(|e| format!("cannot list the descriptors of pid {}: {e}", self.pid))?;
+        Ok(fds
+            .filter_map(Result::ok)
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .any(|target| target.as_os_str() == socket.as_str()))
+    }
+
+    fn read(&self, what: &str) -> Result<String, String> {
+        let path = format!("/proc/{}/{what}", self.pid);
+        fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {path} (is --hub-pid right?): {e}"))
+    }
+
+    pub fn rss_bytes(&self) -> Result<u64, String> {
+        let status = self.read("status")?;
+        pushhub::metrics::parse_vm_rss(&status)
+            .ok_or_else(|| format!("no VmRSS in /proc/{}/status", self.pid))
+    }
+
+    /// CPU time used by every thread of the hub so far, in ns.
+    pub fn cpu_ns(&self) -> Result<u64, String> {
+        match self.schedstat_ns() {
+            Some(ns) => Ok(ns),
+            None => {
+                let stat = self.read("stat")?;
+                stat_cpu_ns(&stat).ok_or_else(|| format!("cannot parse /proc/{}/stat", self.pid))
+            }
+        }
+    }
+
+    fn schedstat_ns(&self) -> Option<u64> {
+        let tasks = fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
+        let mut total = 0;
+        for task in tasks {
+            let text = fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            total += schedstat_ns(&text)?;
+        }
+        Some(total)
+    }
+}
+
+/// A `TcpExt` counter of this network namespace (`/proc/net/netstat`), such as
+/// `ListenOverflows`: connections the kernel dropped because a listener's
+/// accept queue was full.
+pub fn tcp_ext(name: &str) -> Option<u64> {
+    tcp_ext_in(&fs::read_to_string("/proc/net/netstat").ok()?, name)
+}
+
+/// `name`'s value in the text of `/proc/net/netstat`: a `TcpExt:` line of
+/// names followed by a `TcpExt:` line of values.
+pub fn tcp_ext_in(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// The inode of the TCP socket listening on `addr`, from the text of
+/// `/proc/net/tcp` (addresses as the kernel prints them: the IPv4 address as a
+/// native-endian hex word, the port as hex).
+pub fn listener_inode(tcp: &str, addr: SocketAddrV4) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(addr.ip().octets()),
+        addr.port()
+    );
+    tcp.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields[..] {
+            [_, l, _, st, _, _, _, _, _, inode, ..] if l == local && st == LISTEN => {
+                inode.parse().ok()
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The first field of a schedstat line: time spent on the CPU, in ns.
+pub fn schedstat_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in ns. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn stat_cpu_ns(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * (1_000_000_000 / CLK_TCK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_time() {
+        assert_eq!(schedstat_ns("123456789 2222 33\n"), Some(123_456_789));
+        assert_eq!(schedstat_ns(""), None);
+        let stat = "4242 (push hub) (x) S 1 4242 4242 0 -1 4194560 \
+                    1000 0 0 0 250 50 0 0 20 0 2 0 12345 1000000 500";
+        assert_eq!(stat_cpu_ns(stat), Some(300 * 10_000_000));
+        assert_eq!(stat_cpu_ns("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn reads_tcp_ext() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                    TcpExt: 0 322 323\n\
+                    IpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(tcp_ext_in(text, "ListenOverflows"), Some(322));
+        assert_eq!(tcp_ext_in(text, "ListenDrops"), Some(323));
+        assert_eq!(tcp_ext_in(text, "Nope"), None);
+        assert_eq!(tcp_ext_in("", "ListenDrops"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = HubProc::new(std::process::id()).unwrap();
+        assert!(me.rss_bytes().unwrap() > 0);
+        assert!(me.cpu_ns().unwrap() > 0);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            panic!("not v4");
+        };
+        assert_eq!(me.listens_on(addr), Ok(true));
+        let parent = HubProc {
+            pid: std::os::unix::process::parent_id(),
+        };
+        assert_eq!(parent.listens_on(addr), Ok(false));
+        drop(listener);
+        assert!(me.listens_on(addr).is_err());
+    }
+
+    #[test]
+    fn finds_a_listener_inode() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+                   0: 0100007F:5324 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0\n\
+                   1: 0100007F:5324 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n";
+        let addr = |s: &str| s.parse::<SocketAddrV4>().unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(listener_inode(tcp, addr("127.0.0.1:21284")), Some(123456));
+        }
+        assert_eq!(listener_inode(tcp, addr("127.0.0.1:21285")), None);
+        assert_eq!(listener_inode("", addr("127.0.0.1:21284")), None);
+    }
+}

@@ -1,0 +1,198 @@
+//! `pushmax`: push throughput. With N clients open (and reading), pushes to
+//! random uids are pipelined as fast as the hub takes them, with at most
+//! `--window` requests unanswered. Reported: pushes/s, the hub's CPU per push,
+//! and whether every client received exactly what the replies say it was sent.
+//!
+//! The clock runs from the first request to the moment the last reply is in
+//! and every delivered message has arrived: the hub's whole work.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::rc::Rc;
+use std::time::Duration;
+
+use smol::Timer;
+
+use crate::args::PushMaxArgs;
+use crate::client::Listener;
+use crate::clock::now_ns;
+use crate::common::Env;
+use crate::notify::Notify;
+use crate::report::say;
+use crate::rng::Rng;
+use crate::textport::{Backend, delivered};
+
+/// Most lines written in one system call.
+const BATCH: u32 = 256;
+
+/// How long delivered messages may take to arrive after the last reply.
+const DRAIN: Duration = Duration::from_secs(5);
+
+struct Tally {
+    received: RefCell<Vec<u32>>,
+    expected: RefCell<Vec<u32>>,
+    arrived: Cell<u64>,
+    changed: Notify,
+}
+
+impl Listener for Tally {
+    fn on_text(&self, conn: u32, _prefix: &[u8], _len: u64, _now_ns: u64) {
+        if let Some(count) = self.received.borrow_mut().get_mut(conn as usize) {
+            *count += 1;
+        }
+        self.arrived.set(self.arrived.get() + 1);
+        self.changed.notify();
+    }
+}
+
+pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
+    let hub = env.hub()?;
+    if a.n == 0 || a.pushes == 0 || a.window == 0 {
+        return Err("--n, --pushes and --window must be at least 1".into());
+    }
+    let report = &env.report;
+    report.set("n", a.n);
+    report.set("window", a.window);
+    let tally = Rc::new(Tally {
+        received: RefCell::new(vec![0; a.n as usize]),
+        expected: RefCell::new(vec![0; a.n as usize]),
+        arrived: Cell::new(0),
+        changed: Notify::default(),
+    });
+    let mut backend = Backend::connect(env.text).await?;
+    let pool = env.open_clients(a.n, tally.clone(), &mut backend).await?;
+    let (requests, mut replies) = backend.split();
+    say(&format!(
+        "pipelining {} pushes to {} clients, window {}",
+        a.pushes, a.n, a.window
+    ));
+
+    // Uids of the requests in flight, oldest first: replies come in order.
+    let in_flight: RefCell<VecDeque<u32>> = RefCell::new(VecDeque::new());
+    let acked = Cell::new(0u32);
+    let room = Notify::default();
+    let (ok, fail, delivered_total) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
+    let cpu0 = hub.cpu_ns()?;
+    let t0 = now_ns();
+    let sender = async {
+        let mut rng = Rng::new(t0 ^ 0xfeed);
+        let mut lines = Vec::with_capacity(BATCH as usize * 64);
+        let mut sent = 0u32;
+        while sent < a.pushes {
+            room.until(|| sent - acked.get() < a.window).await;
+            let k = (a.window - (sent - acked.get()))
+                .min(a.pushes - sent)
+                .min(BATCH);
+            lines.clear();
+            for seq in sent..sent + k {
+                let uid = rng.below(a.n);
+                in_flight.borrow_mut().push_back(uid);
+                let _ = writeln!(lines, r#"{{"cmd":"push","uid":"u{uid}","data":"{seq}"}}"#);
+            }
+            requests
+                .send(&lines)
+                .await
+                .map_err(|e| format!("text port write: {e}"))?;
+            sent += k;
+        }
+        Ok::<(), String>(())
+    };
+    let reader = async {
+        for _ in 0..a.pushes {
+            let reply = replies
+                .next()
+                .await
+                .map_err(|e| format!("text port read: {e}"))?;
+            let n = delivered(reply)?;
+            let uid = in_flight
+                .borrow_mut()
+                .pop_front()
+                .ok_or("a reply to no request")?;
+            if n >= 1 {
+                ok.set(ok.get() + 1);
+                delivered_total.set(delivered_total.get() + n);
+                tally.expected.borrow_mut()[uid as usize] += n as u32;
+            } else {
+                fail.set(fail.get() + 1);
+            }
+            acked.set(acked.get() + 1);
+            room.notify();
+        }
+        Ok::<(), String>(())
+    };
+    let replied = Cell::new(0u64);
+    let outcome = env
+        .bounded(async {
+            let (sent, read) = smol::future::zip(sender, reader).await;
+            sent?;
+            read?;
+            replied.set(now_ns());
+            let drained = smol::future::or(
+                async {
+                    tally
+                        .changed
+                        .until(|| tally.arrived.get() >= delivered_total.get())
+                        .await;
+                    true
+                },
+                async {
+                    Timer::after(DRAIN).await;
+                    false
+                },
+            )
+            .await;
+            Ok(drained)
+        })
+        .await
+        .unwrap_or_else(|| Err(env.timed_out()));
+    let done = now_ns();
+    let cpu_ns = hub.cpu_ns()?.saturating_sub(cpu0);
+
+    // What was answered, whether or not the run finished.
+    let secs = (done - t0) as f64 / 1e9;
+    let pushes = f64::from(acked.get()).max(1.0);
+    let cpu_us = cpu_ns as f64 / 1e3 / pushes;
+    report.set("pushes", acked.get());
+    report.num("pushes_per_s", pushes / secs, 0);
+    report.num("hub_cpu_us_per_push", cpu_us, 3);
+    report.num(
+        "hub_cpu_s_per_1000",
+        cpu_ns as f64 / 1e9 / pushes * 1000.0,
+        5,
+    );
+    env.ratio_to_floor("push_ratio_to_floor", cpu_us);
+    report.set("ok", ok.get());
+    report.set("fail", fail.get());
+    report.set("delivered", delivered_total.get());
+    report.set("received", tally.arrived.get());
+    if replied.get() > 0 {
+        report.num(
+            "replies_per_s",
+            pushes / ((replied.get() - t0) as f64 / 1e9),
+            0,
+        );
+    }
+    let short = {
+        let received = tally.received.borrow();
+        let expected = tally.expected.borrow();
+        received
+            .iter()
+            .zip(expected.iter())
+            .filter(|(r, e)| r != e)
+            .count()
+    };
+    report.set("clients_short", short);
+    let drained = outcome?;
+    env.check_none_closed(&pool)?;
+    if !drained || short > 0 || fail.get() > 0 {
+        return Err(format!(
+            "{} of {} delivered messages arrived; {short} clients did not get exactly their \
+             pushes; {} pushes to online uids answered delivered:0",
+            tally.arrived.get(),
+            delivered_total.get(),
+            fail.get()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The outcome of a run: fields in the order they were set, for the one JSON
+//! line on stdout (`{"bench":"<name>", ...}`), and the human summary on stderr.
+//!
+//! Benches set fields as soon as they are measured, so that a run that fails or
+//! times out half-way still reports what it had.
+
+use std::cell::RefCell;
+
+use serde_json::Value;
+
+pub struct Report {
+    fields: RefCell<Vec<(String, Value)>>,
+}
+
+impl Report {
+    pub fn new(bench: &str) -> Report {
+        Report {
+            fields: RefCell::new(vec![("bench".into(), Value::from(bench))]),
+        }
+    }
+
+    /// Sets `key`, keeping its first position if it was set before.
+    pub fn set(&self, key: &str, value: impl Into<Value>) {
+        let value = value.into();
+        let mut fields = self.fields.borrow_mut();
+        match fields.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => fields.push((key.to_string(), value)),
+        }
+    }
+
+    /// Sets a measured float, rounded to `digits` decimals (null if not finite).
+    pub fn num(&self, key: &str, x: f64, digits: i32) {
+        self.set(key, rounded(x, digits));
+    }
+
+    /// The JSON object, fields in order (serde_json's own map would sort them).
+    pub fn json_line(&self) -> String {
+        let fields = self.fields.borrow();
+        let mut line = String::from("{");
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&Value::from(key.as_str()).to_string());
+            line.push(':');
+            line.push_str(&value.to_string());
+        }
+        line.push('}');
+        line
+    }
+
+    /// One `key: value` line per field, for people.
+    pub fn summary(&self) -> String {
+        let fields = self.fields.borrow();
+        let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut text = String::new();
+        for (key, value) in fields.iter() {
+            let shown = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            text.push_str(&format!("  {key:<width$}  {shown}\n"));
+        }
+        text
+    }
+}
+
+/// `x` rounded to `digits` decimals, as a JSON number (null if not finite).
+pub fn rounded(x: f64, digits: i32) -> Value {
+    if digits <= 0 && x.is_finite() && x.abs() < 9e15 {
+        return Value::from(x.round() as i64);
+    }
+    let scale = 10f64.powi(digits);
+    let r = (x * scale).round() / scale;
+    serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number)
+}
+
+/// A progress line on stderr.
+pub fn say(message: &str) {
+    eprintln!("pushhub-bench: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_their_order() {
+        let report = Report::new("push");
+        report.set("n", 3);
+        report.num("p50_us", 12.3456, 1);
+        report.set("n", 4);
+        report.num("bad", f64::NAN, 1);
+        report.num("rate", 4999.6, 0);
+        assert_eq!(
+            report.json_line(),
+            r#"{"bench":"push","n":4,"p50_us":12.3,"bad":null,"rate":5000}"#
+        );
+    }
+}
