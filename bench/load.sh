@@ -60,7 +60,7 @@ for bench in $ONLY; do
         # Unpinned: it pins its sender and its receivers to two CPUs itself, as
         # the hub and its clients are.
         echo "== floor" >&2
-        line=$("$GEN" floor --n 1000 --size 34 --rounds 20 | tee -a "$OUT")
+        line=$("$GEN" floor --n "$N" --size 34 --rounds 10 | tee -a "$OUT")
         floor_us=$(printf '%s' "$line" | sed -n 's/.*"cpu_us_per_send":\([0-9.]*\).*/\1/p')
         ;;
     conns)

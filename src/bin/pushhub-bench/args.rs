@@ -30,6 +30,7 @@ pub enum Cmd {
     Floor(FloorArgs),
     Chart(ChartArgs),
     Worker(WorkerArgs),
+    FloorPeer(FloorPeerArgs),
 }
 
 /// How clients authenticate.
@@ -284,6 +285,25 @@ pub struct ChartArgs {
     /// where to write the SVG (default bench/rss.svg)
     #[argh(option, default = "\"bench/rss.svg\".into()")]
     pub output: std::path::PathBuf,
+}
+
+/// (internal, run by `floor`) connect N receivers to the floor's listener, read
+/// in epoll, and print one line per completed round.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "floor-peer")]
+pub struct FloorPeerArgs {
+    /// the floor's listener
+    #[argh(option)]
+    pub connect: SocketAddr,
+    /// connections
+    #[argh(option)]
+    pub n: u32,
+    /// bytes per send
+    #[argh(option)]
+    pub size: usize,
+    /// the CPU to run on
+    #[argh(option)]
+    pub cpu: Option<usize>,
 }
 
 /// (internal, run by `conns`) open connections u<from>..u<to-1>, print one

@@ -2,12 +2,14 @@
 //! process, as the yardstick for the hub's CPU per message.
 //!
 //! N loopback TCP connections to a listener of our own. The connecting ends are
-//! the receivers: on a separate thread, in a smol executor, each waits in epoll
-//! (`Async::read`) as a real client does. The accepted ends are the senders: the
-//! main thread does a blocking `write` of `--size` bytes to each, round-robin,
-//! one round at a time, and waits until every receiver has read the round before
-//! the next one, so that the receivers are always asleep in epoll when the data
-//! arrives and the wake-up is charged to the sender, as it is in the hub.
+//! the receivers: in a child process (`floor-peer`, so that N can be as large
+//! as the hub's connection count under a per-process open-files limit), in a
+//! smol executor, each waits in epoll (`Async::read`) as a real client does.
+//! The accepted ends are the senders: this process does a blocking `write` of
+//! `--size` bytes to each, round-robin, one round at a time, and waits until
+//! every receiver has read the round before the next one, so that the receivers
+//! are always asleep in epoll when the data arrives and the wake-up is charged
+//! to the sender, as it is in the hub.
 //! Reported: the sending thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, around
 //! the send loops only) per send.
 //!
@@ -17,9 +19,9 @@
 //! the woken reader also preempts it).
 
 use std::cell::Cell;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::ExitCode;
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread;
@@ -29,7 +31,7 @@ use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 use smol::io::AsyncReadExt;
 use smol::{Async, LocalExecutor};
 
-use crate::args::FloorArgs;
+use crate::args::{FloorArgs, FloorPeerArgs};
 use crate::clock::{now_ns, thread_cpu_ns};
 use crate::net;
 use crate::report::{Report, say};
@@ -56,32 +58,38 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
     if a.n == 0 || a.size == 0 || a.rounds == 0 {
         return Err("--n, --size and --rounds must be at least 1".into());
     }
-    // Both ends of every connection live in this process.
+    // One end of every connection lives in this process, the other in the peer.
     let limit = net::nofile();
-    if 2 * u64::from(a.n) + net::RESERVED_FDS > limit {
+    if u64::from(a.n) + net::RESERVED_FDS > limit {
         return Err(format!(
             "{} sockets do not fit under the open-files limit of {limit}",
-            2 * a.n
+            a.n
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
     report.set("n", a.n);
     report.set("size", a.size);
 
+    let cpus = two_cpus();
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut senders = Vec::with_capacity(a.n as usize);
-    let mut receivers = Vec::with_capacity(a.n as usize);
-    for _ in 0..a.n {
-        let receiver = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-        receivers.push(Async::new(receiver).map_err(|e| format!("register: {e}"))?);
-        let (sender, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-        // As the hub does with its clients.
-        sender.set_nodelay(true).map_err(|e| e.to_string())?;
-        senders.push(sender);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut peer = Command::new(exe);
+    peer.args(["floor-peer", "--connect", &addr.to_string()])
+        .args(["--n", &a.n.to_string(), "--size", &a.size.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if let Some((_, receiver_cpu)) = cpus {
+        peer.args(["--cpu", &receiver_cpu.to_string()]);
     }
+    let mut peer = peer
+        .spawn()
+        .map_err(|e| format!("cannot start the receivers: {e}"))?;
+    let mut rounds_done = BufReader::new(peer.stdout.take().ok_or("no pipe to the peer")?);
+    let mut senders = accept_all(&listener, a.n, &mut peer, deadline)?;
+    // Every receiver is connected once the peer says so (round 0).
+    expect_round(&mut rounds_done, 0)?;
 
-    let cpus = two_cpus();
     match cpus {
         Some((sender_cpu, receiver_cpu)) => {
             pin(sender_cpu)?;
@@ -93,24 +101,22 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
             report.set("threads_share_a_cpu", true);
         }
     }
-    let round_bytes = u64::from(a.n) * a.size as u64;
-    let (done_tx, done_rx) = mpsc::channel::<u64>();
-    let receiving = thread::Builder::new()
-        .name("floor-receivers".into())
-        .spawn(move || {
-            if let Some((_, cpu)) = cpus {
-                // Unpinned, the receivers would only run elsewhere more often.
-                let _ = pin(cpu);
-            }
-            receive(receivers, round_bytes, done_tx)
-        })
-        .map_err(|e| format!("cannot start the receiver thread: {e}"))?;
+    // The peer cannot outlive a stuck run: it is killed at the deadline.
+    let watchdog_pid = peer.id();
+    let left = deadline.saturating_duration_since(Instant::now());
+    thread::spawn(move || {
+        thread::sleep(left);
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(watchdog_pid as i32).expect("a child's pid is positive"),
+            rustix::process::Signal::KILL,
+        );
+    });
 
     let payload = vec![b'f'; a.size];
     let mut cpu_ns = 0u64;
     let mut wall_ns = 0u64;
     // Round 0 warms up (first wake-ups, page faults); rounds 1..=rounds count.
-    let outcome = (|| {
+    let outcome: Result<(), String> = (|| {
         for round in 0..=a.rounds {
             let (c0, w0) = (thread_cpu_ns(), now_ns());
             for sender in &mut senders {
@@ -123,23 +129,14 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
                 cpu_ns += c1 - c0;
                 wall_ns += w1 - w0;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match done_rx.recv_timeout(left) {
-                Ok(r) if r == u64::from(round) + 1 => {}
-                Ok(r) => return Err(format!("receivers reported round {r} during round {round}")),
-                Err(_) => {
-                    return Err(format!(
-                        "timed out in round {round} (--timeout-secs {})",
-                        a.timeout_secs
-                    ));
-                }
-            }
+            expect_round(&mut rounds_done, u64::from(round) + 1)
+                .map_err(|e| format!("{e} (round {round}; --timeout-secs {})", a.timeout_secs))?;
         }
         Ok(())
     })();
-    // EOF ends every receiver task, then the thread.
+    // EOF ends every receiver task, then the peer.
     drop(senders);
-    let _ = receiving.join();
+    let _ = peer.wait();
     outcome?;
 
     let sends = u64::from(a.rounds) * u64::from(a.n);
@@ -153,6 +150,87 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
         a.size
     ));
     Ok(())
+}
+
+/// Accepts the peer's `n` connections, unless the peer dies or time runs out.
+fn accept_all(
+    listener: &TcpListener,
+    n: u32,
+    peer: &mut Child,
+    deadline: Instant,
+) -> Result<Vec<TcpStream>, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut senders = Vec::with_capacity(n as usize);
+    while senders.len() < n as usize {
+        match listener.accept() {
+            Ok((sender, _)) => {
+                sender.set_nonblocking(false).map_err(|e| e.to_string())?;
+                // As the hub does with its clients.
+                sender.set_nodelay(true).map_err(|e| e.to_string())?;
+                senders.push(sender);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Ok(Some(status)) = peer.try_wait() {
+                    return Err(format!(
+                        "the receivers exited ({status}) after {} connections",
+                        senders.len()
+                    ));
+                }
+                if Instant::now() > deadline {
+                    let _ = peer.kill();
+                    return Err(format!("timed out after {} connections", senders.len()));
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    }
+    Ok(senders)
+}
+
+/// Reads the peer's next line, which must say that `round` is complete.
+fn expect_round(lines: &mut impl BufRead, round: u64) -> Result<(), String> {
+    let mut line = String::new();
+    match lines.read_line(&mut line) {
+        Ok(0) | Err(_) => Err("the receivers are gone".into()),
+        Ok(_) if line.trim() == round.to_string() => Ok(()),
+        Ok(_) => Err(format!(
+            "the receivers reported {:?}, expected round {round}",
+            line.trim()
+        )),
+    }
+}
+
+/// The `floor-peer` process: connects the receivers, says "0" once they are
+/// all connected, then one line per round that every receiver has read.
+pub fn peer_main(a: &FloorPeerArgs) -> ExitCode {
+    if let Some(cpu) = a.cpu {
+        let _ = pin(cpu);
+    }
+    let mut receivers = Vec::with_capacity(a.n as usize);
+    for _ in 0..a.n {
+        match TcpStream::connect(a.connect).and_then(Async::new) {
+            Ok(stream) => receivers.push(stream),
+            Err(e) => {
+                eprintln!("pushhub-bench floor-peer: connect: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let (done_tx, done_rx) = mpsc::channel::<u64>();
+    let round_bytes = u64::from(a.n) * a.size as u64;
+    let receiving = thread::spawn(move || receive(receivers, round_bytes, done_tx));
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "0").and_then(|()| out.flush()).is_err() {
+        return ExitCode::from(1);
+    }
+    for round in done_rx {
+        if writeln!(out, "{round}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    let _ = receiving.join();
+    ExitCode::SUCCESS
 }
 
 /// Two CPUs this process may run on, if it may run on two.

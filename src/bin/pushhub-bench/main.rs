@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Floor(a) => floor::main(&a),
         Cmd::Chart(a) => chart::main(&a),
+        Cmd::FloorPeer(a) => floor::peer_main(&a),
         Cmd::Worker(a) => worker::main(&a),
     }
 }
