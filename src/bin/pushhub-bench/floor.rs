@@ -207,16 +207,29 @@ pub fn peer_main(a: &FloorPeerArgs) -> ExitCode {
     if let Some(cpu) = a.cpu {
         let _ = pin(cpu);
     }
-    let mut receivers = Vec::with_capacity(a.n as usize);
-    for _ in 0..a.n {
-        match TcpStream::connect(a.connect).and_then(Async::new) {
-            Ok(stream) => receivers.push(stream),
-            Err(e) => {
-                eprintln!("pushhub-bench floor-peer: connect: {e}");
-                return ExitCode::from(1);
-            }
+let dst = match net::loopback_v4(a.connect) {
+        Ok(dst) => dst,
+        Err(e) => {
+            eprintln!("pushhub-bench floor-peer: {e}");
+            return ExitCode::from(2);
         }
-    }
+    };
+    // From several source addresses, as the load benches do: one address runs
+    // out of ephemeral ports after a few back-to-back runs.
+    let connected = smol::block_on(async {
+        let mut receivers = Vec::with_capacity(a.n as usize);
+        for i in 0..a.n {
+            receivers.push(net::connect_from(net::source(i, 8), dst, None).await?);
+        }
+        Ok::<_, std::io::Error>(receivers)
+    });
+    let receivers = match connected {
+        Ok(receivers) => receivers,
+        Err(e) => {
+            eprintln!("pushhub-bench floor-peer: connect: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (done_tx, done_rx) = mpsc::channel::<u64>();
     let round_bytes = u64::from(a.n) * a.size as u64;
     let receiving = thread::spawn(move || receive(receivers, round_bytes, done_tx));
