@@ -24,7 +24,7 @@ fn hub_with(n: usize) -> (Hub, Vec<ConnId>) {
     });
     let ids = (0..n)
         .map(|i| {
-            let id = hub.open(0);
+            let id = hub.open(0, None);
             hub.bind(id, &format!("u{i}"));
             id
         })

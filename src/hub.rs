@@ -12,11 +12,15 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
+use smol::Async;
 
 use crate::config::Config;
 use crate::frame::Frame;
 use crate::metrics::{Counters, Live, Stats};
 use crate::queue::Queue;
+
+/// A connection's socket, shared by its task and the flusher.
+pub type Socket = Rc<Async<std::net::TcpStream>>;
 
 /// Marks the end of a uid's chain of connections.
 const NIL: u32 = u32::MAX;
@@ -57,6 +61,8 @@ struct Conn {
     prev: u32,
     next: u32,
     queue: Queue,
+    /// For the flusher to write without waking the task; `None` in unit tests.
+    socket: Option<Socket>,
     waker: Option<Waker>,
     opened_ms: u64,
     last_seen_ms: u64,
@@ -109,6 +115,10 @@ pub struct Hub {
     /// Set by `close_all`: connections that finish their handshake later are
     /// born closing.
     closing_all: Option<CloseReason>,
+    /// Connections whose queue went from empty to not empty since the last
+    /// flush, and the flusher task to wake when the first one is added.
+    dirty: Vec<ConnId>,
+    flusher: Option<Waker>,
     limits: Limits,
     started: Instant,
     pub counters: Counters,
@@ -122,6 +132,8 @@ impl Hub {
             n_authenticated: 0,
             next_generation: 0,
             closing_all: None,
+            dirty: Vec::new(),
+            flusher: None,
             limits,
             started: Instant::now(),
             counters: Counters::default(),
@@ -135,7 +147,7 @@ impl Hub {
 
     /// Adds a connection that has completed its WebSocket handshake but not yet
     /// authenticated.
-    pub fn open(&mut self, now_ms: u64) -> ConnId {
+    pub fn open(&mut self, now_ms: u64, socket: Option<Socket>) -> ConnId {
         let generation = self.next_generation;
         self.next_generation += 1;
         let key = self.conns.insert(Conn {
@@ -144,6 +156,7 @@ impl Hub {
             prev: NIL,
             next: NIL,
             queue: Queue::default(),
+            socket,
             waker: None,
             opened_ms: now_ms,
             last_seen_ms: now_ms,
@@ -276,10 +289,22 @@ impl Hub {
             self.close_key(key, CloseReason::SlowConsumer);
             return false;
         }
-        if conn.queue.is_empty() {
-            conn.wake();
-        }
+        let was_empty = conn.queue.is_empty();
         conn.queue.push(frame.clone());
+        if was_empty {
+            // A non-empty queue is already being written (or waits for the
+            // socket): only a newly busy connection needs the flusher.
+            let id = ConnId {
+                key,
+                generation: conn.generation,
+            };
+            if self.dirty.is_empty()
+                && let Some(flusher) = &self.flusher
+            {
+                flusher.wake_by_ref();
+            }
+            self.dirty.push(id);
+        }
         true
     }
 
@@ -376,6 +401,43 @@ impl Hub {
         }
     }
 
+    /// Writes the queue of every connection that got messages since the last
+    /// flush with `write` (which must not block and returns whether it wrote
+    /// everything). A connection it cannot finish is handed to its task, which
+    /// waits for the socket. One pass over the connections a turn of pushes
+    /// reached, instead of waking a task for each.
+    pub fn flush(
+        &mut self,
+        mut write: impl FnMut(&Async<std::net::TcpStream>, &mut Queue) -> bool,
+    ) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            let Some(conn) = self.get_mut(id) else {
+                continue;
+            };
+            if conn.close.is_some() || conn.queue.is_empty() {
+                continue;
+            }
+            let done = match &conn.socket {
+                Some(socket) => write(socket, &mut conn.queue),
+                None => false,
+            };
+            if !done {
+                conn.wake();
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Remembers the flusher task's waker.
+    pub fn set_flusher(&mut self, waker: &Waker) {
+        match &self.flusher {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.flusher = Some(waker.clone()),
+        }
+    }
+
     /// What a connection's task should do: write its queue, or close.
     pub fn outbound(&mut self, id: ConnId) -> Outbound<'_> {
         match self.get_mut(id) {
@@ -457,9 +519,9 @@ mod tests {
     #[test]
     fn routes_to_every_connection_of_a_uid() {
         let mut hub = Hub::new(limits());
-        let a1 = hub.open(0);
-        let a2 = hub.open(0);
-        let b = hub.open(0);
+        let a1 = hub.open(0, None);
+        let a2 = hub.open(0, None);
+        let b = hub.open(0, None);
         assert!(hub.bind(a1, "a") && hub.bind(a2, "a") && hub.bind(b, "b"));
         assert_eq!(hub.push("a", &text("x")), 2);
         assert_eq!(hub.push("nobody", &text("x")), 0);
@@ -479,7 +541,7 @@ mod tests {
     #[test]
     fn removal_from_any_place_in_the_chain() {
         let mut hub = Hub::new(limits());
-        let ids: Vec<ConnId> = (0..4).map(|_| hub.open(0)).collect();
+        let ids: Vec<ConnId> = (0..4).map(|_| hub.open(0, None)).collect();
         for &id in &ids {
             hub.bind(id, "u");
         }
@@ -497,9 +559,9 @@ mod tests {
     #[test]
     fn stale_handle_cannot_touch_a_reused_key() {
         let mut hub = Hub::new(limits());
-        let old = hub.open(0);
+        let old = hub.open(0, None);
         hub.remove(old);
-        let new = hub.open(0);
+        let new = hub.open(0, None);
         assert_eq!(old.key, new.key);
         assert!(!hub.bind(old, "u"));
         assert!(hub.remove(old).is_none());
@@ -510,8 +572,8 @@ mod tests {
     #[test]
     fn unauthenticated_connections_get_no_broadcast() {
         let mut hub = Hub::new(limits());
-        let pending = hub.open(0);
-        let bound = hub.open(0);
+        let pending = hub.open(0, None);
+        let bound = hub.open(0, None);
         hub.bind(bound, "u");
         assert_eq!(hub.broadcast(&text("all")), 1);
         assert!(drain(&mut hub, pending).is_empty());
@@ -520,8 +582,8 @@ mod tests {
     #[test]
     fn slow_consumer_is_closed_and_others_keep_receiving() {
         let mut hub = Hub::new(limits());
-        let slow = hub.open(0);
-        let fast = hub.open(0);
+        let slow = hub.open(0, None);
+        let fast = hub.open(0, None);
         hub.bind(slow, "s");
         hub.bind(fast, "f");
         for i in 0..3 {
@@ -541,7 +603,7 @@ mod tests {
     #[test]
     fn byte_bound_but_an_empty_queue_takes_a_big_message() {
         let mut hub = Hub::new(limits());
-        let c = hub.open(0);
+        let c = hub.open(0, None);
         hub.bind(c, "u");
         assert_eq!(hub.push("u", &text(&"x".repeat(500))), 1);
         assert_eq!(hub.push("u", &text("y")), 0);
@@ -551,8 +613,8 @@ mod tests {
     #[test]
     fn kick_closes_all_and_takes_them_offline() {
         let mut hub = Hub::new(limits());
-        let a = hub.open(0);
-        let b = hub.open(0);
+        let a = hub.open(0, None);
+        let b = hub.open(0, None);
         hub.bind(a, "u");
         hub.bind(b, "u");
         hub.push("u", &text("before"));
@@ -571,22 +633,22 @@ mod tests {
     #[test]
     fn shutdown_keeps_queued_messages_for_delivery() {
         let mut hub = Hub::new(limits());
-        let c = hub.open(0);
+        let c = hub.open(0, None);
         hub.bind(c, "u");
         hub.push("u", &text("last words"));
         hub.close_all(CloseReason::Shutdown);
         assert_eq!(closing(&mut hub, c), Some(CloseReason::Shutdown));
         assert_eq!(hub.remove(c).unwrap().len(), 1);
-        let late = hub.open(0);
+        let late = hub.open(0, None);
         assert_eq!(closing(&mut hub, late), Some(CloseReason::Shutdown));
     }
 
     #[test]
     fn deadlines() {
         let mut hub = Hub::new(limits());
-        let pending = hub.open(0);
-        let quiet = hub.open(0);
-        let chatty = hub.open(0);
+        let pending = hub.open(0, None);
+        let quiet = hub.open(0, None);
+        let chatty = hub.open(0, None);
         hub.bind(quiet, "q");
         hub.bind(chatty, "c");
         hub.sweep(999);

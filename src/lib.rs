@@ -14,7 +14,8 @@
 //! - [`text_port`]: one backend connection, and [`text_port::handle_line`].
 //! - [`protocol`]: the text port's line codec, requests and replies (no I/O).
 //! - [`hub`]: the connection table, uid index and outbound queues (never awaits).
-//! - [`queue`]: one connection's queue of shared frames, written with vectored writes.
+//! - [`queue`]: one connection's queue of shared frames.
+//! - [`writer`]: writing a queue to its socket, from the flusher or the connection's task.
 //! - [`frame`]: server frames, encoded once per push and shared by every receiver.
 //! - [`auth`]: HS256 tokens and plain uids.
 //! - [`metrics`]: counters and the `stats` snapshot.
@@ -37,6 +38,7 @@ pub mod queue;
 pub mod server;
 pub mod shutdown;
 pub mod text_port;
+pub mod writer;
 mod ws;
 
 pub use config::Config;

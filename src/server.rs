@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -14,7 +15,7 @@ use smol::{Async, LocalExecutor, Timer};
 
 use crate::config::Config;
 use crate::hub::{CloseReason, Hub, Limits};
-use crate::{text_port, ws};
+use crate::{text_port, writer, ws};
 
 /// State every task of the server shares. Single-threaded: `Rc` and `RefCell`,
 /// and no borrow is ever held across an await.
@@ -115,6 +116,7 @@ pub async fn run(
         // The future given to `run` is polled whenever the executor wakes, so
         // it only waits on this channel, which costs no system call to poll.
         let sweeper = ex.spawn(sweep(Rc::clone(&shared)));
+        let flusher = ex.spawn(flush(Rc::clone(&shared)));
         let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
         let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
         let signal = ex.spawn(async move {
@@ -160,7 +162,7 @@ pub async fn run(
             let left = shared.sockets.get();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
-        drop(sweeper);
+        drop((sweeper, flusher));
     })
     .await;
     Ok(())
@@ -214,6 +216,18 @@ async fn accept_failed(e: &io::Error) {
     {
         Timer::after(Duration::from_millis(100)).await;
     }
+}
+
+/// Writes what each turn of pushes queued, in one pass (see `Hub::flush`).
+/// Woken by the hub when a queue goes from empty to not empty.
+async fn flush(shared: Rc<Shared>) {
+    std::future::poll_fn(|cx| {
+        let mut hub = shared.hub.borrow_mut();
+        hub.flush(|socket, queue| writer::write_now(socket.get_ref(), queue).unwrap_or(false));
+        hub.set_flusher(cx.waker());
+        Poll::<()>::Pending
+    })
+    .await
 }
 
 /// Applies the hub's deadlines on a tick fine enough for the shortest of them.

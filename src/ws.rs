@@ -12,24 +12,22 @@
 //! frames in go through [`Decoder`], which holds no buffer between messages.
 
 use std::future::Future;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, Read};
 use std::net::TcpStream;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use log::debug;
-use smol::io::AsyncWrite;
 use smol::{Async, Timer};
 
 use crate::auth::{self, AuthError, Identity};
 use crate::frame::Frame;
 use crate::handshake;
-use crate::hub::{CloseReason, ConnId, Outbound};
+use crate::hub::{CloseReason, ConnId, Outbound, Socket};
 use crate::inbound::{Decoder, FrameError, Incoming};
-use crate::queue::Queue;
 use crate::server::{Shared, SocketSlot};
+use crate::writer;
 
 /// Bytes read from a client per system call, into a stack buffer; only a
 /// partial frame is kept between reads.
@@ -38,9 +36,6 @@ const READ_CHUNK: usize = 4096;
 /// Inbound messages handled per turn before yielding, so that a flooding client
 /// cannot starve the rest of the executor.
 const READ_BUDGET: usize = 32;
-
-/// Frames handed to the kernel in one vectored write, at most.
-const MAX_IOVECS: usize = 64;
 
 /// How long a close handshake may take before the socket is dropped anyway.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -119,10 +114,11 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
             return;
         }
     };
+    let stream = Rc::new(stream);
     let id = {
         let mut hub = shared.hub.borrow_mut();
         let now = hub.now_ms();
-        hub.open(now)
+        hub.open(now, Some(Rc::clone(&stream)))
     };
     let mut session = Session {
         decoder: Decoder::new(shared.config.max_message_size),
@@ -164,7 +160,7 @@ async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<
 struct Session {
     shared: Rc<Shared>,
     id: ConnId,
-    stream: Async<TcpStream>,
+    stream: Socket,
     decoder: Decoder,
     /// Bytes read but not yet decoded: a partial frame (usually empty, and then
     /// holding no allocation).
@@ -268,12 +264,12 @@ impl Session {
         match hub.outbound(self.id) {
             Outbound::Gone => Some(Ending::Gone),
             Outbound::Close(reason) => Some(Ending::Hub(reason)),
-            Outbound::Write(queue) => match write_queue(&mut self.stream, queue, cx) {
-                Ok(()) => None,
-                Err(e) => {
+            Outbound::Write(queue) => match writer::poll_write(&self.stream, queue, cx) {
+                Poll::Ready(Err(e)) => {
                     debug!("write failed: {e}");
                     Some(Ending::Gone)
                 }
+                _ => None,
             },
         }
     }
@@ -348,14 +344,9 @@ impl Session {
         }
         leftover.push(frame);
         let handshake = async {
-            let written =
-                std::future::poll_fn(
-                    |cx| match write_queue(&mut self.stream, &mut leftover, cx) {
-                        Err(_) => Poll::Ready(false),
-                        Ok(()) if leftover.is_empty() => Poll::Ready(true),
-                        Ok(()) => Poll::Pending,
-                    },
-                );
+            let written = std::future::poll_fn(|cx| {
+                writer::poll_write(&self.stream, &mut leftover, cx).map(|r| r.is_ok())
+            });
             if !written.await || !ending.awaits_reply() {
                 return;
             }
@@ -372,32 +363,6 @@ impl Session {
         };
         timeout(CLOSE_GRACE, handshake).await;
     }
-}
-
-/// Writes `queue` to `stream` until it is empty or the socket is full.
-fn write_queue(
-    stream: &mut Async<TcpStream>,
-    queue: &mut Queue,
-    cx: &mut Context<'_>,
-) -> io::Result<()> {
-    while !queue.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = queue.slices(&mut slices);
-        // One frame (the usual case) goes out with a plain write: the kernel's
-        // vectored path costs measurably more per call.
-        let written = if n == 1 {
-            Pin::new(&mut *stream).poll_write(cx, &slices[0])
-        } else {
-            Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n])
-        };
-        match written {
-            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(written)) => queue.advance(written),
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => return Ok(()),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

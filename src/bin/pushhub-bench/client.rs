@@ -365,7 +365,7 @@ async fn read_loop(ctx: Rc<Ctx>, stream: Async<TcpStream>, mut state: ConnState)
             }
         }
         streak += 1;
-        if streak % READ_STREAK == 0 {
+        if streak.is_multiple_of(READ_STREAK) {
             smol::future::yield_now().await;
         }
     };

@@ -227,10 +227,10 @@ impl Decoder {
                 }
                 partial.got += take as u64;
                 data = &data[take..];
-                if partial.got == partial.header.len {
-                    if let Some(done) = self.frame.take() {
-                        emit(done.header, &done.keep, on)?;
-                    }
+                if partial.got == partial.header.len
+                    && let Some(done) = self.frame.take()
+                {
+                    emit(done.header, &done.keep, on)?;
                 }
                 continue;
             }
@@ -275,12 +275,11 @@ impl Decoder {
             };
             data = &data[used..];
             // An empty payload completes at once.
-            if let Some(partial) = &self.frame {
-                if partial.header.len == 0 {
-                    if let Some(done) = self.frame.take() {
-                        emit(done.header, &done.keep, on)?;
-                    }
-                }
+            if let Some(partial) = &self.frame
+                && partial.header.len == 0
+                && let Some(done) = self.frame.take()
+            {
+                emit(done.header, &done.keep, on)?;
             }
         }
         Ok(())

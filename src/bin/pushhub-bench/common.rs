@@ -59,20 +59,20 @@ impl Env {
         if args.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
-        if let Some(f) = args.floor_us {
-            if f.is_nan() || f <= 0.0 {
-                return Err("--floor-us must be a positive number".into());
-            }
+        if let Some(f) = args.floor_us
+            && (f.is_nan() || f <= 0.0)
+        {
+            return Err("--floor-us must be a positive number".into());
         }
         let credential = credential(args.mode, args.secret_file.as_deref())?;
         let hub = args.hub_pid.map(HubProc::new).transpose()?;
-        if let Some(hub) = &hub {
-            if !hub.listens_on(ws)? {
-                return Err(format!(
-                    "--hub-pid {} does not hold the listener on {ws}: not the hub being measured",
-                    args.hub_pid.unwrap_or_default()
-                ));
-            }
+        if let Some(hub) = &hub
+            && !hub.listens_on(ws)?
+        {
+            return Err(format!(
+                "--hub-pid {} does not hold the listener on {ws}: not the hub being measured",
+                args.hub_pid.unwrap_or_default()
+            ));
         }
         Ok(Env {
             ex,

@@ -207,7 +207,7 @@ pub fn peer_main(a: &FloorPeerArgs) -> ExitCode {
     if let Some(cpu) = a.cpu {
         let _ = pin(cpu);
     }
-let dst = match net::loopback_v4(a.connect) {
+    let dst = match net::loopback_v4(a.connect) {
         Ok(dst) => dst,
         Err(e) => {
             eprintln!("pushhub-bench floor-peer: {e}");

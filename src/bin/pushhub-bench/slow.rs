@@ -80,12 +80,12 @@ impl Listener for Tally {
         if let Some(all) = self.have_all.borrow_mut().get_mut(k) {
             *all += 1;
         }
-        if !self.is_slow(conn) {
-            if let Some(h) = self.have_readers.borrow_mut().get_mut(k) {
-                *h += 1;
-                let mut last = self.last_reader_ns.borrow_mut();
-                last[k] = last[k].max(now_ns);
-            }
+        if !self.is_slow(conn)
+            && let Some(h) = self.have_readers.borrow_mut().get_mut(k)
+        {
+            *h += 1;
+            let mut last = self.last_reader_ns.borrow_mut();
+            last[k] = last[k].max(now_ns);
         }
         self.changed.notify();
     }
@@ -179,10 +179,10 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
     let (sampling, running) = (Cell::new(false), Cell::new(true));
     let sampler = async {
         while running.get() {
-            if sampling.get() {
-                if let Ok(rss) = hub.rss_bytes() {
-                    peak.set(peak.get().max(rss));
-                }
+            if sampling.get()
+                && let Ok(rss) = hub.rss_bytes()
+            {
+                peak.set(peak.get().max(rss));
             }
             Timer::after(Duration::from_millis(a.sample_ms.max(1))).await;
         }
