@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-18000}
 OUT=${OUT:-bench/results/load.jsonl}
-ONLY=${ONLY:-"conns broadcast push pushmax slow"}
+ONLY=${ONLY:-"conns conns-token broadcast push pushmax slow"}
 WS=${WS:-127.0.0.1:21400}
 TEXT=${TEXT:-127.0.0.1:21401}
 HUB=target/release/pushhub
@@ -37,7 +37,9 @@ trap stop_hub EXIT
 
 start_hub() {
     stop_hub
-    "${hub_cpu[@]}" "$HUB" --allow-plain-uid --ws "$WS" --text "$TEXT" --log-level warn "$@" &
+    local auth=(--allow-plain-uid)
+    [ $# -gt 0 ] && auth=("$@")
+    "${hub_cpu[@]}" "$HUB" "${auth[@]}" --ws "$WS" --text "$TEXT" --log-level warn &
     hub_pid=$!
     # Wait (bounded) until the text port answers.
     for _ in $(seq 100); do
@@ -51,6 +53,13 @@ start_hub() {
 run() {
     echo "== $*" >&2
     "${gen_cpu[@]}" "$GEN" "$@" --ws "$WS" --text "$TEXT" --hub-pid "$hub_pid" | tee -a "$OUT"
+}
+
+# The steps of `conns`: the standard ones below N, then N.
+steps() {
+    local below
+    below=$(printf '%s\n' 1000 2000 5000 10000 18000 | awk -v n="$N" '$1 < n' | paste -sd, -)
+    echo "${below:+$below,}$N"
 }
 
 # The kernel's floor drifts with what else the machine does, so it is measured
@@ -72,8 +81,15 @@ for bench in $ONLY; do
         ;;
     conns)
         start_hub
-        steps=$(printf '%s\n' 1000 2000 5000 10000 18000 | awk -v n="$N" '$1 < n' | paste -sd, -)
-        run conns --n "$N" --steps "${steps:+$steps,}$N"
+        run conns --n "$N" --steps "$(steps)"
+        ;;
+    conns-token)
+        # Token mode: every client authenticates with an HS256 token.
+        secret=$(mktemp)
+        head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$secret"
+        start_hub --secret-file "$secret"
+        run conns --n "$N" --steps "$(steps)" --mode token --secret-file "$secret"
+        rm -f "$secret"
         ;;
     broadcast)
         measure_floor "$N"

@@ -74,13 +74,23 @@ pub fn series_from_results(jsonl: &str) -> Vec<Series> {
 }
 
 /// Per-connection costs drawn as dashed lines from the idle RSS: (label, KiB).
-const REFERENCES: [(&str, f64); 5] = [
+const REFERENCES: [(&str, f64); 4] = [
     ("Workerman+event 5.4 KiB/conn", 5.4),
     ("Node ws 5.3 KiB/conn", 5.3),
     ("target 2 KiB/conn", 2.0),
-    ("uWebSockets 1.0 KiB/conn", 1.0),
-    ("goal 1 KiB/conn", 1.0),
+    ("uWebSockets 1.0 KiB/conn = goal", 1.0),
 ];
+
+/// A round step that cuts `max` into about five intervals: 1, 2 or 5 × 10^k.
+fn nice_step(max: f64) -> f64 {
+    let rough = (max / 5.0).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(rough.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&step| step >= rough)
+        .unwrap_or(10.0 * magnitude)
+}
 
 /// The SVG document for `series`.
 pub fn svg(series: &[Series]) -> String {
@@ -94,6 +104,8 @@ pub fn svg(series: &[Series]) -> String {
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
         .fold(1000.0, f64::max);
+    let n_step = nice_step(max_n);
+    let max_n = (max_n / n_step).ceil() * n_step;
     let idle = series
         .iter()
         .filter_map(|s| s.points.first().map(|p| p.1))
@@ -104,6 +116,8 @@ pub fn svg(series: &[Series]) -> String {
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(REFERENCES.iter().map(|r| idle + r.1 * 1024.0 * max_n))
         .fold(1.0, f64::max);
+    let rss_step = nice_step(max_rss / (1024.0 * 1024.0)) * 1024.0 * 1024.0;
+    let max_rss = (max_rss / rss_step).ceil() * rss_step;
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |n: f64| LEFT + n / max_n * plot_w;
@@ -120,8 +134,8 @@ pub fn svg(series: &[Series]) -> String {
         r#"<text x="{LEFT}" y="18" font-size="14">Hub RSS against idle authenticated connections</text>"#
     );
     // Axes and grid.
-    for i in 0..=5 {
-        let n = max_n * f64::from(i) / 5.0;
+    for i in 0..=(max_n / n_step).round() as u32 {
+        let n = n_step * f64::from(i);
         let _ = writeln!(
             out,
             r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{1:.1}" stroke="#eee"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{3:.0}</text>"##,
@@ -130,7 +144,9 @@ pub fn svg(series: &[Series]) -> String {
             TOP + plot_h + 16.0,
             n
         );
-        let rss = max_rss * f64::from(i) / 5.0;
+    }
+    for i in 0..=(max_rss / rss_step).round() as u32 {
+        let rss = rss_step * f64::from(i);
         let _ = writeln!(
             out,
             r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#eee"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{4:.0}</text>"##,
@@ -161,7 +177,7 @@ pub fn svg(series: &[Series]) -> String {
         );
         legend_y += 20.0;
     };
-    let greys = ["#b55", "#c84", "#888", "#58a", "#5a5"];
+    let greys = ["#b55", "#c84", "#888", "#58a"];
     for ((label, kib), color) in REFERENCES.iter().zip(greys) {
         let _ = writeln!(
             out,
@@ -222,5 +238,13 @@ mod tests {
         let svg = svg(&series);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("pushhub, plain mode"));
+    }
+
+    #[test]
+    fn round_steps() {
+        assert_eq!(nice_step(18_000.0), 5000.0);
+        assert_eq!(nice_step(100.0), 20.0);
+        assert_eq!(nice_step(9.0), 2.0);
+        assert_eq!(nice_step(1.0), 0.2);
     }
 }
