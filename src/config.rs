@@ -263,6 +263,27 @@ impl Flags {
     }
 }
 
+/// Parses this process's command line into `T` (the hub's flags, or the load
+/// generator's). `--help` prints to stdout and exits 0; a bad flag exits 2,
+/// like every other configuration error.
+pub fn from_command_line<T: FromArgs>() -> Result<T, std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (command, rest) = args
+        .split_first()
+        .map_or(("pushhub", &[][..]), |(c, r)| (*c, r));
+    T::from_args(&[command], rest).map_err(|exit| match exit.status {
+        Ok(()) => {
+            println!("{}", exit.output);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!("{}", exit.output);
+            std::process::ExitCode::from(2)
+        }
+    })
+}
+
 fn invalid(msg: &str) -> ConfigError {
     ConfigError::Invalid(msg.to_string())
 }

@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use argh::FromArgs;
 use log::{error, info, warn};
-use pushhub::config::{Flags, RESERVED_FDS, SECRET_ENV};
+use pushhub::config::{self, Flags, RESERVED_FDS, SECRET_ENV};
 use pushhub::{Listeners, fd_limit, logger, shutdown};
 
 fn main() -> ExitCode {
-    let flags = match parse_flags() {
+    let flags: Flags = match config::from_command_line() {
         Ok(flags) => flags,
         Err(code) => return code,
     };
@@ -81,24 +80,4 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Parses the command line. `--help` prints to stdout and exits 0; a bad flag
-/// exits 2, like every other configuration error.
-fn parse_flags() -> Result<Flags, ExitCode> {
-    let args: Vec<String> = std::env::args().collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (command, rest) = args
-        .split_first()
-        .map_or(("pushhub", &[][..]), |(c, r)| (*c, r));
-    Flags::from_args(&[command], rest).map_err(|exit| match exit.status {
-        Ok(()) => {
-            println!("{}", exit.output);
-            ExitCode::SUCCESS
-        }
-        Err(()) => {
-            eprintln!("{}", exit.output);
-            ExitCode::from(2)
-        }
-    })
 }

@@ -49,7 +49,6 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use argh::FromArgs;
 use smol::{LocalExecutor, Timer};
 
 use crate::args::{Cmd, CommonArgs, TopLevel};
@@ -62,7 +61,7 @@ const OUTER_GRACE: Duration = Duration::from_secs(5);
 fn main() -> ExitCode {
     // Fix the clock's origin before anything is timed.
     clock::now_ns();
-    let top = match parse_args() {
+    let top: TopLevel = match pushhub::config::from_command_line() {
         Ok(top) => top,
         Err(code) => return code,
     };
@@ -88,25 +87,6 @@ fn main() -> ExitCode {
         Cmd::FloorPeer(a) => floor::peer_main(&a),
         Cmd::Worker(a) => worker::main(&a),
     }
-}
-
-/// `--help` prints to stdout and exits 0; a bad flag exits 2.
-fn parse_args() -> Result<TopLevel, ExitCode> {
-    let args: Vec<String> = std::env::args().collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (command, rest) = args
-        .split_first()
-        .map_or(("pushhub-bench", &[][..]), |(c, r)| (*c, r));
-    TopLevel::from_args(&[command], rest).map_err(|exit| match exit.status {
-        Ok(()) => {
-            println!("{}", exit.output);
-            ExitCode::SUCCESS
-        }
-        Err(()) => {
-            eprintln!("{}", exit.output);
-            ExitCode::from(2)
-        }
-    })
 }
 
 /// Runs one hub bench on this thread, bounded by `--timeout-secs`, then prints
