@@ -70,7 +70,12 @@ fn handle_push_line_to_online_uid(bencher: Bencher) {
     let mut out = Vec::with_capacity(64);
     bencher.bench_local(|| {
         out.clear();
-        handle_line(&mut hub, br#"{"uid":"u4242","percent":"88%"}"#, &mut out);
+        handle_line(
+            &mut hub,
+            None,
+            br#"{"uid":"u4242","percent":"88%"}"#,
+            &mut out,
+        );
         drain_one(&mut hub, ids[4242]);
     });
 }

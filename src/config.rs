@@ -100,6 +100,11 @@ pub struct Flags {
     )]
     pub shutdown_timeout: Duration,
 
+    /// SQLite file of the APNs device registry (created if missing); without
+    /// it, register/unregister/devices are refused [default: none]
+    #[argh(option)]
+    pub apns_db: Option<PathBuf>,
+
     /// log level: error, warn, info, debug or trace [default: info]
     #[argh(option, default = "log::LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: log::LevelFilter,
@@ -136,6 +141,8 @@ pub struct Config {
     pub max_queue_bytes: usize,
     pub max_line_length: usize,
     pub shutdown_timeout: Duration,
+    /// The APNs device registry's database file.
+    pub apns_db: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -153,6 +160,7 @@ impl Default for Config {
             max_queue_bytes: 256 * 1024,
             max_line_length: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
+            apns_db: None,
         }
     }
 }
@@ -259,6 +267,7 @@ impl Flags {
             max_queue_bytes: self.max_queue_bytes,
             max_line_length: self.max_line_length,
             shutdown_timeout: self.shutdown_timeout,
+            apns_db: self.apns_db,
         })
     }
 }

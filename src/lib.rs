@@ -17,6 +17,7 @@
 //! - [`queue`]: one connection's queue of shared frames.
 //! - [`writer`]: writing a queue to its socket, from the flusher or the connection's task.
 //! - [`frame`]: server frames, encoded once per push and shared by every receiver.
+//! - [`apns`]: the APNs device registry.
 //! - [`auth`]: HS256 tokens and plain uids.
 //! - [`metrics`]: counters and the `stats` snapshot.
 //! - [`logger`]: leveled logging to stderr.
@@ -24,6 +25,7 @@
 //! - [`fd_limit`]: raising the open-files limit.
 #![forbid(unsafe_code)]
 
+pub mod apns;
 pub mod auth;
 pub mod config;
 pub mod fd_limit;

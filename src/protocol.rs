@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::apns::registry::{BadDeviceToken, DeviceToken, Registered};
 use crate::metrics::Stats;
 
 /// Finds the next complete line at the start of `buf`.
@@ -60,11 +61,34 @@ pub enum Request<'a> {
 
 #[derive(Debug, PartialEq)]
 pub enum Command<'a> {
-    Push { to: Targets<'a>, data: Cow<'a, str> },
-    Broadcast { data: Cow<'a, str> },
-    Online { who: Targets<'a> },
-    Kick { who: Targets<'a> },
+    Push {
+        to: Targets<'a>,
+        data: Cow<'a, str>,
+    },
+    Broadcast {
+        data: Cow<'a, str>,
+    },
+    Online {
+        who: Targets<'a>,
+    },
+    Kick {
+        who: Targets<'a>,
+    },
     Stats,
+    /// Records an APNs device token for a uid.
+    Register {
+        uid: Cow<'a, str>,
+        token: DeviceToken,
+    },
+    /// Forgets one APNs device token of a uid, or all of them.
+    Unregister {
+        uid: Cow<'a, str>,
+        token: Option<DeviceToken>,
+    },
+    /// Lists a uid's APNs device tokens.
+    Devices {
+        uid: Cow<'a, str>,
+    },
 }
 
 /// The uids a command names: `uid` for one, `uids` for several.
@@ -98,6 +122,11 @@ pub enum RequestError {
     },
     UidAndUids,
     LineTooLong(usize),
+    BadDeviceToken(BadDeviceToken),
+    /// A device command, but the hub runs without `--apns-db`.
+    NoRegistry,
+    /// The registry failed; nothing was changed.
+    Registry(String),
 }
 
 impl fmt::Display for RequestError {
@@ -109,7 +138,8 @@ impl fmt::Display for RequestError {
             RequestError::NotAnObject => f.write_str("a request must be a JSON object"),
             RequestError::UnknownCmd(cmd) => write!(
                 f,
-                "unknown cmd `{cmd}`: expected push, broadcast, online, kick or stats"
+                "unknown cmd `{cmd}`: expected push, broadcast, online, kick, stats, \
+                 register, unregister or devices"
             ),
             RequestError::MissingField(field) => write!(f, "missing field `{field}`"),
             RequestError::WrongType { field, expected } => {
@@ -119,6 +149,11 @@ impl fmt::Display for RequestError {
             RequestError::LineTooLong(max) => {
                 write!(f, "line longer than {max} bytes; closing the connection")
             }
+            RequestError::BadDeviceToken(e) => write!(f, "`apns`: {e}"),
+            RequestError::NoRegistry => f.write_str(
+                "no device registry: start pushhub with --apns-db PATH to register devices",
+            ),
+            RequestError::Registry(e) => write!(f, "{e}; nothing was changed"),
         }
     }
 }
@@ -139,6 +174,8 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    apns: Option<&'a RawValue>,
 }
 
 /// A field that is present, even as `null`: serde's `Option` would read `null`
@@ -198,6 +235,17 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
             who: targets(fields)?,
         }),
         "stats" => Ok(Command::Stats),
+        "register" => Ok(Command::Register {
+            uid: one_uid(fields)?,
+            token: device_token(fields)?.ok_or(RequestError::MissingField("apns"))?,
+        }),
+        "unregister" => Ok(Command::Unregister {
+            uid: one_uid(fields)?,
+            token: device_token(fields)?,
+        }),
+        "devices" => Ok(Command::Devices {
+            uid: one_uid(fields)?,
+        }),
         _ => Err(RequestError::UnknownCmd(cmd.into_owned())),
     }
 }
@@ -220,6 +268,32 @@ fn targets<'a>(fields: &Fields<'a>) -> Result<Targets<'a>, RequestError> {
         }
         (None, None) => Err(RequestError::MissingField("uid")),
     }
+}
+
+/// The single `uid` of a device command.
+fn one_uid<'a>(fields: &Fields<'a>) -> Result<Cow<'a, str>, RequestError> {
+    match (fields.uid, fields.uids) {
+        (Some(raw), None) => uid(raw, "uid"),
+        (_, Some(_)) => Err(RequestError::WrongType {
+            field: "uids",
+            expected: "absent: device commands take one `uid`",
+        }),
+        (None, None) => Err(RequestError::MissingField("uid")),
+    }
+}
+
+/// The `apns` device token, if given.
+fn device_token(fields: &Fields) -> Result<Option<DeviceToken>, RequestError> {
+    let Some(raw) = fields.apns else {
+        return Ok(None);
+    };
+    let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+        field: "apns",
+        expected: "a string of hexadecimal digits",
+    })?;
+    DeviceToken::parse(&text)
+        .map(Some)
+        .map_err(RequestError::BadDeviceToken)
 }
 
 /// A uid is a JSON string, or a number taken as its text (PHP backends send both).
@@ -270,6 +344,9 @@ pub enum Reply<'a> {
     OnlineMany(Vec<Presence<'a>>),
     Kicked(usize),
     Stats(Stats),
+    Registered(Registered),
+    Removed(usize),
+    Devices(Vec<DeviceToken>),
     Error(RequestError),
 }
 
@@ -301,6 +378,23 @@ struct ManyBody<'a, 'b> {
 #[derive(Serialize)]
 struct KickedBody {
     kicked: usize,
+}
+
+#[derive(Serialize)]
+struct RegisteredBody<'a> {
+    registered: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RemovedBody {
+    removed: usize,
+}
+
+#[derive(Serialize)]
+struct DevicesBody<'a> {
+    apns: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -338,6 +432,23 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
         Reply::OnlineMany(results) => put(out, true, id, ManyBody { results }),
         Reply::Kicked(kicked) => put(out, true, id, KickedBody { kicked: *kicked }),
         Reply::Stats(stats) => put(out, true, id, stats),
+        Reply::Registered(registered) => {
+            let (registered, from) = match registered {
+                Registered::New => ("new", None),
+                Registered::Unchanged => ("unchanged", None),
+                Registered::Moved { from } => ("moved", Some(from.as_str())),
+            };
+            put(out, true, id, RegisteredBody { registered, from })
+        }
+        Reply::Removed(removed) => put(out, true, id, RemovedBody { removed: *removed }),
+        Reply::Devices(tokens) => put(
+            out,
+            true,
+            id,
+            DevicesBody {
+                apns: tokens.iter().map(DeviceToken::as_str).collect(),
+            },
+        ),
         Reply::Error(e) => put(
             out,
             false,

@@ -13,6 +13,7 @@ use log::{debug, info, warn};
 use smol::channel::Sender;
 use smol::{Async, LocalExecutor, Timer};
 
+use crate::apns::Registry;
 use crate::config::Config;
 use crate::hub::{CloseReason, Hub, Limits};
 use crate::{text_port, writer, ws};
@@ -22,14 +23,17 @@ use crate::{text_port, writer, ws};
 pub(crate) struct Shared {
     pub config: Config,
     pub hub: RefCell<Hub>,
+    /// The APNs device registry, with `--apns-db`.
+    pub registry: Option<Registry>,
     /// WebSocket sockets open, including those still in their handshake.
     sockets: Cell<usize>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Shared {
+    pub(crate) fn new(config: Config, registry: Option<Registry>) -> Shared {
         Shared {
             hub: RefCell::new(Hub::new(Limits::from_config(&config))),
+            registry,
             config,
             sockets: Cell::new(0),
         }
@@ -108,7 +112,15 @@ pub async fn run(
 ) -> io::Result<()> {
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
-    let shared = Rc::new(Shared::new(config));
+    let registry = match &config.apns_db {
+        Some(path) => {
+            let registry = Registry::open(path).map_err(io::Error::other)?;
+            info!("device registry: {}", path.display());
+            Some(registry)
+        }
+        None => None,
+    };
+    let shared = Rc::new(Shared::new(config, registry));
     let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
     ex.run(async {

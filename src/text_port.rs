@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use std::net::TcpStream;
 use std::rc::Rc;
 
-use log::debug;
+use log::{debug, warn};
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::apns::{Registry, RegistryError};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::protocol::{
@@ -27,12 +28,14 @@ const READ_CHUNK: usize = 64 * 1024;
 /// overflowing that uid's queue.
 const LINE_BUDGET: usize = 128;
 
-/// Handles one request line and appends its reply line to `out`.
-pub fn handle_line(hub: &mut Hub, line: &[u8], out: &mut Vec<u8>) {
+/// Handles one request line and appends its reply line to `out`. `registry`
+/// is the APNs device registry, if the hub has one.
+pub fn handle_line(hub: &mut Hub, registry: Option<&Registry>, line: &[u8], out: &mut Vec<u8>) {
     match parse_request(line) {
         Request::Legacy { uid, line } => {
             hub.counters.pushes += 1;
-            let delivered = hub.connections_of(&uid) > 0 && hub.push(&uid, &Frame::text(line)) > 0;
+            // Offline uids, the common `fail`, cost no frame.
+            let delivered = hub.is_online(&uid) && hub.push(&uid, &Frame::text(line)) > 0;
             write_reply(out, None, &Reply::Legacy(delivered));
         }
         Request::LegacyInvalid(e) => {
@@ -42,7 +45,7 @@ pub fn handle_line(hub: &mut Hub, line: &[u8], out: &mut Vec<u8>) {
         Request::Invalid(e) => write_reply(out, None, &Reply::Error(e)),
         Request::Command { id, command } => {
             let reply = match command {
-                Ok(command) => execute(hub, command),
+                Ok(command) => execute(hub, registry, command),
                 Err(e) => Reply::Error(e),
             };
             write_reply(out, id, &reply);
@@ -50,8 +53,17 @@ pub fn handle_line(hub: &mut Hub, line: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn execute<'a>(hub: &mut Hub, command: Command<'a>) -> Reply<'a> {
+fn execute<'a>(hub: &mut Hub, registry: Option<&Registry>, command: Command<'a>) -> Reply<'a> {
     match command {
+        Command::Register { uid, token } => with_registry(registry, |r| {
+            r.register(&uid, &token).map(Reply::Registered)
+        }),
+        Command::Unregister { uid, token } => with_registry(registry, |r| {
+            r.unregister(&uid, token.as_ref()).map(Reply::Removed)
+        }),
+        Command::Devices { uid } => {
+            with_registry(registry, |r| r.devices(&uid).map(Reply::Devices))
+        }
         Command::Push { to, data } => {
             hub.counters.pushes += 1;
             let frame = Frame::text(&data);
@@ -83,6 +95,21 @@ fn execute<'a>(hub: &mut Hub, command: Command<'a>) -> Reply<'a> {
     }
 }
 
+/// Runs a device command against the registry. Its reply is written only once
+/// the change has committed, so an acknowledged registration is never lost.
+fn with_registry<'a>(
+    registry: Option<&Registry>,
+    command: impl FnOnce(&Registry) -> Result<Reply<'a>, RegistryError>,
+) -> Reply<'a> {
+    let Some(registry) = registry else {
+        return Reply::Error(RequestError::NoRegistry);
+    };
+    command(registry).unwrap_or_else(|e| {
+        warn!("{e}");
+        Reply::Error(RequestError::Registry(e.to_string()))
+    })
+}
+
 /// The distinct uids of a command, so that a uid listed twice is served once.
 fn each_uid<'t>(targets: &'t Targets) -> impl Iterator<Item = &'t str> {
     let mut seen = HashSet::new();
@@ -108,16 +135,17 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
         let mut too_long = None;
         {
             let mut hub = shared.hub.borrow_mut();
+            let registry = shared.registry.as_ref();
             while handled < line_budget {
                 match split_line(&buf[start..end], max_len) {
                     Ok(Some((line, used))) => {
-                        handle_line(&mut hub, line, &mut out);
+                        handle_line(&mut hub, registry, line, &mut out);
                         start += used;
                         handled += 1;
                     }
                     Ok(None) if eof && start < end => {
                         // A last request without its newline is still a request.
-                        handle_line(&mut hub, &buf[start..end], &mut out);
+                        handle_line(&mut hub, registry, &buf[start..end], &mut out);
                         start = end;
                         break;
                     }
