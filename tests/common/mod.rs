@@ -8,6 +8,8 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod apns;
+
 use std::future::Future;
 use std::io::{self, BufRead, BufReader as StdBufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

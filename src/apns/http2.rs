@@ -1,0 +1,139 @@
+//! One HTTP/2 connection to APNs: TCP, TLS with ALPN `h2` (async-native-tls),
+//! and the `h2` crate driven on our executor.
+//!
+//! `h2` wants tokio's I/O traits but no tokio runtime and no timers, so the TLS
+//! stream is adapted with `tokio_util::compat`. A connection is two halves: a
+//! [`Http2`] handle that sends requests, and a driver future that must be
+//! polled for anything to move (it reads frames, writes frames, answers pings).
+//! The caller runs both, e.g. with `smol::future::or`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use async_native_tls::TlsConnector;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use smol::Async;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    Tcp(io::Error),
+    Tls(async_native_tls::Error),
+    Http2(h2::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Tcp(e) => write!(f, "cannot connect: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::Http2(e) => write!(f, "HTTP/2 handshake failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum PostError {
+    /// The request could not be built (a header value that is not valid).
+    Invalid(http::Error),
+    /// The stream or the connection failed; the connection may be gone.
+    Http2(h2::Error),
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostError::Invalid(e) => write!(f, "invalid request: {e}"),
+            PostError::Http2(e) => write!(f, "HTTP/2: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PostError {}
+
+impl From<h2::Error> for PostError {
+    fn from(e: h2::Error) -> Self {
+        PostError::Http2(e)
+    }
+}
+
+/// A response: status, headers, and the (small) body Apple sends with errors.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The sending half of a connection.
+#[derive(Clone)]
+pub struct Http2 {
+    send: h2::client::SendRequest<Bytes>,
+    authority: String,
+}
+
+/// Connects to `addr`, checking its certificate for `host`, and returns the
+/// sending half and the driver.
+pub async fn connect(
+    addr: SocketAddr,
+    host: &str,
+    tls: &TlsConnector,
+) -> Result<(Http2, impl Future<Output = Result<(), h2::Error>> + use<>), ConnectError> {
+    let tcp = Async::<std::net::TcpStream>::connect(addr)
+        .await
+        .map_err(ConnectError::Tcp)?;
+    let stream = tls.connect(host, tcp).await.map_err(ConnectError::Tls)?;
+    let (send, connection) = h2::client::handshake(stream.compat())
+        .await
+        .map_err(ConnectError::Http2)?;
+    let authority = if addr.port() == 443 {
+        host.to_string()
+    } else {
+        format!("{host}:{}", addr.port())
+    };
+    Ok((Http2 { send, authority }, connection))
+}
+
+impl Http2 {
+    /// Sends `POST path` with `headers` and `body`, and waits for the whole
+    /// response. Needs the driver to be polled meanwhile.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&'static str, &str)],
+        body: Bytes,
+    ) -> Result<Response, PostError> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("https://{}{path}", self.authority));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).map_err(PostError::Invalid)?;
+        let mut ready = self.send.clone().ready().await?;
+        let (response, mut stream) = ready.send_request(request, body.is_empty())?;
+        if !body.is_empty() {
+            stream.send_data(body, true)?;
+        }
+        let response = response.await?;
+        let (parts, mut incoming) = response.into_parts();
+        let mut body = Vec::new();
+        while let Some(chunk) = incoming.data().await {
+            let chunk = chunk?;
+            // Let the server send more: the window is ours to reopen.
+            let _ = incoming.flow_control().release_capacity(chunk.len());
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.into(),
+        })
+    }
+}

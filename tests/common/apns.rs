@@ -1,0 +1,154 @@
+//! A server that plays APNs for the tests: TLS with a certificate made at test
+//! time, ALPN `h2`, the `h2` crate's server on a smol executor of its own
+//! thread. It records every request and answers each with the status and
+//! reason its script gives.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509, X509NameBuilder};
+use smol::Async;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+/// A request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// What the server answers: a status and, for errors, Apple's reason.
+pub type Script = Arc<dyn Fn(&Seen) -> (u16, Option<&'static str>) + Send + Sync>;
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM.
+pub struct TestCert {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl TestCert {
+    pub fn new() -> TestCert {
+        let rsa = Rsa::generate(2048).unwrap();
+        let key = PKey::from_rsa(rsa).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "localhost").unwrap();
+        let name = name.build();
+        let mut builder = X509::builder().unwrap();
+        builder.set_version(2).unwrap();
+        let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+        builder.set_serial_number(&serial).unwrap();
+        builder.set_subject_name(&name).unwrap();
+        builder.set_issuer_name(&name).unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder
+            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .build(&builder.x509v3_context(None, None))
+            .unwrap();
+        builder.append_extension(san).unwrap();
+        builder.sign(&key, MessageDigest::sha256()).unwrap();
+        TestCert {
+            cert_pem: builder.build().to_pem().unwrap(),
+            key_pem: key.private_key_to_pem_pkcs8().unwrap(),
+        }
+    }
+}
+
+/// The running server. It stops when the test process ends.
+pub struct FakeApns {
+    pub addr: SocketAddr,
+    pub cert: TestCert,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeApns {
+    pub fn start(script: Script) -> FakeApns {
+        let cert = TestCert::new();
+        let identity = native_tls::Identity::from_pkcs8(&cert.cert_pem, &cert.key_pem).unwrap();
+        let acceptor = native_tls::TlsAcceptor::builder(identity)
+            .accept_alpn(&["h2"])
+            .build()
+            .unwrap();
+        let acceptor = async_native_tls::TlsAcceptor::from(acceptor);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        thread::spawn(move || {
+            let ex = smol::LocalExecutor::new();
+            smol::block_on(ex.run(async {
+                let listener = Async::new(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, script, recorded) =
+                        (acceptor.clone(), Arc::clone(&script), Arc::clone(&recorded));
+                    ex.spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Ok(mut h2) = h2::server::handshake(tls.compat()).await else {
+                            return;
+                        };
+                        while let Some(Ok((request, mut respond))) = h2.accept().await {
+                            let (parts, mut incoming) = request.into_parts();
+                            let mut body = Vec::new();
+                            while let Some(Ok(chunk)) = incoming.data().await {
+                                let _ = incoming.flow_control().release_capacity(chunk.len());
+                                body.extend_from_slice(&chunk);
+                            }
+                            let seen = Seen {
+                                method: parts.method.to_string(),
+                                path: parts.uri.path().to_string(),
+                                headers: parts.headers,
+                                body: body.into(),
+                            };
+                            let (status, reason) = script(&seen);
+                            recorded.lock().unwrap().push(seen.clone());
+                            let response = Response::builder()
+                                .status(StatusCode::from_u16(status).unwrap())
+                                .header("apns-id", "00000000-0000-0000-0000-000000000001")
+                                .body(())
+                                .unwrap();
+                            let body = reason.map(|r| format!(r#"{{"reason":"{r}"}}"#));
+                            let Ok(mut stream) = respond.send_response(response, body.is_none())
+                            else {
+                                continue;
+                            };
+                            if let Some(body) = body {
+                                let _ = stream.send_data(Bytes::from(body), true);
+                            }
+                        }
+                    })
+                    .detach();
+                }
+            }));
+        });
+        FakeApns { addr, cert, seen }
+    }
+
+    /// A TLS client configuration that trusts this server.
+    pub fn connector(&self) -> async_native_tls::TlsConnector {
+        async_native_tls::TlsConnector::new()
+            .add_root_certificate(native_tls::Certificate::from_pem(&self.cert.cert_pem).unwrap())
+            .request_alpns(&["h2"])
+    }
+}
