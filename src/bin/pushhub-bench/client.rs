@@ -126,12 +126,17 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn fail(&self, message: String) {
-        self.failed.set(self.failed.get() + 1);
+    /// Keeps `message` for the report if it is among the first few.
+    fn note(&self, message: String) {
         let mut errors = self.errors.borrow_mut();
         if errors.len() < MAX_ERRORS_KEPT {
             errors.push(message);
         }
+    }
+
+    fn fail(&self, message: String) {
+        self.failed.set(self.failed.get() + 1);
+        self.note(message);
         self.changed.notify();
     }
 }
@@ -284,12 +289,19 @@ async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), Stri
         .write_all(&frame)
         .await
         .map_err(|e| format!("sending the credential: {e}"))?;
-    // Whatever followed the response head is already frames.
+    // Whatever followed the response head is already frames (the greeting
+    // among them, possibly).
     state
         .ingest(&head[head_end..], now_ns(), &*ctx.listener)
         .map_err(|e| e.to_string())?;
 
-    while state.awaiting_greeting.is_some() {
+    loop {
+        if let Some(message) = state.unexpected.take() {
+            return Err(message);
+        }
+        if state.awaiting_greeting.is_none() {
+            break;
+        }
         state
             .flush(&stream)
             .await
@@ -310,9 +322,6 @@ async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), Stri
         state
             .ingest(&chunk[..n], now_ns(), &*ctx.listener)
             .map_err(|e| e.to_string())?;
-        if let Some(message) = state.unexpected.take() {
-            return Err(message);
-        }
     }
     Ok((stream, state))
 }
@@ -328,10 +337,12 @@ enum Turn {
 async fn read_loop(ctx: Rc<Ctx>, stream: Async<TcpStream>, mut state: ConnState) {
     let mut streak = 0u32;
     let code = loop {
-        if state.flush(&stream).await.is_err() {
+        if let Err(e) = state.flush(&stream).await {
+            ctx.note(format!("u{}: writing: {e}", state.idx));
             break None;
         }
         if let Some(code) = state.closed {
+            ctx.note(format!("u{}: closed by the hub (code {code:?})", state.idx));
             break code;
         }
         if !ctx.listener.keep_reading(state.idx) {
@@ -355,12 +366,16 @@ async fn read_loop(ctx: Rc<Ctx>, stream: Async<TcpStream>, mut state: ConnState)
             .await;
         match turn {
             Ok(Turn::Data) => {}
-            Ok(Turn::Eof) | Err(_) => break None,
+            Ok(Turn::Eof) => {
+                ctx.note(format!("u{}: the hub closed the connection", state.idx));
+                break None;
+            }
+            Err(e) => {
+                ctx.note(format!("u{}: reading: {e}", state.idx));
+                break None;
+            }
             Ok(Turn::Broken(e)) => {
-                let mut errors = ctx.errors.borrow_mut();
-                if errors.len() < MAX_ERRORS_KEPT {
-                    errors.push(format!("u{}: {e}", state.idx));
-                }
+                ctx.note(format!("u{}: {e}", state.idx));
                 break None;
             }
         }

@@ -119,19 +119,6 @@ impl Env {
         self.hub.as_ref().map_or(Ok(0), HubProc::cpu_ns)
     }
 
-    /// Refuses more connections than this process may open.
-    pub fn check_fits(&self, n: u32) -> Result<(), String> {
-        let limit = net::nofile();
-        if u64::from(n) + net::RESERVED_FDS > limit {
-            return Err(format!(
-                "{n} connections do not fit under this process's open-files limit of {limit} \
-                 ({} kept aside); use fewer",
-                net::RESERVED_FDS
-            ));
-        }
-        Ok(())
-    }
-
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             ws: self.ws,
@@ -162,31 +149,36 @@ impl Env {
         backend: &mut Backend,
         config: ClientConfig,
     ) -> Result<Pool, String> {
-        self.check_fits(n)?;
-        self.wait_idle(backend).await?;
-        let baseline = backend.stats().await?.authenticated;
+        net::check_fits(n)?;
         let pool = Pool::new(Rc::clone(&self.ex), config, listener);
         let started = crate::clock::now_ns();
-        pool.spawn(0..n);
-        if self.bounded(pool.settled(n)).await.is_none() {
-            return Err(format!(
+        // Bounded as a whole: a hub that stalls during set-up (a `stats` left
+        // unanswered) must not hold the run past --timeout-secs either.
+        self.bounded(async {
+            self.wait_idle(backend).await?;
+            let baseline = backend.stats().await?.authenticated;
+            pool.spawn(0..n);
+            pool.settled(n).await;
+            if pool.failed() > 0 {
+                return Err(format!(
+                    "{} of {n} connections failed; first errors: {}",
+                    pool.failed(),
+                    pool.errors().join("; ")
+                ));
+            }
+            self.wait_authenticated(backend, baseline + u64::from(n))
+                .await?;
+            self.check_online(backend, n).await
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(format!(
                 "{}: {} of {n} clients ready, {} failed",
                 self.timed_out(),
                 pool.ready(),
                 pool.failed()
-            ));
-        }
-        if pool.failed() > 0 {
-            return Err(format!(
-                "{} of {n} connections failed; first errors: {}",
-                pool.failed(),
-                pool.errors().join("; ")
-            ));
-        }
-        self.bounded(self.wait_authenticated(backend, baseline + u64::from(n)))
-            .await
-            .ok_or_else(|| self.timed_out())??;
-        self.check_online(backend, n).await?;
+            ))
+        })?;
         let secs = crate::clock::ms(crate::clock::now_ns() - started) / 1e3;
         say(&format!(
             "{n} clients connected and authenticated in {secs:.2} s ({} mode)",

@@ -21,7 +21,7 @@ use crate::common::Env;
 use crate::report::{rounded, say};
 use crate::stats::{least_squares_slope, two_point_slope};
 use crate::textport::Backend;
-use crate::worker::Worker;
+use crate::worker::{self, Worker};
 
 const DEFAULT_STEPS: [u32; 5] = [1000, 2000, 5000, 10000, 18000];
 
@@ -33,7 +33,7 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
         return Err("--per-process must be at least 1".into());
     }
     let use_workers = a.n > a.per_process;
-    env.check_fits(a.n.min(a.per_process))?;
+    crate::net::check_fits(a.n.min(a.per_process))?;
     report.set("n", a.n);
     report.set("per_process", a.per_process);
     report.set("sources", env.sources);
@@ -147,9 +147,7 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
         .bounded(measure)
         .await
         .unwrap_or_else(|| Err(env.timed_out()));
-    for worker in workers {
-        worker.finish().await;
-    }
+    worker::finish(workers).await;
     outcome
 }
 

@@ -23,10 +23,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal, kill_process};
 use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 use smol::io::AsyncReadExt;
 use smol::{Async, LocalExecutor};
@@ -36,22 +37,13 @@ use crate::clock::{now_ns, thread_cpu_ns};
 use crate::net;
 use crate::report::{Report, say};
 
+/// How long the receivers get to exit on their own once the senders close.
+const PEER_EXIT: Duration = Duration::from_secs(2);
+
 pub fn main(a: &FloorArgs) -> ExitCode {
     let report = Report::new("floor");
     let outcome = measure(a, &report);
-    if let Some(rss) = pushhub::metrics::rss_bytes() {
-        report.set("generator_rss_bytes", rss);
-    }
-    let code = match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            report.set("error", e);
-            ExitCode::from(1)
-        }
-    };
-    eprintln!("pushhub-bench floor:\n{}", report.summary());
-    println!("{}", report.json_line());
-    code
+    report.finish(outcome)
 }
 
 fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
@@ -59,13 +51,7 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
         return Err("--n, --size and --rounds must be at least 1".into());
     }
     // One end of every connection lives in this process, the other in the peer.
-    let limit = net::nofile();
-    if u64::from(a.n) + net::RESERVED_FDS > limit {
-        return Err(format!(
-            "{} sockets do not fit under the open-files limit of {limit}",
-            a.n
-        ));
-    }
+    net::check_fits(a.n)?;
     let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
     report.set("n", a.n);
     report.set("size", a.size);
@@ -74,19 +60,20 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut peer = Command::new(exe);
-    peer.args(["floor-peer", "--connect", &addr.to_string()])
+    let mut command = Command::new(exe);
+    command
+        .args(["floor-peer", "--connect", &addr.to_string()])
         .args(["--n", &a.n.to_string(), "--size", &a.size.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     if let Some((_, receiver_cpu)) = cpus {
-        peer.args(["--cpu", &receiver_cpu.to_string()]);
+        command.args(["--cpu", &receiver_cpu.to_string()]);
     }
-    let mut peer = peer
-        .spawn()
-        .map_err(|e| format!("cannot start the receivers: {e}"))?;
-    let mut rounds_done = BufReader::new(peer.stdout.take().ok_or("no pipe to the peer")?);
-    let mut senders = accept_all(&listener, a.n, &mut peer, deadline)?;
+    let mut peer = Peer::spawn(&mut command, deadline)?;
+    let mut rounds_done = BufReader::new(peer.child.stdout.take().ok_or("no pipe to the peer")?);
+    // Declared after `peer`, so dropped before it: the receivers see EOF and
+    // exit on their own before the peer is reaped.
+    let mut senders = accept_all(&listener, a.n, &mut peer.child, deadline)?;
     // Every receiver is connected once the peer says so (round 0).
     expect_round(&mut rounds_done, 0)?;
 
@@ -101,43 +88,26 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
             report.set("threads_share_a_cpu", true);
         }
     }
-    // The peer cannot outlive a stuck run: it is killed at the deadline.
-    let watchdog_pid = peer.id();
-    let left = deadline.saturating_duration_since(Instant::now());
-    thread::spawn(move || {
-        thread::sleep(left);
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(watchdog_pid as i32).expect("a child's pid is positive"),
-            rustix::process::Signal::KILL,
-        );
-    });
 
     let payload = vec![b'f'; a.size];
     let mut cpu_ns = 0u64;
     let mut wall_ns = 0u64;
     // Round 0 warms up (first wake-ups, page faults); rounds 1..=rounds count.
-    let outcome: Result<(), String> = (|| {
-        for round in 0..=a.rounds {
-            let (c0, w0) = (thread_cpu_ns(), now_ns());
-            for sender in &mut senders {
-                sender
-                    .write_all(&payload)
-                    .map_err(|e| format!("send: {e}"))?;
-            }
-            let (c1, w1) = (thread_cpu_ns(), now_ns());
-            if round > 0 {
-                cpu_ns += c1 - c0;
-                wall_ns += w1 - w0;
-            }
-            expect_round(&mut rounds_done, u64::from(round) + 1)
-                .map_err(|e| format!("{e} (round {round}; --timeout-secs {})", a.timeout_secs))?;
+    for round in 0..=a.rounds {
+        let (c0, w0) = (thread_cpu_ns(), now_ns());
+        for sender in &mut senders {
+            sender
+                .write_all(&payload)
+                .map_err(|e| format!("send: {e}"))?;
         }
-        Ok(())
-    })();
-    // EOF ends every receiver task, then the peer.
-    drop(senders);
-    let _ = peer.wait();
-    outcome?;
+        let (c1, w1) = (thread_cpu_ns(), now_ns());
+        if round > 0 {
+            cpu_ns += c1 - c0;
+            wall_ns += w1 - w0;
+        }
+        expect_round(&mut rounds_done, u64::from(round) + 1)
+            .map_err(|e| format!("{e} (round {round}; --timeout-secs {})", a.timeout_secs))?;
+    }
 
     let sends = u64::from(a.rounds) * u64::from(a.n);
     let cpu_us = cpu_ns as f64 / 1e3 / sends as f64;
@@ -150,6 +120,54 @@ fn measure(a: &FloorArgs, report: &Report) -> Result<(), String> {
         a.size
     ));
     Ok(())
+}
+
+/// The receivers' process (`floor-peer`). It cannot outlive the run: a
+/// watchdog thread kills it at the deadline (the sender may be blocked in a
+/// write to it or a read of its report), and dropping this reaps it.
+struct Peer {
+    child: Child,
+    watchdog: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
+}
+
+impl Peer {
+    fn spawn(command: &mut Command, deadline: Instant) -> Result<Peer, String> {
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the receivers: {e}"))?;
+        let pid = Pid::from_child(&child);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let watchdog = thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(left) {
+                // Not reaped yet (only `drop` reaps, after stopping this
+                // thread), so the pid is still the peer's.
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        });
+        Ok(Peer {
+            child,
+            watchdog: Some((stop, watchdog)),
+        })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Stop the watchdog first: once the peer is reaped, its pid may be
+        // given to another process.
+        if let Some((stop, watchdog)) = self.watchdog.take() {
+            drop(stop);
+            let _ = watchdog.join();
+        }
+        let grace = Instant::now() + PEER_EXIT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < grace {
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Both are no-ops on a peer that already exited and was reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Accepts the peer's `n` connections, unless the peer dies or time runs out.
@@ -177,7 +195,6 @@ fn accept_all(
                     ));
                 }
                 if Instant::now() > deadline {
-                    let _ = peer.kill();
                     return Err(format!("timed out after {} connections", senders.len()));
                 }
                 thread::sleep(Duration::from_millis(1));

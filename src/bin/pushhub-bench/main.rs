@@ -117,22 +117,5 @@ where
         Timer::after(limit).await;
         Err(env.timed_out())
     })));
-    if let Some(rss) = pushhub::metrics::rss_bytes() {
-        report.set("generator_rss_bytes", rss);
-    }
-    finish(name, &report, outcome)
-}
-
-/// Prints the summary (stderr) and the JSON line (stdout); the exit code.
-fn finish(name: &str, report: &Report, outcome: Result<(), String>) -> ExitCode {
-    let code = match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            report.set("error", e);
-            ExitCode::from(1)
-        }
-    };
-    eprintln!("pushhub-bench {name}:\n{}", report.summary());
-    println!("{}", report.json_line());
-    code
+    report.finish(outcome)
 }

@@ -16,7 +16,7 @@ use smol::Async;
 
 /// Descriptors kept aside from connections: stdio, the text port, /proc reads,
 /// the reactor's own.
-pub const RESERVED_FDS: u64 = 64;
+const RESERVED_FDS: u64 = 64;
 
 /// Accepts only IPv4 addresses in 127.0.0.0/8: the benches flood what they
 /// point at, and must never be pointed at another machine.
@@ -65,9 +65,16 @@ pub async fn connect_from(
     Ok(stream)
 }
 
-/// The open-files limit in force.
-pub fn nofile() -> u64 {
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+/// Refuses `n` sockets more than this process may open.
+pub fn check_fits(n: u32) -> Result<(), String> {
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if u64::from(n) + RESERVED_FDS > limit {
+        return Err(format!(
+            "{n} sockets do not fit under this process's open-files limit of {limit} \
+             ({RESERVED_FDS} kept aside); use fewer"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

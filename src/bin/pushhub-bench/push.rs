@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use smol::Timer;
+use smol::future::try_zip;
 
 use crate::args::PushArgs;
 use crate::client::Listener;
@@ -132,10 +133,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
                         r#"{{"cmd":"push","uid":"u{uid}","data":"{seq} {now}"}}"#
                     );
                 }
-                requests
-                    .send(&lines)
-                    .await
-                    .map_err(|e| format!("text port write: {e}"))?;
+                requests.send(&lines).await?;
                 last_send_ns.set(now_ns());
                 next = due;
                 continue;
@@ -147,11 +145,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     };
     let reader = async {
         for seq in 0..total as usize {
-            let reply = replies
-                .next()
-                .await
-                .map_err(|e| format!("text port read: {e}"))?;
-            let n = delivered(reply)?;
+            let n = delivered(replies.next().await?)?;
             if n >= 1 {
                 ok.set(ok.get() + 1);
             } else {
@@ -164,9 +158,9 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     let replied_ns = Cell::new(0u64);
     let outcome = env
         .bounded(async {
-            let (sent, read) = smol::future::zip(sender, reader).await;
-            sent?;
-            read?;
+            // Either side failing ends both: a reader stuck on a refused
+            // request must not keep the sender going, nor the reverse.
+            try_zip(sender, reader).await?;
             replied_ns.set(now_ns());
             // Stragglers: wait until every acknowledged push arrived, or the grace ends.
             smol::future::or(
@@ -180,7 +174,9 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
         })
         .await
         .unwrap_or_else(|| Err(env.timed_out()));
-    let cpu_ns = env.hub_cpu_ns()?.saturating_sub(cpu0);
+    // Read now, checked after `outcome`: a hub that died is better told by
+    // what the run saw than by a missing /proc entry.
+    let cpu_ns = env.hub_cpu_ns().map(|c| c.saturating_sub(cpu0));
     // What went out, whether or not the run finished.
     let sent = tally.target.borrow().len() as u64;
 
@@ -223,12 +219,15 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
             report.set(key, cell.get());
         }
     }
-    if env.hub.is_some() && sent > 0 {
-        let cpu_us = cpu_ns as f64 / 1e3 / sent as f64;
+    if let (Some(_), Ok(cpu_ns)) = (&env.hub, &cpu_ns)
+        && sent > 0
+    {
+        let cpu_us = *cpu_ns as f64 / 1e3 / sent as f64;
         report.num("hub_cpu_us_per_push", cpu_us, 2);
         env.ratio_to_floor("push_ratio_to_floor", cpu_us);
     }
     outcome?;
+    cpu_ns?;
     env.check_none_closed(&pool)?;
     let (misrouted, garbled) = (tally.misrouted.get(), tally.garbled.get());
     if lost > 0 || fail.get() > 0 || misrouted > 0 || garbled > 0 {

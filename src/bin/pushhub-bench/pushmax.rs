@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use smol::Timer;
+use smol::future::try_zip;
 
 use crate::args::PushMaxArgs;
 use crate::client::Listener;
@@ -90,21 +91,14 @@ pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
                 in_flight.borrow_mut().push_back(uid);
                 let _ = writeln!(lines, r#"{{"cmd":"push","uid":"u{uid}","data":"{seq}"}}"#);
             }
-            requests
-                .send(&lines)
-                .await
-                .map_err(|e| format!("text port write: {e}"))?;
+            requests.send(&lines).await?;
             sent += k;
         }
         Ok::<(), String>(())
     };
     let reader = async {
         for _ in 0..a.pushes {
-            let reply = replies
-                .next()
-                .await
-                .map_err(|e| format!("text port read: {e}"))?;
-            let n = delivered(reply)?;
+            let n = delivered(replies.next().await?)?;
             let uid = in_flight
                 .borrow_mut()
                 .pop_front()
@@ -124,9 +118,9 @@ pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
     let replied = Cell::new(0u64);
     let outcome = env
         .bounded(async {
-            let (sent, read) = smol::future::zip(sender, reader).await;
-            sent?;
-            read?;
+            // Either side failing ends both: the sender waits for room that
+            // only the reader makes.
+            try_zip(sender, reader).await?;
             replied.set(now_ns());
             let drained = smol::future::or(
                 async {
@@ -147,32 +141,33 @@ pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
         .await
         .unwrap_or_else(|| Err(env.timed_out()));
     let done = now_ns();
-    let cpu_ns = hub.cpu_ns()?.saturating_sub(cpu0);
+    // Checked after `outcome`: a hub that died is better told by what the run
+    // saw than by a missing /proc entry.
+    let cpu_ns = hub.cpu_ns().map(|c| c.saturating_sub(cpu0));
 
     // What was answered, whether or not the run finished.
-    let secs = (done - t0) as f64 / 1e9;
-    let pushes = f64::from(acked.get()).max(1.0);
-    let cpu_us = cpu_ns as f64 / 1e3 / pushes;
     report.set("pushes", acked.get());
-    report.num("pushes_per_s", pushes / secs, 0);
-    report.num("hub_cpu_us_per_push", cpu_us, 3);
-    report.num(
-        "hub_cpu_s_per_1000",
-        cpu_ns as f64 / 1e9 / pushes * 1000.0,
-        5,
-    );
-    env.ratio_to_floor("push_ratio_to_floor", cpu_us);
+    if acked.get() > 0 {
+        let pushes = f64::from(acked.get());
+        report.num("pushes_per_s", pushes / ((done - t0) as f64 / 1e9), 0);
+        if let Ok(cpu_ns) = cpu_ns {
+            let cpu_us = cpu_ns as f64 / 1e3 / pushes;
+            report.num("hub_cpu_us_per_push", cpu_us, 3);
+            report.num("hub_cpu_s_per_1000", cpu_us / 1e3, 5);
+            env.ratio_to_floor("push_ratio_to_floor", cpu_us);
+        }
+        if replied.get() > 0 {
+            report.num(
+                "replies_per_s",
+                pushes / ((replied.get() - t0) as f64 / 1e9),
+                0,
+            );
+        }
+    }
     report.set("ok", ok.get());
     report.set("fail", fail.get());
     report.set("delivered", delivered_total.get());
     report.set("received", tally.arrived.get());
-    if replied.get() > 0 {
-        report.num(
-            "replies_per_s",
-            pushes / ((replied.get() - t0) as f64 / 1e9),
-            0,
-        );
-    }
     let short = {
         let received = tally.received.borrow();
         let expected = tally.expected.borrow();
@@ -184,6 +179,7 @@ pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
     };
     report.set("clients_short", short);
     let drained = outcome?;
+    cpu_ns?;
     env.check_none_closed(&pool)?;
     if !drained || short > 0 || fail.get() > 0 {
         return Err(format!(

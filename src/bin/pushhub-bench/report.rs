@@ -5,18 +5,40 @@
 //! times out half-way still reports what it had.
 
 use std::cell::RefCell;
+use std::process::ExitCode;
 
 use serde_json::Value;
 
 pub struct Report {
+    bench: String,
     fields: RefCell<Vec<(String, Value)>>,
 }
 
 impl Report {
     pub fn new(bench: &str) -> Report {
         Report {
+            bench: bench.to_string(),
             fields: RefCell::new(vec![("bench".into(), Value::from(bench))]),
         }
+    }
+
+    /// Ends a run: adds the generator's own RSS and the error if there was one,
+    /// prints the summary (stderr) and the JSON line (stdout), and returns the
+    /// exit code (1 on an error).
+    pub fn finish(&self, outcome: Result<(), String>) -> ExitCode {
+        if let Some(rss) = pushhub::metrics::rss_bytes() {
+            self.set("generator_rss_bytes", rss);
+        }
+        let code = match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                self.set("error", e);
+                ExitCode::from(1)
+            }
+        };
+        eprintln!("pushhub-bench {}:\n{}", self.bench, self.summary());
+        println!("{}", self.json_line());
+        code
     }
 
     /// Sets `key`, keeping its first position if it was set before.

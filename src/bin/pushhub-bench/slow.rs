@@ -11,11 +11,9 @@
 //! readers' latency during the run-up and once the slow clients stalled.
 
 use std::cell::{Cell, RefCell};
-use std::io::Write;
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde_json::json;
 use smol::Timer;
 
 use crate::args::SlowArgs;
@@ -25,7 +23,7 @@ use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::stats::Summary;
-use crate::textport::{Backend, delivered};
+use crate::textport::{Backend, broadcast_index, broadcast_line, delivered};
 
 /// How long the slow clients get, at the end, to read what was queued for them.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -35,7 +33,6 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 struct Tally {
     readers: u32,
-    slow: u32,
     runup: u32,
     per_client: RefCell<Vec<u32>>,
     /// Per broadcast: readers that have it, all clients that have it, and when
@@ -46,6 +43,10 @@ struct Tally {
     /// Set at the end: the slow clients read again.
     draining: Cell<bool>,
     parked: RefCell<Vec<Parked>>,
+    /// Per client: whether the hub closed it.
+    closed: RefCell<Vec<bool>>,
+    /// Messages that were not the broadcast expected next at their client.
+    misplaced: Cell<u64>,
     slow_closed: Cell<u32>,
     slow_close_1008: Cell<u32>,
     readers_closed: Cell<u32>,
@@ -57,26 +58,57 @@ impl Tally {
         conn >= self.readers
     }
 
-    /// Slow clients done at the end: closed, or caught up with every broadcast.
+    /// Whether every slow client is done at the end: closed, or caught up
+    /// with every broadcast (each counted once, whichever came first).
     fn slow_settled(&self, total: u32) -> bool {
-        let caught_up = self.per_client.borrow()[self.readers as usize..]
+        let from = self.readers as usize;
+        let per_client = self.per_client.borrow();
+        let closed = self.closed.borrow();
+        per_client[from..]
             .iter()
-            .filter(|&&c| c >= total)
-            .count() as u32;
-        // A client can be both (it read everything, then the hub closed it);
-        // counting closes only once per client is not needed for this test.
-        caught_up + self.slow_closed.get() >= self.slow
+            .zip(&closed[from..])
+            .all(|(&got, &closed)| closed || got >= total)
+    }
+
+    /// Why the run cannot go on: a reader closed, a slow client closed before
+    /// the drain (it could only have been while it still read), or a message
+    /// out of place. Any of them would leave a wait below unfinished.
+    fn broken(&self) -> Option<String> {
+        let slow_closed = if self.draining.get() {
+            0
+        } else {
+            self.slow_closed.get()
+        };
+        (self.readers_closed.get() > 0 || slow_closed > 0 || self.misplaced.get() > 0).then(|| {
+            format!(
+                "the hub closed {} readers and {slow_closed} slow clients before they stalled; \
+                 {} messages were not the broadcast expected next",
+                self.readers_closed.get(),
+                self.misplaced.get()
+            )
+        })
+    }
+
+    /// Waits until `done()` holds, or fails as soon as the run is broken.
+    async fn until(&self, mut done: impl FnMut() -> bool) -> Result<(), String> {
+        self.changed
+            .until(|| done() || self.broken().is_some())
+            .await;
+        self.broken().map_or(Ok(()), Err)
     }
 }
 
 impl Listener for Tally {
-    fn on_text(&self, conn: u32, _prefix: &[u8], _len: u64, now_ns: u64) {
+    fn on_text(&self, conn: u32, prefix: &[u8], _len: u64, now_ns: u64) {
         let mut per_client = self.per_client.borrow_mut();
         let Some(count) = per_client.get_mut(conn as usize) else {
             return;
         };
         let k = *count as usize;
         *count += 1;
+        if broadcast_index(prefix).is_some_and(|i| i as usize != k) {
+            self.misplaced.set(self.misplaced.get() + 1);
+        }
         if let Some(all) = self.have_all.borrow_mut().get_mut(k) {
             *all += 1;
         }
@@ -91,6 +123,9 @@ impl Listener for Tally {
     }
 
     fn on_close(&self, conn: u32, code: Option<u16>) {
+        if let Some(closed) = self.closed.borrow_mut().get_mut(conn as usize) {
+            *closed = true;
+        }
         if self.is_slow(conn) {
             self.slow_closed.set(self.slow_closed.get() + 1);
             if code == Some(1008) {
@@ -114,15 +149,6 @@ impl Listener for Tally {
     }
 }
 
-fn broadcast_line(k: u32, size: usize) -> Vec<u8> {
-    let mut data = format!("s{k}-");
-    data.truncate(size);
-    data.extend(std::iter::repeat_n('x', size - data.len()));
-    let mut line = Vec::with_capacity(size + 32);
-    let _ = writeln!(line, r#"{{"cmd":"broadcast","data":"{data}"}}"#);
-    line
-}
-
 pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
     let hub = env.hub()?;
     if a.readers == 0 || a.slow == 0 || a.broadcasts == 0 {
@@ -140,7 +166,6 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
     }
     let tally = Rc::new(Tally {
         readers: a.readers,
-        slow: a.slow,
         runup: a.runup,
         per_client: RefCell::new(vec![0; n as usize]),
         have_readers: RefCell::new(vec![0; total as usize]),
@@ -148,6 +173,8 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
         last_reader_ns: RefCell::new(vec![0; total as usize]),
         draining: Cell::new(false),
         parked: RefCell::new(Vec::new()),
+        closed: RefCell::new(vec![false; n as usize]),
+        misplaced: Cell::new(0),
         slow_closed: Cell::new(0),
         slow_close_1008: Cell::new(0),
         readers_closed: Cell::new(0),
@@ -162,15 +189,8 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
     let (requests, mut replies) = Backend::connect(env.text).await?.split();
     let mut broadcast = async |k: u32| -> Result<(u64, u64), String> {
         let sent = now_ns();
-        requests
-            .send(&broadcast_line(k, a.size))
-            .await
-            .map_err(|e| format!("text port write: {e}"))?;
-        let reply = replies
-            .next()
-            .await
-            .map_err(|e| format!("text port read: {e}"))?;
-        Ok((sent, delivered(reply)?))
+        requests.send(&broadcast_line(k, a.size)).await?;
+        Ok((sent, delivered(replies.next().await?)?))
     };
 
     // The hub's RSS is sampled from the moment the slow clients stall until
@@ -195,16 +215,12 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
                 for k in 0..a.runup {
                     let (sent, _) = broadcast(k).await?;
                     let i = k as usize;
-                    tally
-                        .changed
-                        .until(|| tally.have_all.borrow()[i] == n)
-                        .await;
+                    tally.until(|| tally.have_all.borrow()[i] == n).await?;
                     runup_ns.push(tally.last_reader_ns.borrow()[i].saturating_sub(sent));
                 }
                 tally
-                    .changed
                     .until(|| tally.parked.borrow().len() == a.slow as usize)
-                    .await;
+                    .await?;
                 if let Some(s) = Summary::of(&mut runup_ns) {
                     report.num("runup_p50_ms", ms(s.p50), 3);
                     report.num("runup_max_ms", ms(s.max), 3);
@@ -230,9 +246,8 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
                     report.set("delivered_last", delivered);
                     let i = k as usize;
                     tally
-                        .changed
                         .until(|| tally.have_readers.borrow()[i] == a.readers)
-                        .await;
+                        .await?;
                     main_ns.push(tally.last_reader_ns.borrow()[i].saturating_sub(sent));
                 }
                 rss_after_run.set(hub.rss_bytes()?);
@@ -251,7 +266,8 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
                     Timer::after(DRAIN).await;
                 })
                 .await;
-                report.set("hub_dropped", control.stats().await?.dropped - dropped0);
+                let dropped = control.stats().await?.dropped;
+                report.set("hub_dropped", dropped.saturating_sub(dropped0));
                 Ok(())
             })
             .await
@@ -260,11 +276,17 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
         outcome
     };
     let ((), outcome) = smol::future::zip(sampler, phases).await;
-    Timer::after(SETTLE).await;
-    let rss_after = hub.rss_bytes()?;
+    if outcome.is_ok() {
+        Timer::after(SETTLE).await;
+    }
+    // Checked after `outcome`: a hub that died is better told by what the run
+    // saw than by a missing /proc entry.
+    let rss_after = hub.rss_bytes();
     let rss_before = rss_before.get();
 
-    if rss_before > 0 {
+    if let Ok(rss_after) = rss_after
+        && rss_before > 0
+    {
         let peak = peak.get().max(rss_after_run.get());
         report.set("rss_peak_bytes", peak);
         if rss_after_run.get() > 0 {
@@ -294,13 +316,19 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
     report.set("readers_closed", tally.readers_closed.get());
     report.set(
         "slow_received",
-        json!(per_client[a.readers as usize..].iter().sum::<u32>()),
+        per_client[a.readers as usize..].iter().sum::<u32>(),
     );
+    if tally.misplaced.get() > 0 {
+        report.set("misplaced", tally.misplaced.get());
+    }
     outcome?;
-    if readers_missing > 0 || tally.readers_closed.get() > 0 {
+    rss_after?;
+    if readers_missing > 0 || tally.readers_closed.get() > 0 || tally.misplaced.get() > 0 {
         return Err(format!(
-            "{readers_missing} readers missed broadcasts, {} readers were disconnected",
-            tally.readers_closed.get()
+            "{readers_missing} readers missed broadcasts, {} readers were disconnected, \
+             {} messages were not the broadcast expected next",
+            tally.readers_closed.get(),
+            tally.misplaced.get()
         ));
     }
     Ok(())

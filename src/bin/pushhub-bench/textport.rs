@@ -1,9 +1,10 @@
-//! The backend side: one text-port connection, pipelined. Requests are written
-//! by one task and replies read by another, so that a slow reply never holds
-//! the sender. Replies are split with `pushhub::protocol::split_line`, the line
-//! codec the hub itself uses.
+//! The backend side: one text-port connection, pipelined, and the request
+//! lines the benches send on it. Requests are written by one task and replies
+//! read by another, so that a slow reply never holds the sender. Replies are
+//! split with `pushhub::protocol::split_line`, the line codec the hub itself
+//! uses.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::rc::Rc;
 
@@ -44,8 +45,11 @@ pub struct Requests {
 
 impl Requests {
     /// Writes request lines (each ending with `\n`).
-    pub async fn send(&self, lines: &[u8]) -> io::Result<()> {
-        (&*self.stream).write_all(lines).await
+    pub async fn send(&self, lines: &[u8]) -> Result<(), String> {
+        (&*self.stream)
+            .write_all(lines)
+            .await
+            .map_err(|e| format!("text port write: {e}"))
     }
 }
 
@@ -58,7 +62,13 @@ pub struct Replies {
 
 impl Replies {
     /// The next reply line, without its newline; an error at EOF.
-    pub async fn next(&mut self) -> io::Result<&[u8]> {
+    pub async fn next(&mut self) -> Result<&[u8], String> {
+        self.read_line()
+            .await
+            .map_err(|e| format!("text port read: {e}"))
+    }
+
+    async fn read_line(&mut self) -> io::Result<&[u8]> {
         loop {
             match split_line(&self.buf[self.start..self.end], MAX_REPLY) {
                 Ok(Some((line, used))) => {
@@ -115,15 +125,8 @@ impl Backend {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        self.requests
-            .send(&bytes)
-            .await
-            .map_err(|e| format!("text port write: {e}"))?;
-        let reply = self
-            .replies
-            .next()
-            .await
-            .map_err(|e| format!("text port read: {e}"))?;
+        self.requests.send(&bytes).await?;
+        let reply = self.replies.next().await?;
         serde_json::from_slice(reply).map_err(|e| {
             format!(
                 "text port reply is not JSON ({e}): {}",
@@ -179,9 +182,46 @@ pub fn delivered(reply: &[u8]) -> Result<u64, String> {
     }
 }
 
+/// The request line of broadcast `k`: `size` bytes of data starting with
+/// `b<k>-` (cut to `size`), so that a client can tell which broadcast it got.
+pub fn broadcast_line(k: u32, size: usize) -> Vec<u8> {
+    let mut data = format!("b{k}-");
+    data.truncate(size);
+    data.extend(std::iter::repeat_n('x', size - data.len()));
+    let mut line = Vec::with_capacity(size + 32);
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(line, r#"{{"cmd":"broadcast","data":"{data}"}}"#);
+    line
+}
+
+/// Which broadcast a message is, from its first bytes; `None` when they do not
+/// say (data shorter than `b<k>-`, or not a broadcast of [`broadcast_line`]).
+pub fn broadcast_index(prefix: &[u8]) -> Option<u32> {
+    let digits = prefix.strip_prefix(b"b")?;
+    let end = digits.iter().position(|&b| b == b'-')?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broadcast_lines_have_the_size_asked() {
+        let line = broadcast_line(7, 32);
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        let data = v["data"].as_str().unwrap();
+        assert_eq!(data.len(), 32);
+        assert!(data.starts_with("b7-x"));
+        assert_eq!(broadcast_index(data.as_bytes()), Some(7));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let tiny: Value = serde_json::from_slice(&broadcast_line(123, 2)).unwrap();
+        assert_eq!(tiny["data"], "b1");
+        assert_eq!(broadcast_index(b"b1"), None);
+        let empty: Value = serde_json::from_slice(&broadcast_line(1, 0)).unwrap();
+        assert_eq!(empty["data"], "");
+        assert_eq!(broadcast_index(b"17 123"), None);
+    }
 
     #[test]
     fn reads_delivered() {

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -105,16 +105,16 @@ fn serve(a: &WorkerArgs) -> Result<ExitCode, String> {
 
 /// What a worker says once its connections are open.
 #[derive(Debug, Deserialize)]
-pub struct Ready {
-    pub ready: bool,
+struct Ready {
+    ready: bool,
     #[serde(default)]
-    pub opened: u32,
+    opened: u32,
     #[serde(default)]
-    pub failed: u32,
+    failed: u32,
     #[serde(default)]
-    pub errors: Vec<String>,
+    errors: Vec<String>,
     #[serde(default)]
-    pub error: Option<String>,
+    error: Option<String>,
 }
 
 /// The parent's handle on one worker process.
@@ -159,7 +159,7 @@ impl Worker {
     }
 
     /// Waits for the ready line; fails unless every connection is open.
-    pub async fn ready(&mut self) -> Result<Ready, String> {
+    pub async fn ready(&mut self) -> Result<(), String> {
         let mut line = String::new();
         self.stdout
             .read_line(&mut line)
@@ -178,26 +178,30 @@ impl Worker {
                 self.to,
                 ready.opened,
                 ready.failed,
-                ready
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| ready.errors.join("; "))
+                ready.error.unwrap_or_else(|| ready.errors.join("; "))
             ));
         }
-        Ok(ready)
+        Ok(())
     }
+}
 
-    /// Closes the worker's stdin (it lets its connections go and exits), then
-    /// waits for it, killing it if it lingers.
-    pub async fn finish(mut self) {
-        drop(self.child.stdin.take());
-        let exited = smol::future::or(async { self.child.status().await.is_ok() }, async {
-            Timer::after(EXIT_GRACE).await;
+/// Closes every worker's stdin (each lets its connections go and exits), then
+/// waits for them together, killing any that is still there after
+/// [`EXIT_GRACE`].
+pub async fn finish(mut workers: Vec<Worker>) {
+    for worker in &mut workers {
+        drop(worker.child.stdin.take());
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    for mut worker in workers {
+        let exited = smol::future::or(async { worker.child.status().await.is_ok() }, async {
+            Timer::at(deadline).await;
             false
         })
         .await;
-        if !exited {
-            let _ = self.child.kill();
+        if !exited && worker.child.kill().is_ok() {
+            // Reaped here rather than left to the runtime's reaper.
+            let _ = worker.child.status().await;
         }
     }
 }
