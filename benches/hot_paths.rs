@@ -7,7 +7,8 @@ use divan::Bencher;
 use pushhub::frame::Frame;
 use pushhub::hub::{ConnId, Hub, Limits, Outbound};
 use pushhub::protocol::parse_request;
-use pushhub::text_port::handle_line;
+use pushhub::replies::Replies;
+use pushhub::text_port::{Services, handle_line};
 
 fn main() {
     divan::main();
@@ -67,15 +68,11 @@ fn parse_push_command() -> bool {
 #[divan::bench]
 fn handle_push_line_to_online_uid(bencher: Bencher) {
     let (mut hub, ids) = hub_with(10_000);
-    let mut out = Vec::with_capacity(64);
+    let mut replies = Replies::default();
     bencher.bench_local(|| {
-        out.clear();
-        handle_line(
-            &mut hub,
-            None,
-            br#"{"uid":"u4242","percent":"88%"}"#,
-            &mut out,
-        );
+        replies.output().clear();
+        let line = br#"{"uid":"u4242","percent":"88%"}"#;
+        handle_line(&mut hub, Services::default(), line, &mut replies);
         drain_one(&mut hub, ids[4242]);
     });
 }

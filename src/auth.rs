@@ -46,6 +46,12 @@ impl Secret {
         self.0.len()
     }
 
+    /// The secret's bytes, for the one place that must hand them on (a TLS
+    /// library decrypting a key). Never log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -10,10 +10,14 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::apns::settings::{self, ApnsFlags, ApnsSettings};
 use crate::auth::Secret;
 
 /// Environment variable that may hold the token secret instead of `--secret-file`.
 pub const SECRET_ENV: &str = "PUSHHUB_SECRET";
+
+/// Environment variable that may hold the APNs certificate's password.
+pub const APNS_CERT_PASSWORD_ENV: &str = "PUSHHUB_APNS_CERT_PASSWORD";
 
 /// Sockets kept back from the open-files limit for listeners, backends, logs and stdio
 /// when `--max-connections` is not given.
@@ -105,6 +109,51 @@ pub struct Flags {
     #[argh(option)]
     pub apns_db: Option<PathBuf>,
 
+    /// APNs token auth: the .p8 auth key file [default: none]
+    #[argh(option)]
+    pub apns_key_file: Option<PathBuf>,
+
+    /// APNs token auth: the key's 10-character id [default: none]
+    #[argh(option)]
+    pub apns_key_id: Option<String>,
+
+    /// APNs token auth: your 10-character Apple team id [default: none]
+    #[argh(option)]
+    pub apns_team_id: Option<String>,
+
+    /// the app's bundle id, sent to APNs as apns-topic [default: none]
+    #[argh(option)]
+    pub apns_topic: Option<String>,
+
+    /// APNs certificate auth: PKCS#12 or PEM certificate with its key, such as
+    /// the original's ck.pem [default: none]
+    #[argh(option)]
+    pub apns_cert_file: Option<PathBuf>,
+
+    /// file holding the certificate's password (PUSHHUB_APNS_CERT_PASSWORD works
+    /// too) [default: none]
+    #[argh(option)]
+    pub apns_cert_password_file: Option<PathBuf>,
+
+    /// use Apple's development (sandbox) APNs endpoint [default: production]
+    #[argh(switch)]
+    pub apns_sandbox: bool,
+
+    /// an APNs endpoint instead of Apple's, https://HOST[:PORT] (tests,
+    /// proxies) [default: Apple's]
+    #[argh(option)]
+    pub apns_endpoint: Option<String>,
+
+    /// a CA certificate (PEM) to trust for --apns-endpoint [default: the
+    /// system's]
+    #[argh(option)]
+    pub apns_ca_file: Option<PathBuf>,
+
+    /// send one test notification to this APNs device token (hex), print
+    /// Apple's answer and exit, instead of running the hub [default: none]
+    #[argh(option)]
+    pub apns_test: Option<String>,
+
     /// log level: error, warn, info, debug or trace [default: info]
     #[argh(option, default = "log::LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: log::LevelFilter,
@@ -143,6 +192,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The APNs device registry's database file.
     pub apns_db: Option<PathBuf>,
+    /// Where and how to send to APNs, if at all.
+    pub apns: Option<ApnsSettings>,
+    /// `--apns-test`: the device token to send one test notification to.
+    pub apns_test: Option<String>,
 }
 
 impl Default for Config {
@@ -161,6 +214,8 @@ impl Default for Config {
             max_line_length: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
             apns_db: None,
+            apns: None,
+            apns_test: None,
         }
     }
 }
@@ -196,15 +251,32 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Flags {
-    /// Checks the flags and reads the secret. `env_secret` is the value of
-    /// [`SECRET_ENV`], passed in so that tests need not touch the process environment;
-    /// `fd_limit` is the open-files limit the process runs with.
-    pub fn into_config(
-        self,
-        env_secret: Option<String>,
-        fd_limit: u64,
-    ) -> Result<Config, ConfigError> {
-        let secret = match (&self.secret_file, env_secret) {
+    /// Checks the flags and reads the secrets. `env` holds the environment
+    /// variables that may carry secrets, passed in so that tests need not touch
+    /// the process environment; `fd_limit` is the open-files limit the process
+    /// runs with.
+    pub fn into_config(self, env: Env, fd_limit: u64) -> Result<Config, ConfigError> {
+        let apns = settings::from_flags(
+            ApnsFlags {
+                key_file: self.apns_key_file,
+                key_id: self.apns_key_id,
+                team_id: self.apns_team_id,
+                topic: self.apns_topic,
+                cert_file: self.apns_cert_file,
+                cert_password_file: self.apns_cert_password_file,
+                sandbox: self.apns_sandbox,
+                endpoint: self.apns_endpoint,
+                ca_file: self.apns_ca_file,
+            },
+            env.apns_cert_password,
+        )
+        .map_err(ConfigError::Invalid)?;
+        if apns.is_some() && self.apns_db.is_none() && self.apns_test.is_none() {
+            return Err(invalid(
+                "APNs needs --apns-db PATH: the registry of the uids' device tokens",
+            ));
+        }
+        let secret = match (&self.secret_file, env.secret) {
             (Some(path), _) => {
                 let raw =
                     std::fs::read(path).map_err(|e| ConfigError::SecretFile(path.clone(), e))?;
@@ -219,7 +291,8 @@ impl Flags {
             ),
             (None, None) => None,
         };
-        if secret.is_none() && !self.allow_plain_uid {
+        // `--apns-test` sends one notification and exits: no hub, no clients.
+        if secret.is_none() && !self.allow_plain_uid && self.apns_test.is_none() {
             return Err(ConfigError::NoAuth);
         }
         let max_connections = match self.max_connections {
@@ -268,6 +341,8 @@ impl Flags {
             max_line_length: self.max_line_length,
             shutdown_timeout: self.shutdown_timeout,
             apns_db: self.apns_db,
+            apns,
+            apns_test: self.apns_test,
         })
     }
 }
@@ -291,6 +366,24 @@ pub fn from_command_line<T: FromArgs>() -> Result<T, std::process::ExitCode> {
             std::process::ExitCode::from(2)
         }
     })
+}
+
+/// The environment variables that may hold secrets.
+#[derive(Debug, Default)]
+pub struct Env {
+    /// [`SECRET_ENV`].
+    pub secret: Option<String>,
+    /// [`APNS_CERT_PASSWORD_ENV`].
+    pub apns_cert_password: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env {
+            secret: std::env::var(SECRET_ENV).ok(),
+            apns_cert_password: std::env::var(APNS_CERT_PASSWORD_ENV).ok(),
+        }
+    }
 }
 
 fn invalid(msg: &str) -> ConfigError {
@@ -353,6 +446,13 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
 mod tests {
     use super::*;
 
+    fn env_secret(value: &str) -> Env {
+        Env {
+            secret: Some(value.into()),
+            ..Env::default()
+        }
+    }
+
     fn flags(args: &[&str]) -> Result<Flags, String> {
         Flags::from_args(&["pushhub"], args).map_err(|e| e.output)
     }
@@ -375,7 +475,10 @@ mod tests {
 
     #[test]
     fn refuses_to_start_without_auth() {
-        let err = flags(&[]).unwrap().into_config(None, 20_000).unwrap_err();
+        let err = flags(&[])
+            .unwrap()
+            .into_config(Env::default(), 20_000)
+            .unwrap_err();
         assert!(matches!(err, ConfigError::NoAuth));
         assert!(err.to_string().contains("--secret-file"));
     }
@@ -384,7 +487,7 @@ mod tests {
     fn secret_from_env_and_default_capacity() {
         let config = flags(&[])
             .unwrap()
-            .into_config(Some("s3cret".into()), 20_000)
+            .into_config(env_secret("s3cret"), 20_000)
             .unwrap();
         assert!(config.auth.secret.is_some());
         assert!(!config.auth.allow_plain_uid);
@@ -397,7 +500,7 @@ mod tests {
         assert!(flags(&["--max-connections", "-3"]).is_err());
         let err = flags(&["--allow-plain-uid", "--secret-file", "/nonexistent/secret"])
             .unwrap()
-            .into_config(None, 100)
+            .into_config(Env::default(), 100)
             .unwrap_err();
         assert!(matches!(err, ConfigError::SecretFile(..)));
         let err = flags(&[
@@ -408,12 +511,12 @@ mod tests {
             "30s",
         ])
         .unwrap()
-        .into_config(None, 100)
+        .into_config(Env::default(), 100)
         .unwrap_err();
         assert!(err.to_string().contains("--idle-timeout"));
         let err = flags(&[])
             .unwrap()
-            .into_config(Some(" \n".into()), 100)
+            .into_config(env_secret(" \n"), 100)
             .unwrap_err();
         assert!(matches!(err, ConfigError::EmptySecret(_)));
     }

@@ -13,6 +13,7 @@
 //! - [`inbound`]: the decoder of client frames (no I/O).
 //! - [`text_port`]: one backend connection, and [`text_port::handle_line`].
 //! - [`protocol`]: the text port's line codec, requests and replies (no I/O).
+//! - [`replies`]: a backend connection's replies in order, some waiting for APNs.
 //! - [`hub`]: the connection table, uid index and outbound queues (never awaits).
 //! - [`queue`]: one connection's queue of shared frames.
 //! - [`writer`]: writing a queue to its socket, from the flusher or the connection's task.
@@ -37,6 +38,7 @@ pub mod logger;
 pub mod metrics;
 pub mod protocol;
 pub mod queue;
+pub mod replies;
 pub mod server;
 pub mod shutdown;
 pub mod text_port;

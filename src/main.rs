@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pushhub::config::{self, Flags, RESERVED_FDS, SECRET_ENV};
+use pushhub::apns::sender::{Notification, Outcome};
+use pushhub::apns::{DeviceToken, settings};
+use pushhub::config::{self, Config, Env, Flags, RESERVED_FDS};
 use pushhub::{Listeners, fd_limit, logger, shutdown};
 
 fn main() -> ExitCode {
@@ -15,13 +17,24 @@ fn main() -> ExitCode {
     logger::init(flags.log_level);
     let (ws, text) = (flags.ws, flags.text);
     let fd_limit = fd_limit::raise();
-    let config = match flags.into_config(std::env::var(SECRET_ENV).ok(), fd_limit) {
+    let config = match flags.into_config(Env::from_process(), fd_limit) {
         Ok(config) => config,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(device) = &config.apns_test {
+        return apns_test(&config, device);
+    }
+    // Credentials are checked before anything listens, so that a bad key is a
+    // configuration error (exit 2, which systemd does not restart on).
+    if let Some(apns) = &config.apns
+        && let Err(e) = settings::build_sender(apns, |_| {})
+    {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
     if config.auth.allow_plain_uid {
         warn!(
             "plain-uid mode: any client can claim any uid by sending it; give a token \
@@ -77,6 +90,72 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--apns-test`: sends one notification to `device` with the APNs flags,
+/// prints Apple's answer, and exits 0 only if Apple accepted it.
+fn apns_test(config: &Config, device: &str) -> ExitCode {
+    let Some(apns) = &config.apns else {
+        error!("--apns-test needs the APNs flags: --apns-topic and credentials");
+        return ExitCode::from(2);
+    };
+    let device = match DeviceToken::parse(device) {
+        Ok(device) => device,
+        Err(e) => {
+            error!("--apns-test: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sender = match settings::build_sender(apns, |_| {}) {
+        Ok(sender) => std::rc::Rc::new(sender),
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let payload = br#"{"aps":{"alert":"pushhub test notification","sound":"default"}}"#;
+    let pending = match sender.send(Notification::new(device, &payload[..])) {
+        Ok(pending) => pending,
+        Err(_) => {
+            error!("the APNs queue refused the notification");
+            return ExitCode::from(1);
+        }
+    };
+    info!(
+        "sending a test notification through {}:{}",
+        apns.endpoint.host, apns.endpoint.port
+    );
+    let outcome = smol::block_on(smol::future::or(
+        async {
+            sender.clone().run().await;
+            None
+        },
+        async {
+            let limit = async {
+                smol::Timer::after(std::time::Duration::from_secs(60)).await;
+                None
+            };
+            smol::future::or(async { Some(pending.outcome().await) }, limit).await
+        },
+    ));
+    match outcome {
+        Some(Outcome::Accepted { apns_id }) => {
+            println!("accepted (apns-id {})", apns_id.as_deref().unwrap_or("?"));
+            ExitCode::SUCCESS
+        }
+        Some(Outcome::DeviceGone { status, reason } | Outcome::Rejected { status, reason }) => {
+            println!("refused: {status} {reason}");
+            ExitCode::from(1)
+        }
+        Some(Outcome::Failed { why }) => {
+            println!("failed: {why}");
+            ExitCode::from(1)
+        }
+        None => {
+            println!("no answer from APNs within 60 s");
             ExitCode::from(1)
         }
     }

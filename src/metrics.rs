@@ -40,6 +40,9 @@ pub struct Stats {
     pub uptime_secs: u64,
     /// Resident set size of the process, from /proc; 0 where unavailable.
     pub rss_bytes: u64,
+    /// The APNs sender's counters, when APNs is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns: Option<crate::apns::sender::Stats>,
 }
 
 impl Stats {
@@ -51,6 +54,7 @@ impl Stats {
             counters: counters.clone(),
             uptime_secs: started.elapsed().as_secs(),
             rss_bytes: rss_bytes().unwrap_or(0),
+            apns: None,
         }
     }
 }

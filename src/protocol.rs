@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::apns::registry::{BadDeviceToken, DeviceToken, Registered};
+use crate::apns::sender::{Priority, PushType};
 use crate::metrics::Stats;
 
 /// Finds the next complete line at the start of `buf`.
@@ -64,6 +65,7 @@ pub enum Command<'a> {
     Push {
         to: Targets<'a>,
         data: Cow<'a, str>,
+        apns: Option<ApnsPush<'a>>,
     },
     Broadcast {
         data: Cow<'a, str>,
@@ -89,6 +91,27 @@ pub enum Command<'a> {
     Devices {
         uid: Cow<'a, str>,
     },
+}
+
+/// A push's APNs part: the payload for Apple and how to send it.
+#[derive(Debug, PartialEq)]
+pub struct ApnsPush<'a> {
+    /// The JSON object sent to Apple as is.
+    pub payload: &'a str,
+    pub when: ApnsWhen,
+    pub push_type: PushType,
+    pub priority: Priority,
+    pub expiration: u64,
+    pub collapse_id: Option<Cow<'a, str>>,
+}
+
+/// `apns_when`: when a push also goes to the uid's iPhones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApnsWhen {
+    /// Only when the uid has no WebSocket connection (the default).
+    Offline,
+    Always,
+    Never,
 }
 
 /// The uids a command names: `uid` for one, `uids` for several.
@@ -123,6 +146,8 @@ pub enum RequestError {
     UidAndUids,
     LineTooLong(usize),
     BadDeviceToken(BadDeviceToken),
+    /// A push with `apns`, but the hub runs without APNs credentials.
+    NoApns,
     /// A device command, but the hub runs without `--apns-db`.
     NoRegistry,
     /// The registry failed; nothing was changed.
@@ -150,6 +175,10 @@ impl fmt::Display for RequestError {
                 write!(f, "line longer than {max} bytes; closing the connection")
             }
             RequestError::BadDeviceToken(e) => write!(f, "`apns`: {e}"),
+            RequestError::NoApns => f.write_str(
+                "`apns` given, but this hub sends nothing to APNs: start it with \
+                 --apns-topic and --apns-key-file or --apns-cert-file",
+            ),
             RequestError::NoRegistry => f.write_str(
                 "no device registry: start pushhub with --apns-db PATH to register devices",
             ),
@@ -176,6 +205,16 @@ struct Fields<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     apns: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    apns_when: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    apns_push_type: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    apns_priority: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    apns_expiration: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    apns_collapse_id: Option<&'a RawValue>,
 }
 
 /// A field that is present, even as `null`: serde's `Option` would read `null`
@@ -224,6 +263,7 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
         "push" => Ok(Command::Push {
             to: targets(fields)?,
             data: data(fields)?,
+            apns: apns_push(fields)?,
         }),
         "broadcast" => Ok(Command::Broadcast {
             data: data(fields)?,
@@ -268,6 +308,57 @@ fn targets<'a>(fields: &Fields<'a>) -> Result<Targets<'a>, RequestError> {
         }
         (None, None) => Err(RequestError::MissingField("uid")),
     }
+}
+
+/// A push's `apns` payload and options, if it has one.
+fn apns_push<'a>(fields: &Fields<'a>) -> Result<Option<ApnsPush<'a>>, RequestError> {
+    let Some(payload) = fields.apns else {
+        return Ok(None);
+    };
+    let wrong = |field, expected| RequestError::WrongType { field, expected };
+    if !payload.get().starts_with('{') {
+        return Err(wrong("apns", "a JSON object: the payload for Apple"));
+    }
+    let text = |raw: Option<&'a RawValue>, field, expected| -> Result<Option<Cow<'a, str>>, _> {
+        raw.map(|raw| serde_json::from_str(raw.get()).map_err(|_| wrong(field, expected)))
+            .transpose()
+    };
+    let whens = "\"offline\", \"always\" or \"never\"";
+    let when = match text(fields.apns_when, "apns_when", whens)? {
+        None => ApnsWhen::Offline,
+        Some(when) => match when.as_ref() {
+            "offline" => ApnsWhen::Offline,
+            "always" => ApnsWhen::Always,
+            "never" => ApnsWhen::Never,
+            _ => return Err(wrong("apns_when", whens)),
+        },
+    };
+    let push_types = "alert, background, voip, complication, fileprovider, mdm, location, \
+                      liveactivity, pushtotalk or widgets";
+    let push_type = match text(fields.apns_push_type, "apns_push_type", push_types)? {
+        None => PushType::Alert,
+        Some(name) => PushType::parse(&name).ok_or(wrong("apns_push_type", push_types))?,
+    };
+    let priority = match fields.apns_priority.map(RawValue::get) {
+        None | Some("10") => Priority::Immediate,
+        Some("5") => Priority::Conserve,
+        Some(_) => return Err(wrong("apns_priority", "10 or 5")),
+    };
+    let expiration = fields
+        .apns_expiration
+        .map(|raw| serde_json::from_str::<u64>(raw.get()))
+        .transpose()
+        .map_err(|_| wrong("apns_expiration", "a Unix time in seconds"))?
+        .unwrap_or(0);
+    let collapse_id = text(fields.apns_collapse_id, "apns_collapse_id", "a string")?;
+    Ok(Some(ApnsPush {
+        payload: payload.get(),
+        when,
+        push_type,
+        priority,
+        expiration,
+        collapse_id,
+    }))
 }
 
 /// The single `uid` of a device command.
@@ -347,6 +438,8 @@ pub enum Reply<'a> {
     Registered(Registered),
     Removed(usize),
     Devices(Vec<DeviceToken>),
+    /// A push that also went to APNs: connections reached, and Apple's answers.
+    DeliveredApns(usize, ApnsSummary),
     Error(RequestError),
 }
 
@@ -385,6 +478,38 @@ struct RegisteredBody<'a> {
     registered: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
+}
+
+/// What became of a push's APNs part, in its reply.
+#[derive(Debug, Default, Serialize)]
+pub struct ApnsSummary {
+    /// The devices of the uids it went to.
+    pub devices: usize,
+    pub accepted: usize,
+    pub refused: Vec<Refusal>,
+    /// Why some uids' devices could not be read, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One device that did not get the notification.
+#[derive(Debug, Serialize)]
+pub struct Refusal {
+    pub apns: String,
+    /// Apple's status; absent when Apple never answered for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Apple's reason, or ours.
+    pub reason: String,
+    /// The token was removed from the registry (Apple says it is gone).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
+
+#[derive(Serialize)]
+struct DeliveredApnsBody<'a> {
+    delivered: usize,
+    apns: &'a ApnsSummary,
 }
 
 #[derive(Serialize)]
@@ -441,6 +566,15 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
             put(out, true, id, RegisteredBody { registered, from })
         }
         Reply::Removed(removed) => put(out, true, id, RemovedBody { removed: *removed }),
+        Reply::DeliveredApns(delivered, apns) => put(
+            out,
+            true,
+            id,
+            DeliveredApnsBody {
+                delivered: *delivered,
+                apns,
+            },
+        ),
         Reply::Devices(tokens) => put(
             out,
             true,
@@ -552,16 +686,49 @@ mod tests {
             cmd(r#"{"cmd":"push","uid":"u1","data":"hi \"you\""}"#),
             Ok(Command::Push {
                 to: Targets::One("u1".into()),
-                data: "hi \"you\"".into()
+                data: "hi \"you\"".into(),
+                apns: None,
             })
         );
         assert_eq!(
             cmd(r#"{"cmd":"push","uids":["u1",2],"data":{"a": [1, 2]}}"#),
             Ok(Command::Push {
                 to: Targets::Many(vec!["u1".into(), "2".into()]),
-                data: r#"{"a": [1, 2]}"#.into()
+                data: r#"{"a": [1, 2]}"#.into(),
+                apns: None,
             })
         );
+        match cmd(
+            r#"{"cmd":"push","uid":"u","data":1,"apns":{"aps":{"alert":"Hi"}},"apns_when":"always","apns_push_type":"background","apns_priority":5,"apns_expiration":1800000000,"apns_collapse_id":"c1"}"#,
+        ) {
+            Ok(Command::Push {
+                apns: Some(apns), ..
+            }) => {
+                assert_eq!(apns.payload, r#"{"aps":{"alert":"Hi"}}"#);
+                assert_eq!(apns.when, ApnsWhen::Always);
+                assert_eq!(apns.push_type, PushType::Background);
+                assert_eq!(apns.priority, Priority::Conserve);
+                assert_eq!(apns.expiration, 1_800_000_000);
+                assert_eq!(apns.collapse_id.as_deref(), Some("c1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, field) in [
+            (r#""apns":"hi""#, "apns"),
+            (r#""apns":{},"apns_when":"sometimes""#, "apns_when"),
+            (
+                r#""apns":{},"apns_push_type":"telepathy""#,
+                "apns_push_type",
+            ),
+            (r#""apns":{},"apns_priority":7"#, "apns_priority"),
+            (r#""apns":{},"apns_expiration":-1"#, "apns_expiration"),
+        ] {
+            let line = format!(r#"{{"cmd":"push","uid":"u","data":1,{bad}}}"#);
+            match cmd(&line) {
+                Err(RequestError::WrongType { field: f, .. }) => assert_eq!(f, field, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
         assert_eq!(
             cmd(r#"{"cmd":"broadcast","data":7}"#),
             Ok(Command::Broadcast { data: "7".into() })

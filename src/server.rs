@@ -13,7 +13,8 @@ use log::{debug, info, warn};
 use smol::channel::Sender;
 use smol::{Async, LocalExecutor, Timer};
 
-use crate::apns::Registry;
+use crate::apns::sender::Sender as ApnsSender;
+use crate::apns::{self, DeviceToken, Registry};
 use crate::config::Config;
 use crate::hub::{CloseReason, Hub, Limits};
 use crate::{text_port, writer, ws};
@@ -24,16 +25,23 @@ pub(crate) struct Shared {
     pub config: Config,
     pub hub: RefCell<Hub>,
     /// The APNs device registry, with `--apns-db`.
-    pub registry: Option<Registry>,
+    pub registry: Option<Rc<Registry>>,
+    /// The APNs sender, with the APNs flags.
+    pub apns: Option<Rc<ApnsSender>>,
     /// WebSocket sockets open, including those still in their handshake.
     sockets: Cell<usize>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, registry: Option<Registry>) -> Shared {
+    pub(crate) fn new(
+        config: Config,
+        registry: Option<Rc<Registry>>,
+        apns: Option<Rc<ApnsSender>>,
+    ) -> Shared {
         Shared {
             hub: RefCell::new(Hub::new(Limits::from_config(&config))),
             registry,
+            apns,
             config,
             sockets: Cell::new(0),
         }
@@ -116,11 +124,29 @@ pub async fn run(
         Some(path) => {
             let registry = Registry::open(path).map_err(io::Error::other)?;
             info!("device registry: {}", path.display());
-            Some(registry)
+            Some(Rc::new(registry))
         }
         None => None,
     };
-    let shared = Rc::new(Shared::new(config, registry));
+    let apns = match (&config.apns, &registry) {
+        (Some(settings), Some(registry)) => {
+            let registry = Rc::clone(registry);
+            // Apple says the token is gone (the app was removed): forget it.
+            let forget = move |token: &DeviceToken| match registry.forget(token) {
+                Ok(_) => info!("APNs: device {} is gone; removed", token.as_str()),
+                Err(e) => warn!("APNs: device {} is gone, but {e}", token.as_str()),
+            };
+            let sender =
+                apns::settings::build_sender(settings, forget).map_err(io::Error::other)?;
+            info!(
+                "APNs: {}:{} for {}",
+                settings.endpoint.host, settings.endpoint.port, settings.topic
+            );
+            Some(Rc::new(sender))
+        }
+        _ => None,
+    };
+    let shared = Rc::new(Shared::new(config, registry, apns.clone()));
     let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
     ex.run(async {
@@ -129,6 +155,7 @@ pub async fn run(
         // it only waits on this channel, which costs no system call to poll.
         let sweeper = ex.spawn(sweep(Rc::clone(&shared)));
         let flusher = ex.spawn(flush(Rc::clone(&shared)));
+        let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
         let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
         let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
         let signal = ex.spawn(async move {
@@ -174,7 +201,7 @@ pub async fn run(
             let left = shared.sockets.get();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
-        drop((sweeper, flusher));
+        drop((sweeper, flusher, apns_sender));
     })
     .await;
     Ok(())

@@ -5,18 +5,22 @@
 use std::collections::HashSet;
 use std::net::TcpStream;
 use std::rc::Rc;
+use std::task::Poll;
 
 use log::{debug, warn};
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::apns::route::InFlight;
+use crate::apns::sender::Sender;
 use crate::apns::{Registry, RegistryError};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::protocol::{
-    Command, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
-    write_reply,
+    ApnsPush, ApnsWhen, Command, Presence, Reply, Request, RequestError, Targets, parse_request,
+    split_line, write_reply,
 };
+use crate::replies::Replies;
 use crate::server::Shared;
 
 /// Bytes read from a backend at a time; lines longer than this grow the buffer
@@ -28,32 +32,84 @@ const READ_CHUNK: usize = 64 * 1024;
 /// overflowing that uid's queue.
 const LINE_BUDGET: usize = 128;
 
-/// Handles one request line and appends its reply line to `out`. `registry`
-/// is the APNs device registry, if the hub has one.
-pub fn handle_line(hub: &mut Hub, registry: Option<&Registry>, line: &[u8], out: &mut Vec<u8>) {
+/// What the text port may use besides the hub: the APNs registry and sender,
+/// when configured.
+#[derive(Clone, Copy, Default)]
+pub struct Services<'s> {
+    pub registry: Option<&'s Registry>,
+    pub apns: Option<&'s Sender>,
+}
+
+/// Handles one request line and queues its reply in `replies`.
+pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], replies: &mut Replies) {
     match parse_request(line) {
         Request::Legacy { uid, line } => {
             hub.counters.pushes += 1;
             // Offline uids, the common `fail`, cost no frame.
             let delivered = hub.is_online(&uid) && hub.push(&uid, &Frame::text(line)) > 0;
-            write_reply(out, None, &Reply::Legacy(delivered));
+            write_reply(replies.ready(), None, &Reply::Legacy(delivered));
         }
         Request::LegacyInvalid(e) => {
             debug!("text port: answering fail: {e}");
-            write_reply(out, None, &Reply::Legacy(false));
+            write_reply(replies.ready(), None, &Reply::Legacy(false));
         }
-        Request::Invalid(e) => write_reply(out, None, &Reply::Error(e)),
+        Request::Invalid(e) => write_reply(replies.ready(), None, &Reply::Error(e)),
+        Request::Command {
+            id,
+            command:
+                Ok(Command::Push {
+                    to,
+                    data,
+                    apns: Some(apns),
+                }),
+        } => match (services.registry, services.apns) {
+            (Some(registry), Some(sender)) => {
+                let (delivered, flight) = push_with_apns(hub, registry, sender, &to, &data, &apns);
+                replies.wait(id, delivered, flight);
+            }
+            _ => write_reply(replies.ready(), id, &Reply::Error(RequestError::NoApns)),
+        },
         Request::Command { id, command } => {
             let reply = match command {
-                Ok(command) => execute(hub, registry, command),
+                Ok(command) => execute(hub, services, command),
                 Err(e) => Reply::Error(e),
             };
-            write_reply(out, id, &reply);
+            write_reply(replies.ready(), id, &reply);
         }
     }
 }
 
-fn execute<'a>(hub: &mut Hub, registry: Option<&Registry>, command: Command<'a>) -> Reply<'a> {
+/// A push that may also go to APNs: the WebSocket connections get it now; the
+/// uids chosen by `apns_when` get a notification on each of their devices.
+fn push_with_apns(
+    hub: &mut Hub,
+    registry: &Registry,
+    sender: &Sender,
+    to: &Targets,
+    data: &str,
+    apns: &ApnsPush,
+) -> (usize, InFlight) {
+    hub.counters.pushes += 1;
+    let frame = Frame::text(data);
+    let mut delivered = 0;
+    let mut to_apns = Vec::new();
+    for uid in each_uid(to) {
+        let online = hub.is_online(uid);
+        delivered += hub.push(uid, &frame);
+        let wanted = match apns.when {
+            ApnsWhen::Always => true,
+            ApnsWhen::Offline => !online,
+            ApnsWhen::Never => false,
+        };
+        if wanted {
+            to_apns.push(uid);
+        }
+    }
+    (delivered, InFlight::start(registry, sender, &to_apns, apns))
+}
+
+fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply<'a> {
+    let registry = services.registry;
     match command {
         Command::Register { uid, token } => with_registry(registry, |r| {
             r.register(&uid, &token).map(Reply::Registered)
@@ -64,7 +120,7 @@ fn execute<'a>(hub: &mut Hub, registry: Option<&Registry>, command: Command<'a>)
         Command::Devices { uid } => {
             with_registry(registry, |r| r.devices(&uid).map(Reply::Devices))
         }
-        Command::Push { to, data } => {
+        Command::Push { to, data, .. } => {
             hub.counters.pushes += 1;
             let frame = Frame::text(&data);
             Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &frame)).sum())
@@ -91,7 +147,11 @@ fn execute<'a>(hub: &mut Hub, registry: Option<&Registry>, command: Command<'a>)
                 .collect(),
         ),
         Command::Kick { who } => Reply::Kicked(each_uid(&who).map(|uid| hub.kick(uid)).sum()),
-        Command::Stats => Reply::Stats(hub.stats()),
+        Command::Stats => {
+            let mut stats = hub.stats();
+            stats.apns = services.apns.map(Sender::stats);
+            Reply::Stats(stats)
+        }
     }
 }
 
@@ -125,9 +185,13 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
     let max_len = shared.config.max_line_length;
     // Half the queue bound, so that one turn of pushes to one uid cannot fill it.
     let line_budget = (shared.config.max_queue_messages / 2).clamp(1, LINE_BUDGET);
+    let services = Services {
+        registry: shared.registry.as_deref(),
+        apns: shared.apns.as_deref(),
+    };
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);
-    let mut out = Vec::new();
+    let mut replies = Replies::default();
     let mut eof = false;
     loop {
         // Handle what is buffered, a budget at a time.
@@ -135,17 +199,16 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
         let mut too_long = None;
         {
             let mut hub = shared.hub.borrow_mut();
-            let registry = shared.registry.as_ref();
             while handled < line_budget {
                 match split_line(&buf[start..end], max_len) {
                     Ok(Some((line, used))) => {
-                        handle_line(&mut hub, registry, line, &mut out);
+                        handle_line(&mut hub, services, line, &mut replies);
                         start += used;
                         handled += 1;
                     }
                     Ok(None) if eof && start < end => {
                         // A last request without its newline is still a request.
-                        handle_line(&mut hub, registry, &buf[start..end], &mut out);
+                        handle_line(&mut hub, services, &buf[start..end], &mut replies);
                         start = end;
                         break;
                     }
@@ -163,19 +226,27 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
                 e.max_len
             );
             write_reply(
-                &mut out,
+                replies.ready(),
                 None,
                 &Reply::Error(RequestError::LineTooLong(e.max_len)),
             );
         }
+        let finished = too_long.is_some() || (eof && start == end);
+        if finished {
+            // Every request read gets its reply before the connection ends.
+            std::future::poll_fn(|cx| replies.poll_settle(cx)).await;
+        } else {
+            let _ = std::future::poll_fn(|cx| Poll::Ready(replies.poll_settle(cx))).await;
+        }
+        let out = replies.output();
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if stream.write_all(out).await.is_err() {
                 return;
             }
             out.clear();
             out.shrink_to(READ_CHUNK);
         }
-        if too_long.is_some() || (eof && start == end) {
+        if finished {
             return;
         }
         // Let the connection tasks write what this turn queued before taking
@@ -204,10 +275,21 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
                 buf.resize(grown, 0);
             }
         }
-        match stream.read(&mut buf[end..]).await {
-            Ok(0) => eof = true,
-            Ok(n) => end += n,
-            Err(e) => {
+        // While a reply waits for APNs, its arrival is as good a reason to go
+        // round again as new input.
+        let read = async { Some(stream.read(&mut buf[end..]).await) };
+        let settled = async {
+            if !replies.is_waiting() {
+                std::future::pending::<()>().await;
+            }
+            std::future::poll_fn(|cx| replies.poll_settle(cx)).await;
+            None
+        };
+        match smol::future::or(read, settled).await {
+            None => {}
+            Some(Ok(0)) => eof = true,
+            Some(Ok(n)) => end += n,
+            Some(Err(e)) => {
                 debug!("text port: read failed: {e}");
                 return;
             }

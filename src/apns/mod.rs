@@ -1,16 +1,17 @@
 //! Apple Push Notification service support.
 //!
-//! Built so far: the device registry (wired to the text port), and the sender
-//! with its parts: the TLS + HTTP/2 connection, Apple's refusal reasons, the
-//! ES256 provider token and certificate credentials. Not yet: the flags that
-//! configure the sender, and the routing of `push` to it. Only this module
-//! talks to Apple.
+//! The device registry (`register`, `unregister`, `devices`), the sender that
+//! delivers notifications over Apple's HTTP/2 provider API, the settings the
+//! `--apns-*` flags make, and the route from a `push` to a uid's devices.
+//! Only this module talks to Apple.
 
 pub mod credentials;
 pub mod http2;
 pub mod provider_token;
 pub mod reason;
 pub mod registry;
+pub mod route;
 pub mod sender;
+pub mod settings;
 
 pub use registry::{DeviceToken, Registry, RegistryError};

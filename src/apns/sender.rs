@@ -137,6 +137,23 @@ impl PushType {
         }
     }
 
+    /// The push type named `name` (`alert`, `background`, `voip`, ...).
+    pub fn parse(name: &str) -> Option<PushType> {
+        const ALL: [PushType; 10] = [
+            PushType::Alert,
+            PushType::Background,
+            PushType::Voip,
+            PushType::Complication,
+            PushType::FileProvider,
+            PushType::Mdm,
+            PushType::Location,
+            PushType::LiveActivity,
+            PushType::PushToTalk,
+            PushType::Widgets,
+        ];
+        ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     /// The largest payload Apple takes for this type.
     pub fn max_payload(self) -> usize {
         match self {
@@ -264,7 +281,7 @@ impl std::error::Error for QueueFull {}
 /// A one-slot channel: it wakes the waiter, and a worker or queue dropped
 /// with the notification (the sender stopped) closes it, which reads as
 /// [`Failure::Stopped`] without any bookkeeping of ours.
-pub struct Pending(channel::Receiver<Outcome>);
+pub struct Pending(std::pin::Pin<Box<channel::Receiver<Outcome>>>);
 
 impl Pending {
     /// Waits for the outcome.
@@ -272,6 +289,19 @@ impl Pending {
         self.0.recv().await.unwrap_or(Outcome::Failed {
             why: Failure::Stopped,
         })
+    }
+
+    /// Polls for the outcome without consuming the handle: for a caller that
+    /// waits on several things at once and must not lose this one.
+    pub fn poll_outcome(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Outcome> {
+        use smol::stream::Stream;
+        match self.0.as_mut().poll_next(cx) {
+            Poll::Ready(Some(outcome)) => Poll::Ready(outcome),
+            Poll::Ready(None) => Poll::Ready(Outcome::Failed {
+                why: Failure::Stopped,
+            }),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// The outcome if it is known already.
@@ -287,7 +317,7 @@ impl Pending {
 }
 
 /// A snapshot of the counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Requests sent, retries included.
     pub sent: u64,
@@ -453,7 +483,7 @@ impl Sender {
         if let Some(why) = refusal {
             bump(&self.counters.failed);
             let _ = reply.try_send(Outcome::Failed { why });
-            return Ok(Pending(outcome));
+            return Ok(Pending(Box::pin(outcome)));
         }
         self.queue
             .try_send(Job {
@@ -461,7 +491,7 @@ impl Sender {
                 reply,
             })
             .map_err(|_| QueueFull)?;
-        Ok(Pending(outcome))
+        Ok(Pending(Box::pin(outcome)))
     }
 
     pub fn stats(&self) -> Stats {

@@ -1,0 +1,277 @@
+//! A push's way to a uid's iPhones: through the text port, the registry and the
+//! sender, to a real TLS + HTTP/2 server playing APNs. Covers the `apns_when`
+//! policies, the reply that waits for Apple in request order, a device Apple
+//! says is gone, refusals before sending, and stats.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::apns::{FakeApns, TestCert};
+use common::*;
+use pushhub::apns::settings::{ApnsSettings, Credentials, Endpoint};
+use serde_json::{Value, json};
+
+/// A fresh directory for one test's files, removed afterwards.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "pushhub-apns-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn device(n: u32) -> String {
+    format!("{n:08x}").repeat(8)
+}
+
+/// A plain-uid hub with a registry, sending to `apns` with certificate auth.
+fn config(apns: &FakeApns, scratch: &Scratch) -> pushhub::Config {
+    let ca = scratch.0.join("ca.pem");
+    std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
+    // The client certificate: the fake server does not check it, but the hub
+    // loads it exactly as it would Apple's.
+    let client = TestCert::new();
+    let identity = scratch.0.join("ck.pem");
+    std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
+    let mut config = plain_config();
+    config.apns_db = Some(scratch.0.join("devices.sqlite3"));
+    config.apns = Some(ApnsSettings {
+        topic: "com.example.app".into(),
+        credentials: Credentials::Certificate {
+            file: identity,
+            password: None,
+        },
+        endpoint: Endpoint {
+            host: "localhost".into(),
+            port: apns.addr.port(),
+        },
+        ca_file: Some(ca),
+    });
+    config
+}
+
+async fn register(backend: &mut Backend, uid: &str, token: &str) {
+    let reply = backend
+        .json(json!({"cmd": "register", "uid": uid, "apns": token}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+}
+
+fn push(uid: &str, when: Option<&str>) -> Value {
+    let mut request = json!({
+        "cmd": "push", "uid": uid, "data": "hello",
+        "apns": {"aps": {"alert": "Hi", "sound": "default"}},
+    });
+    if let Some(when) = when {
+        request["apns_when"] = json!(when);
+    }
+    request
+}
+
+#[test]
+fn offline_uids_get_a_notification_online_ones_do_not() {
+    let apns = FakeApns::start(Arc::new(|_| (200, None)));
+    let scratch = Scratch::new("offline");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        register(&mut backend, "u1", &device(1)).await;
+        register(&mut backend, "u1", &device(2)).await;
+
+        let reply = backend.json(push("u1", None)).await;
+        assert_eq!(
+            reply,
+            json!({"ok": true, "delivered": 0, "apns": {"devices": 2, "accepted": 2, "refused": []}})
+        );
+
+        // Online: the WebSocket gets it, the iPhones do not (default policy).
+        let mut client = login_plain(&server, "u1").await;
+        let reply = backend.json(push("u1", None)).await;
+        assert_eq!(reply["delivered"], 1, "{reply}");
+        assert_eq!(reply["apns"]["devices"], 0, "{reply}");
+        assert_eq!(next_text(&mut client).await, "hello");
+
+        let reply = backend.json(push("u1", Some("always"))).await;
+        assert_eq!(reply["delivered"], 1, "{reply}");
+        assert_eq!(reply["apns"]["accepted"], 2, "{reply}");
+        assert_eq!(next_text(&mut client).await, "hello");
+        close_client(&mut client).await;
+        wait_connections(&mut backend, "u1", 0).await;
+        let reply = backend.json(push("u1", Some("never"))).await;
+        assert_eq!(reply["apns"]["devices"], 0, "{reply}");
+
+        let stats = backend.stats().await;
+        assert_eq!(stats["apns"]["accepted"], 4, "{stats}");
+    });
+    let seen = apns.seen.lock().unwrap();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].path, format!("/3/device/{}", device(1)));
+    assert_eq!(seen[0].headers["apns-topic"], "com.example.app");
+    assert_eq!(seen[0].headers["apns-push-type"], "alert");
+    // The payload goes to Apple exactly as the backend wrote it.
+    assert_eq!(
+        &seen[0].body[..],
+        br#"{"aps":{"alert":"Hi","sound":"default"}}"#
+    );
+}
+
+#[test]
+fn a_device_apple_says_is_gone_is_removed() {
+    let gone = device(9);
+    let apns = FakeApns::start(Arc::new(move |seen| {
+        if seen.path.ends_with(&device(9)) {
+            (410, Some("Unregistered"))
+        } else {
+            (200, None)
+        }
+    }));
+    let scratch = Scratch::new("gone");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        register(&mut backend, "u1", &device(1)).await;
+        register(&mut backend, "u1", &gone).await;
+        let reply = backend.json(push("u1", None)).await;
+        assert_eq!(reply["apns"]["accepted"], 1, "{reply}");
+        assert_eq!(
+            reply["apns"]["refused"],
+            json!([{"apns": gone, "status": 410, "reason": "Unregistered", "removed": true}])
+        );
+        assert_eq!(
+            backend.json(json!({"cmd": "devices", "uid": "u1"})).await,
+            json!({"ok": true, "apns": [device(1)]})
+        );
+    });
+}
+
+#[test]
+fn replies_wait_for_apple_in_request_order() {
+    let apns = FakeApns::start(Arc::new(|_| (200, None)));
+    let scratch = Scratch::new("order");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        register(&mut backend, "u1", &device(1)).await;
+        let mut client = login_plain(&server, "u2").await;
+        // Pipelined: a push to APNs, then requests whose replies are ready at
+        // once; they must come after it.
+        let mut burst = String::new();
+        burst.push_str(&format!(
+            "{}\n",
+            json!({"id": 1, "cmd": "push", "uid": "u1", "data": "x", "apns": {"aps": {}}})
+        ));
+        burst.push_str("{\"uid\":\"u2\",\"n\":2}\n");
+        burst.push_str(&format!(
+            "{}\n",
+            json!({"id": 3, "cmd": "online", "uid": "u2"})
+        ));
+        backend.send(burst.as_bytes()).await;
+        let first: Value = serde_json::from_str(&backend.line().await).unwrap();
+        assert_eq!(first["id"], 1, "{first}");
+        assert_eq!(first["apns"]["accepted"], 1, "{first}");
+        assert_eq!(backend.line().await, "ok");
+        let third: Value = serde_json::from_str(&backend.line().await).unwrap();
+        assert_eq!(third["id"], 3, "{third}");
+        // The WebSocket push behind the waiting reply was delivered all the same.
+        assert_eq!(next_text(&mut client).await, "{\"uid\":\"u2\",\"n\":2}");
+    });
+}
+
+#[test]
+fn refusals_before_sending_and_without_apns() {
+    let apns = FakeApns::start(Arc::new(|_| (200, None)));
+    let scratch = Scratch::new("refusals");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        register(&mut backend, "u1", &device(1)).await;
+        let big = "x".repeat(5000);
+        let reply = backend
+            .json(json!({"cmd": "push", "uid": "u1", "data": 1, "apns": {"aps": {"alert": big}}}))
+            .await;
+        let refused = &reply["apns"]["refused"][0];
+        assert!(
+            refused["reason"].as_str().unwrap().contains("4096"),
+            "{reply}"
+        );
+        assert!(refused.get("status").is_none(), "{reply}");
+    });
+    assert!(apns.seen.lock().unwrap().is_empty());
+
+    // A hub without APNs says so, and delivers nothing.
+    let server = Server::start(plain_config());
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        let reply = backend.json(push("u1", None)).await;
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("--apns-topic"),
+            "{reply}"
+        );
+    });
+}
+
+/// `pushhub --apns-test` sends one notification with the APNs flags and says
+/// what Apple answered.
+#[test]
+fn the_test_command_sends_one_notification() {
+    let apns = FakeApns::start(Arc::new(|seen| {
+        if seen.path.ends_with(&device(2)) {
+            (410, Some("Unregistered"))
+        } else {
+            (200, None)
+        }
+    }));
+    let scratch = Scratch::new("test-command");
+    let ca = scratch.0.join("ca.pem");
+    std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
+    let client = TestCert::new();
+    let identity = scratch.0.join("ck.pem");
+    std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
+    let endpoint = format!("https://localhost:{}", apns.addr.port());
+    let args = |token: String| {
+        vec![
+            "--apns-test".to_string(),
+            token,
+            "--apns-topic".into(),
+            "com.example.app".into(),
+            "--apns-cert-file".into(),
+            identity.display().to_string(),
+            "--apns-endpoint".into(),
+            endpoint.clone(),
+            "--apns-ca-file".into(),
+            ca.display().to_string(),
+        ]
+    };
+    let accepted = args(device(1));
+    let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    let (status, stdout, stderr) = run_binary(&accepted, &[]);
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("accepted"), "{stdout}");
+
+    let refused = args(device(2));
+    let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+    let (status, stdout, _) = run_binary(&refused, &[]);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stdout.trim(), "refused: 410 Unregistered");
+
+    let (status, _, stderr) = run_binary(&["--apns-test", "nothex", "--apns-topic", "x"], &[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(apns.seen.lock().unwrap().len(), 2);
+}
