@@ -168,6 +168,23 @@ pub fn from_flags(
     }))
 }
 
+/// Loads the credentials once, to find a bad key, certificate or password
+/// before the hub starts listening (building the whole sender would also set
+/// up TLS, which costs memory for nothing at that point).
+pub fn check_credentials(settings: &ApnsSettings) -> Result<(), String> {
+    match &settings.credentials {
+        Credentials::Token {
+            key_file,
+            key_id,
+            team_id,
+        } => ProviderToken::load(key_file, key_id, team_id).map(drop),
+        Credentials::Certificate { file, password } => {
+            load_identity(file, password.as_ref().map(Secret::expose)).map(drop)
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Builds the sender: reads the credentials and the CA, resolves the endpoint.
 /// `on_device_gone` is called for each token Apple says is no longer valid.
 pub fn build_sender(
