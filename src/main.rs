@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     }
     // Credentials are checked before anything listens, so that a bad key is a
     // configuration error (exit 2, which systemd does not restart on).
-if let Some(apns) = &config.apns
+    if let Some(apns) = &config.apns
         && let Err(e) = settings::check_credentials(apns)
     {
         error!("{e}");

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::apns::{FakeApns, TestCert};
@@ -13,44 +12,21 @@ use common::*;
 use pushhub::apns::settings::{ApnsSettings, Credentials, Endpoint};
 use serde_json::{Value, json};
 
-/// A fresh directory for one test's files, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "pushhub-apns-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn device(n: u32) -> String {
     format!("{n:08x}").repeat(8)
 }
 
 /// A plain-uid hub with a registry, sending to `apns` with certificate auth.
 fn config(apns: &FakeApns, scratch: &Scratch) -> pushhub::Config {
-    let ca = scratch.0.join("ca.pem");
+    let ca = scratch.path("ca.pem");
     std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
     // The client certificate: the fake server does not check it, but the hub
     // loads it exactly as it would Apple's.
     let client = TestCert::new();
-    let identity = scratch.0.join("ck.pem");
+    let identity = scratch.path("ck.pem");
     std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
     let mut config = plain_config();
-    config.apns_db = Some(scratch.0.join("devices.sqlite3"));
+    config.apns_db = Some(scratch.path("devices.sqlite3"));
     config.apns = Some(ApnsSettings {
         topic: "com.example.app".into(),
         credentials: Credentials::Certificate {
@@ -239,10 +215,10 @@ fn the_test_command_sends_one_notification() {
         }
     }));
     let scratch = Scratch::new("test-command");
-    let ca = scratch.0.join("ca.pem");
+    let ca = scratch.path("ca.pem");
     std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
     let client = TestCert::new();
-    let identity = scratch.0.join("ck.pem");
+    let identity = scratch.path("ck.pem");
     std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
     let endpoint = format!("https://localhost:{}", apns.addr.port());
     let args = |token: String| {

@@ -4,39 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use rustix::process::Signal;
 use serde_json::{Value, json};
-
-/// A fresh directory for one test's database, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "pushhub-test-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("devices.sqlite3")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn device(n: u32) -> String {
     format!("{n:08x}").repeat(8)
@@ -44,7 +16,7 @@ fn device(n: u32) -> String {
 
 fn registry_config(scratch: &Scratch) -> pushhub::Config {
     let mut config = plain_config();
-    config.apns_db = Some(scratch.db());
+    config.apns_db = Some(scratch.path("devices.sqlite3"));
     config
 }
 
@@ -196,7 +168,7 @@ fn the_registry_survives_a_restart() {
 fn acknowledged_registrations_survive_kill_9() {
     const N: u32 = 500;
     let scratch = Scratch::new("kill9");
-    let db = scratch.db();
+    let db = scratch.path("devices.sqlite3");
     let db = db.to_str().unwrap();
     let args = [
         "--allow-plain-uid",
@@ -247,8 +219,8 @@ fn acknowledged_registrations_survive_kill_9() {
 #[test]
 fn a_registry_that_cannot_be_opened_stops_the_start() {
     let scratch = Scratch::new("unopenable");
-    std::fs::write(scratch.db(), vec![b'x'; 4096]).unwrap();
-    let db = scratch.db();
+    std::fs::write(scratch.path("devices.sqlite3"), vec![b'x'; 4096]).unwrap();
+    let db = scratch.path("devices.sqlite3");
     let (status, _, stderr) = run_binary(
         &[
             "--allow-plain-uid",
