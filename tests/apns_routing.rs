@@ -251,3 +251,30 @@ fn the_test_command_sends_one_notification() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_eq!(apns.seen.lock().unwrap().len(), 2);
 }
+
+/// An APNs that does not answer holds only the replies of the backend
+/// connection that asked for it.
+#[test]
+fn a_slow_apns_does_not_hold_up_other_backends() {
+    let apns = FakeApns::start(Arc::new(|_| (common::apns::NO_ANSWER, None)));
+    let scratch = Scratch::new("slow-apns");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut waiting = Backend::connect(server.text).await;
+        register(&mut waiting, "offline", &device(5)).await;
+        let mut client = login_plain(&server, "u1").await;
+        waiting
+            .send(format!("{}\n", push("offline", None)).as_bytes())
+            .await;
+        // The notification has reached Apple, which keeps it unanswered.
+        let deadline = Deadline::new(STEP, "the notification to reach the fake APNs");
+        while apns.seen.lock().unwrap().is_empty() {
+            deadline.tick().await;
+        }
+        let mut other = Backend::connect(server.text).await;
+        assert_eq!(other.push("u1", "not held up").await, 1);
+        assert_eq!(next_text(&mut client).await, "not held up");
+        let stats = other.stats().await;
+        assert_eq!(stats["apns"]["sent"], 1, "{stats}");
+    });
+}

@@ -284,6 +284,42 @@ fn unregistered_device_is_reported_gone() {
     }
 }
 
+/// Once the endpoint has accepted a notification, the hub is known to talk to
+/// the environment its tokens come from: a token it calls bad is gone.
+#[test]
+fn a_bad_device_token_is_gone_once_the_endpoint_has_accepted_one() {
+    let server = FakeApns::start(Arc::new(|seen| {
+        if seen.path.ends_with("0202") {
+            (400, Some("BadDeviceToken"))
+        } else {
+            (200, None)
+        }
+    }));
+    let gone = Rc::new(RefCell::new(Vec::new()));
+    let noted = Rc::clone(&gone);
+    let sender = Rc::new(Sender::new(
+        config(&server),
+        Auth::Certificate,
+        server.connector(),
+        move |token: &DeviceToken| noted.borrow_mut().push(token.clone()),
+    ));
+    let good = sender.send(Notification::new(device(1), PAYLOAD)).unwrap();
+    with_running(&sender, async {
+        assert_eq!(outcome(good).await, accepted());
+    });
+    let bad = sender.send(Notification::new(device(2), PAYLOAD)).unwrap();
+    with_running(&sender, async {
+        assert_eq!(
+            outcome(bad).await,
+            Outcome::DeviceGone {
+                status: 400,
+                reason: Reason::BadDeviceToken
+            }
+        );
+    });
+    assert_eq!(*gone.borrow(), [device(2)]);
+}
+
 #[test]
 fn too_many_requests_then_accepted_after_one_retry() {
     let server = FakeApns::start(in_turn(&[(429, Some("TooManyRequests"))]));

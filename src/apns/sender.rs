@@ -65,9 +65,13 @@ pub struct Config {
     /// is taken for dead (one that died silently, behind a NAT, looks alive
     /// to HTTP/2) and replaced, and the notification retried.
     pub request_timeout: Duration,
-    /// Whether 400 `BadDeviceToken` means the token is gone. True only where
-    /// tokens were made for this endpoint (production tokens on production):
-    /// a sandbox token sent to production is refused the same way.
+    /// Whether 400 `BadDeviceToken` means the token is gone from the start.
+    /// A sandbox token sent to production is refused the same way, so by
+    /// default a bad token counts as gone only once this endpoint has accepted
+    /// a notification: that proves the hub talks to the environment its
+    /// tokens come from, and a token this endpoint calls bad can never be
+    /// delivered by this hub. Until then, a wrong `--apns-sandbox` would
+    /// otherwise empty the registry at the first push.
     pub bad_device_token_is_gone: bool,
 }
 
@@ -724,7 +728,9 @@ impl Sender {
         let reason = Reason::from_response(status, &response.body);
         match reason.kind() {
             Kind::DeviceGone
-                if reason != Reason::BadDeviceToken || self.config.bad_device_token_is_gone =>
+                if reason != Reason::BadDeviceToken
+                    || self.config.bad_device_token_is_gone
+                    || self.counters.accepted.get() > 0 =>
             {
                 Next::Done(Outcome::DeviceGone { status, reason })
             }
