@@ -48,6 +48,15 @@ pub struct Flags {
     #[argh(option)]
     pub max_connections: Option<u64>,
 
+    /// most WebSocket connections from one client address [default: no limit]
+    #[argh(option)]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// a browser Origin allowed to connect, e.g. https://app.example.com
+    /// (repeatable); without any, every origin is [default: all]
+    #[argh(option)]
+    pub allow_origin: Vec<String>,
+
     /// time a client has to complete the WebSocket handshake [default: 5s]
     #[argh(
         option,
@@ -181,6 +190,10 @@ pub struct AuthConfig {
 pub struct Config {
     pub auth: AuthConfig,
     pub max_connections: usize,
+    /// Most connections from one client address; `None`: no limit.
+    pub max_connections_per_ip: Option<usize>,
+    /// Browser origins allowed to connect; empty: every origin.
+    pub allow_origins: Vec<String>,
     pub handshake_timeout: Duration,
     pub auth_timeout: Duration,
     pub ping_interval: Duration,
@@ -204,6 +217,8 @@ impl Default for Config {
         Config {
             auth: AuthConfig::default(),
             max_connections: 1000,
+            max_connections_per_ip: None,
+            allow_origins: Vec::new(),
             handshake_timeout: Duration::from_secs(5),
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
@@ -331,6 +346,15 @@ impl Flags {
                 secret,
             },
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections_per_ip: match self.max_connections_per_ip {
+                Some(0) => return Err(invalid("--max-connections-per-ip must be at least 1")),
+                n => n,
+            },
+            allow_origins: self
+                .allow_origin
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string())
+                .collect(),
             handshake_timeout: self.handshake_timeout,
             auth_timeout: self.auth_timeout,
             ping_interval: self.ping_interval,

@@ -25,6 +25,8 @@ pub struct Upgrade {
     pub accept: String,
     /// The `token` query parameter, if any.
     pub token: Option<String>,
+    /// The `Origin` header, which browsers always send.
+    pub origin: Option<String>,
 }
 
 /// Why a request gets an HTTP error instead of a WebSocket.
@@ -38,6 +40,8 @@ pub enum Rejection {
     UnsupportedVersion,
     MethodNotAllowed,
     TooLarge,
+    /// A browser page whose `Origin` is not in `--allow-origin`.
+    ForbiddenOrigin,
 }
 
 impl Rejection {
@@ -55,6 +59,9 @@ impl Rejection {
             }
             Rejection::MethodNotAllowed => {
                 b"HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nAllow: GET\r\nContent-Length: 0\r\n\r\n"
+            }
+Rejection::ForbiddenOrigin => {
+                b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\norigin not allowed\n"
             }
             Rejection::TooLarge => {
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -110,9 +117,23 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Upgrade, usize)>, Rejection> {
         Upgrade {
             accept: derive_accept_key(key.as_bytes()),
             token,
+            origin: header("origin").map(str::to_string),
         },
         len,
     )))
+}
+
+/// Whether a request from `origin` may connect. Origins compare without a
+/// trailing slash and ASCII case-insensitively, as browsers serialize them.
+pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    match origin {
+        _ if allowed.is_empty() => true,
+        None => true,
+        Some(origin) => {
+            let origin = origin.trim_end_matches('/');
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        }
+    }
 }
 
 /// The `101` answer that completes the handshake.
@@ -133,8 +154,13 @@ pub enum Failure {
 }
 
 /// Reads the request, answers it, and returns the upgrade and whatever the
-/// client sent after its request.
-pub async fn accept(stream: &mut Async<TcpStream>) -> Result<(Upgrade, Vec<u8>), Failure> {
+/// client sent after its request. With `allowed_origins`, a request whose
+/// `Origin` is not among them is refused with 403; one without an `Origin`
+/// (not a browser) is not.
+pub async fn accept(
+    stream: &mut Async<TcpStream>,
+    allowed_origins: &[String],
+) -> Result<(Upgrade, Vec<u8>), Failure> {
     let mut buf = vec![0u8; 1024];
     let mut filled = 0;
     loop {
@@ -146,7 +172,13 @@ pub async fn accept(stream: &mut Async<TcpStream>) -> Result<(Upgrade, Vec<u8>),
             return Err(Failure::Closed);
         }
         filled += n;
-        match parse(&buf[..filled]) {
+        let parsed = parse(&buf[..filled]).and_then(|parsed| match parsed {
+            Some((upgrade, _)) if !origin_allowed(upgrade.origin.as_deref(), allowed_origins) => {
+                Err(Rejection::ForbiddenOrigin)
+            }
+            parsed => Ok(parsed),
+        });
+        match parsed {
             Ok(None) => continue,
             Ok(Some((upgrade, len))) => {
                 stream
@@ -186,6 +218,19 @@ mod tests {
     }
 
     #[test]
+    fn origins() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        assert!(origin_allowed(Some("https://app.example.com"), &allowed));
+        assert!(origin_allowed(Some("HTTPS://APP.example.com/"), &allowed));
+        assert!(!origin_allowed(Some("https://evil.example.com"), &allowed));
+        assert!(origin_allowed(None, &allowed));
+        assert!(origin_allowed(Some("https://anything"), &[]));
+        let with_origin = GOOD.replacen("Host: h", "Host: h\r\nOrigin: https://app.example.com", 1);
+        let (upgrade, _) = parse(with_origin.as_bytes()).unwrap().unwrap();
+        assert_eq!(upgrade.origin.as_deref(), Some("https://app.example.com"));
+    }
+
+    #[test]
     fn waits_for_the_whole_head() {
         assert_eq!(parse(&GOOD.as_bytes()[..40]), Ok(None));
         assert_eq!(parse(b""), Ok(None));
@@ -222,6 +267,7 @@ mod tests {
             Rejection::UnsupportedVersion,
             Rejection::MethodNotAllowed,
             Rejection::TooLarge,
+            Rejection::ForbiddenOrigin,
         ] {
             let text = std::str::from_utf8(r.response()).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();

@@ -19,6 +19,10 @@ pub struct Counters {
     pub dropped: u64,
     /// Connections refused because the hub was at `--max-connections`.
     pub rejected: u64,
+    /// Connections refused because their address was at `--max-connections-per-ip`.
+    pub rejected_per_ip: u64,
+    /// Handshakes refused because their `Origin` is not allowed.
+    pub rejected_origin: u64,
     /// Connections whose authentication failed or timed out.
     pub auth_failures: u64,
     pub kicked: u64,

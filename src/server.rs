@@ -2,9 +2,10 @@
 //! shutdown, all as tasks of one `LocalExecutor` on the calling thread.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub apns: Option<Rc<ApnsSender>>,
     /// WebSocket sockets open, including those still in their handshake.
     sockets: Cell<usize>,
+    /// The same, per client address, when `--max-connections-per-ip` is set.
+    per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
 
 impl Shared {
@@ -44,25 +47,64 @@ impl Shared {
             apns,
             config,
             sockets: Cell::new(0),
+            per_ip: RefCell::new(HashMap::new()),
         }
     }
 
-    /// Counts one more WebSocket socket, or `None` at `--max-connections`.
-    pub(crate) fn claim_slot(self: &Rc<Self>) -> Option<SocketSlot> {
+    /// Counts one more WebSocket socket from `ip`, or says which limit it hits.
+    pub(crate) fn claim_slot(self: &Rc<Self>, ip: IpAddr) -> Result<SocketSlot, Refusal> {
         if self.sockets.get() >= self.config.max_connections {
-            return None;
+            return Err(Refusal::Full);
         }
+        let counted = match self.config.max_connections_per_ip {
+            Some(limit) => {
+                let mut per_ip = self.per_ip.borrow_mut();
+                let n = per_ip.entry(ip).or_insert(0);
+                if *n >= limit {
+                    return Err(Refusal::PerIp);
+                }
+                *n += 1;
+                Some(ip)
+            }
+            None => None,
+        };
         self.sockets.set(self.sockets.get() + 1);
-        Some(SocketSlot(Rc::clone(self)))
+        Ok(SocketSlot {
+            shared: Rc::clone(self),
+            ip: counted,
+        })
     }
 }
 
+/// Why an accepted socket is closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// At `--max-connections`.
+    Full,
+    /// At `--max-connections-per-ip` for its address.
+    PerIp,
+}
+
 /// A WebSocket socket counted against `--max-connections` while it lives.
-pub(crate) struct SocketSlot(Rc<Shared>);
+pub(crate) struct SocketSlot {
+    shared: Rc<Shared>,
+    /// The address it counts against, when addresses are counted.
+    ip: Option<IpAddr>,
+}
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        self.0.sockets.set(self.0.sockets.get() - 1);
+        let shared = &self.shared;
+        shared.sockets.set(shared.sockets.get() - 1);
+        if let Some(ip) = self.ip
+            && let Ok(mut per_ip) = shared.per_ip.try_borrow_mut()
+            && let Some(n) = per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 }
 
@@ -216,10 +258,17 @@ async fn accept_ws(shared: Rc<Shared>, listener: Async<TcpListener>, events: Sen
                 continue;
             }
         };
-        let Some(slot) = shared.claim_slot() else {
-            shared.hub.borrow_mut().counters.rejected += 1;
-            debug!("refused {peer}: at --max-connections");
-            continue;
+        let slot = match shared.claim_slot(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let mut hub = shared.hub.borrow_mut();
+                match refusal {
+                    Refusal::Full => hub.counters.rejected += 1,
+                    Refusal::PerIp => hub.counters.rejected_per_ip += 1,
+                }
+                debug!("refused {peer}: {refusal:?}");
+                continue;
+            }
         };
         // Pushes are small and latency matters; batching is done by the writer.
         if let Err(e) = stream.get_ref().set_nodelay(true) {

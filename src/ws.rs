@@ -102,10 +102,13 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
     let _slot = slot;
     // Boxed: the handshake's state is short-lived, and inline it would set the
     // size of this task for the connection's whole life.
-    let handshake = Box::pin(handshake::accept(&mut stream));
+    let handshake = Box::pin(handshake::accept(&mut stream, &shared.config.allow_origins));
     let (upgrade, tail) = match timeout(shared.config.handshake_timeout, handshake).await {
         Some(Ok(accepted)) => accepted,
         Some(Err(e)) => {
+            if let handshake::Failure::Rejected(handshake::Rejection::ForbiddenOrigin) = e {
+                shared.hub.borrow_mut().counters.rejected_origin += 1;
+            }
             debug!("handshake failed: {e:?}");
             return;
         }
@@ -377,7 +380,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let shared = Rc::new(Shared::new(Config::default(), None, None));
-        let slot = shared.claim_slot().unwrap();
+        let slot = shared.claim_slot([127, 0, 0, 1].into()).unwrap();
         let task = serve(Rc::clone(&shared), Async::new(stream).unwrap(), slot);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 512, "connection future grew to {size} bytes");

@@ -25,6 +25,121 @@ fn wait_closed(mut socket: TcpStream, limit: Duration) -> Instant {
     }
 }
 
+/// Connects from `source` (an address in 127.0.0.0/8), with `origin` if given.
+async fn connect_as(
+    ws: std::net::SocketAddr,
+    source: [u8; 4],
+    origin: Option<&str>,
+) -> Result<Client, WsError> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    // std cannot bind before connecting, so the socket is made with rustix.
+    let fd = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .map_err(|e| WsError::Io(e.into()))?;
+    rustix::net::bind(&fd, &std::net::SocketAddrV4::new(source.into(), 0))
+        .map_err(|e| WsError::Io(e.into()))?;
+    rustix::net::connect(&fd, &ws).map_err(|e| WsError::Io(e.into()))?;
+    let stream = smol::Async::new(std::net::TcpStream::from(fd)).map_err(WsError::Io)?;
+    let mut request = format!("ws://{ws}/").into_client_request()?;
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    let (client, _) = async_tungstenite::client_async(request, stream).await?;
+    Ok(client)
+}
+
+#[test]
+fn connections_per_address_are_limited() {
+    let mut config = plain_config();
+    config.max_connections_per_ip = Some(2);
+    let server = Server::start(config);
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        let mut first = within(
+            STEP,
+            "connecting",
+            connect_as(server.ws, [127, 0, 0, 2], None),
+        )
+        .await
+        .unwrap();
+        let _second = within(
+            STEP,
+            "connecting",
+            connect_as(server.ws, [127, 0, 0, 2], None),
+        )
+        .await
+        .unwrap();
+        let refused = within(
+            STEP,
+            "a refusal",
+            connect_as(server.ws, [127, 0, 0, 2], None),
+        )
+        .await;
+        assert!(
+            refused.is_err(),
+            "a third connection from one address was accepted"
+        );
+        // Another address is not affected.
+        let _other = within(
+            STEP,
+            "connecting",
+            connect_as(server.ws, [127, 0, 0, 3], None),
+        )
+        .await
+        .unwrap();
+        let stats = backend.stats().await;
+        assert_eq!(stats["rejected_per_ip"], 1, "{stats}");
+        assert_eq!(stats["connections"], 3, "{stats}");
+        // Closing one frees a place for its address.
+        close_client(&mut first).await;
+        let deadline = Deadline::new(STEP, "a freed place");
+        loop {
+            if within(
+                STEP,
+                "connecting",
+                connect_as(server.ws, [127, 0, 0, 2], None),
+            )
+            .await
+            .is_ok()
+            {
+                break;
+            }
+            deadline.tick().await;
+        }
+    });
+}
+
+#[test]
+fn browsers_from_other_origins_are_refused() {
+    let mut config = plain_config();
+    config.allow_origins = vec!["https://app.example.com".into()];
+    let server = Server::start(config);
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        let allowed = connect_as(server.ws, [127, 0, 0, 1], Some("https://app.example.com"));
+        assert!(within(STEP, "an allowed origin", allowed).await.is_ok());
+        let refused = connect_as(server.ws, [127, 0, 0, 1], Some("https://evil.example.com"));
+        match within(STEP, "a refused origin", refused).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+            other => panic!("expected a 403, got {:?}", other.map(|_| "a connection")),
+        }
+        // Not a browser: no Origin, allowed.
+        let native = connect_as(server.ws, [127, 0, 0, 1], None);
+        assert!(
+            within(STEP, "a client without Origin", native)
+                .await
+                .is_ok()
+        );
+        let stats = backend.stats().await;
+        assert_eq!(stats["rejected_origin"], 1, "{stats}");
+    });
+}
+
 #[test]
 fn connections_beyond_the_limit_are_refused() {
     let mut config = plain_config();
