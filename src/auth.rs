@@ -195,6 +195,23 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
+impl AuthError {
+    /// A short name for counting refusals by reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthError::Token(TokenError::Malformed) => "malformed",
+            AuthError::Token(TokenError::UnsupportedAlgorithm) => "algorithm",
+            AuthError::Token(TokenError::BadSignature) => "signature",
+            AuthError::Token(TokenError::MissingExpiry) => "no_exp",
+            AuthError::Token(TokenError::Expired) => "expired",
+            AuthError::Token(TokenError::NotYetValid) => "not_yet_valid",
+            AuthError::Token(TokenError::BadSubject) => "bad_sub",
+            AuthError::InvalidUid => "bad_uid",
+            AuthError::NotText => "not_text",
+        }
+    }
+}
+
 /// Turns a credential into a uid under the configured modes.
 ///
 /// With a secret, anything shaped like a JWT (two dots) is verified as one, so a

@@ -35,6 +35,11 @@ pub struct Flags {
     #[argh(option, default = "default_text()")]
     pub text: SocketAddr,
 
+    /// address of /metrics (Prometheus) and /healthz; keep it private, or
+    /// "off" [default: 127.0.0.1:5679]
+    #[argh(option, default = "default_metrics()", from_str_fn(parse_metrics))]
+    pub metrics: Option<SocketAddr>,
+
     /// accept a bare uid as the first message (the Workerman original's protocol):
     /// any client can then claim any uid [default: off]
     #[argh(switch)]
@@ -174,6 +179,19 @@ fn default_ws() -> SocketAddr {
 
 fn default_text() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5678))
+}
+
+fn default_metrics() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 5679)))
+}
+
+fn parse_metrics(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:5679, or off"))
 }
 
 /// How clients prove which uid they are.

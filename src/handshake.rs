@@ -45,6 +45,18 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A short name for counting failures by reason.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::NotUpgrade => "not_upgrade",
+            Rejection::UnsupportedVersion => "version",
+            Rejection::MethodNotAllowed => "method",
+            Rejection::TooLarge => "too_large",
+            Rejection::ForbiddenOrigin => "origin",
+        }
+    }
+
     /// The complete HTTP response for this rejection.
     pub fn response(self) -> &'static [u8] {
         match self {
@@ -151,6 +163,17 @@ pub enum Failure {
     Io(io::Error),
     /// The client closed before sending a whole request.
     Closed,
+}
+
+impl Failure {
+    /// A short name for counting failures by reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Rejected(r) => r.kind(),
+            Failure::Io(_) => "io",
+            Failure::Closed => "closed",
+        }
+    }
 }
 
 /// Reads the request, answers it, and returns the upgrade and whatever the

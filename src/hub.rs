@@ -390,6 +390,7 @@ impl Hub {
             if conn.uid.is_none() && now_ms.saturating_sub(conn.opened_ms) >= limits.auth_timeout_ms
             {
                 self.counters.auth_failures += 1;
+                Counters::bump(&mut self.counters.auth_failure_reasons, "timeout");
                 self.close_key(key as u32, CloseReason::AuthTimeout);
             } else if silent_ms >= limits.idle_timeout_ms {
                 self.counters.idle_closed += 1;
@@ -460,6 +461,11 @@ impl Hub {
                 uids: self.uids.len(),
             },
         )
+    }
+
+    /// Bytes waiting in every connection's outbound queue (for metrics).
+    pub fn queued_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.queue.bytes()).sum()
     }
 
     /// Open connections, authenticated or not.

@@ -20,7 +20,8 @@
 //! - [`frame`]: server frames, encoded once per push and shared by every receiver.
 //! - [`apns`]: the APNs device registry.
 //! - [`auth`]: HS256 tokens and plain uids.
-//! - [`metrics`]: counters and the `stats` snapshot.
+//! - [`metrics`]: counters, the `stats` snapshot and its Prometheus form.
+//! - [`metrics_http`]: the `/metrics` and `/healthz` endpoint.
 //! - [`logger`]: leveled logging to stderr.
 //! - [`shutdown`]: SIGINT/SIGTERM → the shutdown future.
 //! - [`fd_limit`]: raising the open-files limit.
@@ -36,6 +37,7 @@ pub mod hub;
 pub mod inbound;
 pub mod logger;
 pub mod metrics;
+pub mod metrics_http;
 pub mod protocol;
 pub mod queue;
 pub mod replies;

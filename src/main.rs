@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     logger::init(flags.log_level);
-    let (ws, text) = (flags.ws, flags.text);
+    let (ws, text, metrics) = (flags.ws, flags.text, flags.metrics);
     let fd_limit = fd_limit::raise();
     let config = match flags.into_config(Env::from_process(), fd_limit) {
         Ok(config) => config,
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             config.max_connections
         );
     }
-    let listeners = match Listeners::bind(ws, text) {
+    let listeners = match Listeners::bind(ws, text, metrics) {
         Ok(listeners) => listeners,
         Err(e) => {
             error!("cannot listen on {ws} (WebSocket) and {text} (text port): {e}");

@@ -3,6 +3,7 @@
 //! Plain `u64`s owned by the hub: everything runs on one thread, so a counter is
 //! an add, not an atomic.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -25,6 +26,14 @@ pub struct Counters {
     pub rejected_origin: u64,
     /// Connections whose authentication failed or timed out.
     pub auth_failures: u64,
+    /// The same, by reason (`expired`, `signature`, `timeout`, ...).
+    pub auth_failure_reasons: BTreeMap<&'static str, u64>,
+    /// WebSocket handshakes completed.
+    pub handshakes: u64,
+    /// Handshakes that failed, by reason (`timeout`, `not_upgrade`, ...).
+    pub handshake_failures: BTreeMap<&'static str, u64>,
+    /// Text-port requests answered with an error (or `fail`), by kind.
+    pub text_errors: BTreeMap<&'static str, u64>,
     pub kicked: u64,
     /// Connections closed because they sent nothing for the idle timeout.
     pub idle_closed: u64,
@@ -82,6 +91,224 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Gauges read at scrape time that `stats` does not carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// Bytes waiting in every connection's outbound queue.
+    pub queued_bytes: usize,
+    pub open_fds: usize,
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `stats` and `gauges`.
+pub fn render(stats: &Stats, gauges: &Gauges) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        out.push_str(&format!(
+            "# HELP pushhub_{name} {help}\n# TYPE pushhub_{name} {kind}\n"
+        ));
+        for (labels, value) in samples {
+            out.push_str(&format!("pushhub_{name}{labels} {value}\n"));
+        }
+    };
+    let c = &stats.counters;
+    let one = |v: u64| [("", v as f64)];
+    metric(
+        "connections",
+        "gauge",
+        "Open WebSocket connections.",
+        &[("", stats.connections as f64)],
+    );
+    metric(
+        "authenticated_connections",
+        "gauge",
+        "Connections bound to a uid.",
+        &[("", stats.authenticated as f64)],
+    );
+    metric(
+        "uids",
+        "gauge",
+        "Distinct uids online.",
+        &[("", stats.uids as f64)],
+    );
+    metric(
+        "queued_bytes",
+        "gauge",
+        "Bytes waiting in outbound queues.",
+        &[("", gauges.queued_bytes as f64)],
+    );
+    metric(
+        "handshakes_total",
+        "counter",
+        "WebSocket handshakes completed.",
+        &one(c.handshakes),
+    );
+    let labelled = |map: &BTreeMap<&'static str, u64>, label: &str| -> Vec<(String, f64)> {
+        map.iter()
+            .map(|(k, v)| (format!("{{{label}=\"{}\"}}", escape(k)), *v as f64))
+            .collect()
+    };
+    let failures = labelled(&c.handshake_failures, "reason");
+    metric(
+        "handshake_failures_total",
+        "counter",
+        "Handshakes that failed, by reason.",
+        &as_refs(&failures),
+    );
+    let auth = labelled(&c.auth_failure_reasons, "reason");
+    metric(
+        "auth_failures_total",
+        "counter",
+        "Authentications refused or timed out, by reason.",
+        &as_refs(&auth),
+    );
+    metric(
+        "rejected_total",
+        "counter",
+        "Connections refused at a limit, by limit.",
+        &[
+            ("{limit=\"max_connections\"}", c.rejected as f64),
+            ("{limit=\"per_ip\"}", c.rejected_per_ip as f64),
+            ("{limit=\"origin\"}", c.rejected_origin as f64),
+        ],
+    );
+    metric(
+        "pushes_total",
+        "counter",
+        "Push requests handled.",
+        &one(c.pushes),
+    );
+    metric(
+        "broadcasts_total",
+        "counter",
+        "Broadcast requests handled.",
+        &one(c.broadcasts),
+    );
+    metric(
+        "delivered_total",
+        "counter",
+        "Messages queued to connections.",
+        &one(c.delivered),
+    );
+    metric(
+        "dropped_total",
+        "counter",
+        "Slow consumers dropped (close 1008).",
+        &one(c.dropped),
+    );
+    metric(
+        "kicked_total",
+        "counter",
+        "Connections closed by kick.",
+        &one(c.kicked),
+    );
+    metric(
+        "idle_closed_total",
+        "counter",
+        "Connections closed by the idle timeout.",
+        &one(c.idle_closed),
+    );
+    let text = labelled(&c.text_errors, "kind");
+    metric(
+        "text_errors_total",
+        "counter",
+        "Text-port requests refused, by kind.",
+        &as_refs(&text),
+    );
+    metric(
+        "resident_memory_bytes",
+        "gauge",
+        "Resident set size.",
+        &[("", stats.rss_bytes as f64)],
+    );
+    metric(
+        "open_fds",
+        "gauge",
+        "Open file descriptors.",
+        &[("", gauges.open_fds as f64)],
+    );
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        &[("", stats.uptime_secs as f64)],
+    );
+    if let Some(apns) = &stats.apns {
+        metric(
+            "apns_sent_total",
+            "counter",
+            "Requests sent to APNs, retries included.",
+            &one(apns.sent),
+        );
+        metric(
+            "apns_accepted_total",
+            "counter",
+            "Notifications APNs accepted.",
+            &one(apns.accepted),
+        );
+        let rejected: Vec<(String, f64)> = apns
+            .rejected
+            .iter()
+            .map(|(k, v)| (format!("{{reason=\"{}\"}}", escape(k)), *v as f64))
+            .collect();
+        metric(
+            "apns_rejected_total",
+            "counter",
+            "Final refusals by APNs, by reason.",
+            &as_refs(&rejected),
+        );
+        metric(
+            "apns_retried_total",
+            "counter",
+            "Requests sent to APNs again.",
+            &one(apns.retried),
+        );
+        metric(
+            "apns_devices_gone_total",
+            "counter",
+            "Device tokens removed as gone.",
+            &one(apns.devices_gone),
+        );
+        metric(
+            "apns_failed_total",
+            "counter",
+            "Notifications not delivered, not refused by APNs.",
+            &one(apns.failed),
+        );
+        metric(
+            "apns_connections_total",
+            "counter",
+            "Connections made to APNs.",
+            &one(apns.connections),
+        );
+        metric(
+            "apns_queued",
+            "gauge",
+            "Notifications waiting for a stream.",
+            &[("", apns.queued as f64)],
+        );
+    }
+    out
+}
+
+fn as_refs(samples: &[(String, f64)]) -> Vec<(&str, f64)> {
+    samples.iter().map(|(l, n)| (l.as_str(), *n)).collect()
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Counters {
+    /// Counts one more under `reason` in `map`.
+    pub fn bump(map: &mut BTreeMap<&'static str, u64>, reason: &'static str) {
+        *map.entry(reason).or_insert(0) += 1;
+    }
 }
 
 #[cfg(test)]

@@ -189,6 +189,27 @@ impl fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
+impl RequestError {
+    /// A short name for counting errors by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RequestError::Empty => "empty",
+            RequestError::NotUtf8 => "not_utf8",
+            RequestError::InvalidJson(_) => "invalid_json",
+            RequestError::NotAnObject => "not_an_object",
+            RequestError::UnknownCmd(_) => "unknown_cmd",
+            RequestError::MissingField(_) => "missing_field",
+            RequestError::WrongType { .. } => "wrong_type",
+            RequestError::UidAndUids => "uid_and_uids",
+            RequestError::LineTooLong(_) => "line_too_long",
+            RequestError::BadDeviceToken(_) => "bad_device_token",
+            RequestError::NoApns => "no_apns",
+            RequestError::NoRegistry => "no_registry",
+            RequestError::Registry(_) => "registry",
+        }
+    }
+}
+
 /// Every field any request may carry, still as raw JSON, so that each is checked
 /// for its type with an error that names it. Unknown fields are ignored.
 #[derive(Deserialize)]
@@ -434,7 +455,7 @@ pub enum Reply<'a> {
     Online(usize),
     OnlineMany(Vec<Presence<'a>>),
     Kicked(usize),
-    Stats(Stats),
+    Stats(Box<Stats>),
     Registered(Registered),
     Removed(usize),
     Devices(Vec<DeviceToken>),
@@ -556,7 +577,7 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
         ),
         Reply::OnlineMany(results) => put(out, true, id, ManyBody { results }),
         Reply::Kicked(kicked) => put(out, true, id, KickedBody { kicked: *kicked }),
-        Reply::Stats(stats) => put(out, true, id, stats),
+        Reply::Stats(stats) => put(out, true, id, &**stats),
         Reply::Registered(registered) => {
             let (registered, from) = match registered {
                 Registered::New => ("new", None),

@@ -18,7 +18,7 @@ use crate::apns::sender::Sender as ApnsSender;
 use crate::apns::{self, DeviceToken, Registry};
 use crate::config::Config;
 use crate::hub::{CloseReason, Hub, Limits};
-use crate::{text_port, writer, ws};
+use crate::{metrics_http, text_port, writer, ws};
 
 /// State every task of the server shares. Single-threaded: `Rc` and `RefCell`,
 /// and no borrow is ever held across an await.
@@ -112,14 +112,21 @@ impl Drop for SocketSlot {
 pub struct Listeners {
     pub ws: TcpListener,
     pub text: TcpListener,
+    /// The monitoring endpoint (`/metrics`, `/healthz`), if any.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
     /// Binds both addresses with a listen backlog of [`BACKLOG`].
-    pub fn bind(ws: SocketAddr, text: SocketAddr) -> io::Result<Listeners> {
+    pub fn bind(
+        ws: SocketAddr,
+        text: SocketAddr,
+        metrics: Option<SocketAddr>,
+    ) -> io::Result<Listeners> {
         Ok(Listeners {
             ws: listen(ws)?,
             text: listen(text)?,
+            metrics: metrics.map(listen).transpose()?,
         })
     }
 }
@@ -149,6 +156,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 enum Event {
     Ws(Async<TcpStream>, SocketSlot),
     Text(Async<TcpStream>),
+    Metrics(Async<TcpStream>),
     Shutdown,
 }
 
@@ -162,6 +170,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
+    let metrics_listener = listeners.metrics.map(Async::new).transpose()?;
     let registry = match &config.apns_db {
         Some(path) => {
             let registry = Registry::open(path).map_err(io::Error::other)?;
@@ -200,6 +209,8 @@ pub async fn run(
         let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
         let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
         let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
+        let accept_metrics =
+            metrics_listener.map(|listener| ex.spawn(accept_metrics(listener, events.clone())));
         let signal = ex.spawn(async move {
             shutdown.await;
             let _ = events.send(Event::Shutdown).await;
@@ -214,12 +225,16 @@ pub async fn run(
                     ex.spawn(text_port::serve(Rc::clone(&shared), stream))
                         .detach();
                 }
+                Event::Metrics(stream) => {
+                    ex.spawn(metrics_http::serve(Rc::clone(&shared), stream))
+                        .detach();
+                }
                 Event::Shutdown => break,
             }
         }
 
         // Dropping the accept tasks closes both listeners.
-        drop((accept_ws, accept_text, signal));
+        drop((accept_ws, accept_text, accept_metrics, signal));
         // Sockets accepted but not yet served are closed here.
         while let Ok(event) = incoming.try_recv() {
             drop(event);
@@ -287,6 +302,19 @@ async fn accept_text(listener: Async<TcpListener>, events: Sender<Event>) {
                 debug!("backend connected from {peer}");
                 let _ = stream.get_ref().set_nodelay(true);
                 if events.send(Event::Text(stream)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => accept_failed(&e).await,
+        }
+    }
+}
+
+async fn accept_metrics(listener: Async<TcpListener>, events: Sender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if events.send(Event::Metrics(stream)).await.is_err() {
                     return;
                 }
             }

@@ -16,6 +16,7 @@ use crate::apns::sender::Sender;
 use crate::apns::{Registry, RegistryError};
 use crate::frame::Frame;
 use crate::hub::Hub;
+use crate::metrics::Counters;
 use crate::protocol::{
     ApnsPush, ApnsWhen, Command, Presence, Reply, Request, RequestError, Targets, parse_request,
     split_line, write_reply,
@@ -51,9 +52,10 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], replies: &mut
         }
         Request::LegacyInvalid(e) => {
             debug!("text port: answering fail: {e}");
+            Counters::bump(&mut hub.counters.text_errors, e.kind());
             write_reply(replies.ready(), None, &Reply::Legacy(false));
         }
-        Request::Invalid(e) => write_reply(replies.ready(), None, &Reply::Error(e)),
+        Request::Invalid(e) => write_reply(replies.ready(), None, &refuse(hub, e)),
         Request::Command {
             id,
             command:
@@ -67,16 +69,22 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], replies: &mut
                 let (delivered, flight) = push_with_apns(hub, registry, sender, &to, &data, &apns);
                 replies.wait(id, delivered, flight);
             }
-            _ => write_reply(replies.ready(), id, &Reply::Error(RequestError::NoApns)),
+            _ => write_reply(replies.ready(), id, &refuse(hub, RequestError::NoApns)),
         },
         Request::Command { id, command } => {
-            let reply = match command {
-                Ok(command) => execute(hub, services, command),
-                Err(e) => Reply::Error(e),
+            let reply = match command.map(|command| execute(hub, services, command)) {
+                Ok(Reply::Error(e)) | Err(e) => refuse(hub, e),
+                Ok(reply) => reply,
             };
             write_reply(replies.ready(), id, &reply);
         }
     }
+}
+
+/// The error reply for `e`, counted by kind.
+fn refuse<'a>(hub: &mut Hub, e: RequestError) -> Reply<'a> {
+    Counters::bump(&mut hub.counters.text_errors, e.kind());
+    Reply::Error(e)
 }
 
 /// A push that may also go to APNs: the WebSocket connections get it now; the
@@ -150,7 +158,7 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
         Command::Stats => {
             let mut stats = hub.stats();
             stats.apns = services.apns.map(Sender::stats);
-            Reply::Stats(stats)
+            Reply::Stats(Box::new(stats))
         }
     }
 }
@@ -225,11 +233,11 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
                 "text port: closing a connection that sent a line over {} bytes",
                 e.max_len
             );
-            write_reply(
-                replies.ready(),
-                None,
-                &Reply::Error(RequestError::LineTooLong(e.max_len)),
+            let reply = refuse(
+                &mut shared.hub.borrow_mut(),
+                RequestError::LineTooLong(e.max_len),
             );
+            write_reply(replies.ready(), None, &reply);
         }
         let finished = too_long.is_some() || (eof && start == end);
         if finished {

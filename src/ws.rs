@@ -26,6 +26,7 @@ use crate::frame::Frame;
 use crate::handshake;
 use crate::hub::{CloseReason, ConnId, Outbound, Socket};
 use crate::inbound::{Decoder, FrameError, Incoming};
+use crate::metrics::Counters;
 use crate::server::{Shared, SocketSlot};
 use crate::writer;
 
@@ -106,13 +107,17 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
     let (upgrade, tail) = match timeout(shared.config.handshake_timeout, handshake).await {
         Some(Ok(accepted)) => accepted,
         Some(Err(e)) => {
+            let mut hub = shared.hub.borrow_mut();
             if let handshake::Failure::Rejected(handshake::Rejection::ForbiddenOrigin) = e {
-                shared.hub.borrow_mut().counters.rejected_origin += 1;
+                hub.counters.rejected_origin += 1;
             }
+            Counters::bump(&mut hub.counters.handshake_failures, e.kind());
             debug!("handshake failed: {e:?}");
             return;
         }
         None => {
+            let mut hub = shared.hub.borrow_mut();
+            Counters::bump(&mut hub.counters.handshake_failures, "timeout");
             debug!("handshake timed out");
             return;
         }
@@ -121,6 +126,7 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
     let id = {
         let mut hub = shared.hub.borrow_mut();
         let now = hub.now_ms();
+        hub.counters.handshakes += 1;
         hub.open(now, Some(Rc::clone(&stream)))
     };
     let mut session = Session {
@@ -337,8 +343,9 @@ impl Session {
         debug!("closing connection: {ending:?}");
         let mut leftover = {
             let mut hub = self.shared.hub.borrow_mut();
-            if let Ending::Unauthorized(_) = ending {
+            if let Ending::Unauthorized(e) = ending {
                 hub.counters.auth_failures += 1;
+                Counters::bump(&mut hub.counters.auth_failure_reasons, e.kind());
             }
             hub.remove(self.id).unwrap_or_default()
         };

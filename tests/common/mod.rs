@@ -127,6 +127,8 @@ pub fn token_config() -> Config {
 pub struct Server {
     pub ws: SocketAddr,
     pub text: SocketAddr,
+    /// The `/metrics` and `/healthz` endpoint.
+    pub metrics: SocketAddr,
     shutdown: Option<smol::channel::Sender<()>>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -135,19 +137,30 @@ impl Server {
     pub fn start(config: Config) -> Server {
         let ws = TcpListener::bind("127.0.0.1:0").unwrap();
         let text = TcpListener::bind("127.0.0.1:0").unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
         let (ws_addr, text_addr) = (ws.local_addr().unwrap(), text.local_addr().unwrap());
+        let metrics_addr = metrics.local_addr().unwrap();
         let (tx, rx) = smol::channel::bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("pushhub".into())
             .spawn(move || {
-                smol::block_on(pushhub::run(config, Listeners { ws, text }, async move {
-                    rx.recv().await.ok();
-                }))
+                smol::block_on(pushhub::run(
+                    config,
+                    Listeners {
+                        ws,
+                        text,
+                        metrics: Some(metrics),
+                    },
+                    async move {
+                        rx.recv().await.ok();
+                    },
+                ))
             })
             .unwrap();
         Server {
             ws: ws_addr,
             text: text_addr,
+            metrics: metrics_addr,
             shutdown: Some(tx),
             thread: Some(thread),
         }
@@ -564,6 +577,10 @@ pub fn binary_command(args: &[&str], env: &[(&str, &str)]) -> Command {
         .args(args)
         .env_remove("PUSHHUB_SECRET")
         .stdin(Stdio::null());
+    // The metrics endpoint's default port is fixed; tests run side by side.
+    if !args.contains(&"--metrics") && !args.contains(&"--help") {
+        command.args(["--metrics", "127.0.0.1:0"]);
+    }
     for (key, value) in env {
         command.env(key, value);
     }
