@@ -13,7 +13,10 @@ TEXT    ?= 127.0.0.1:5678
 
 N       ?= 18000
 
-.PHONY: build run test bench bench-load bench-chart lint install clean
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := text_line token ws_input
+
+.PHONY: build run test bench bench-load bench-chart fuzz lint install clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -45,6 +48,14 @@ bench-load: build
 bench-chart:
 	$(CARGO) run --release --locked --bin pushhub-bench -- chart \
 		--input bench/results/load.jsonl --output bench/rss.svg
+
+# Fuzzing (libFuzzer through cargo-fuzz, which needs a nightly toolchain):
+# each target for FUZZ_SECONDS. Crashes are saved under fuzz/artifacts/.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "install cargo-fuzz: cargo install cargo-fuzz"; exit 1; }
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

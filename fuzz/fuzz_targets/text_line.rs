@@ -1,0 +1,35 @@
+//! The text port's whole request path on arbitrary bytes: line splitting,
+//! parsing, dispatch against a hub with a few connections, reply encoding.
+//! Every line must get exactly one reply line, and nothing may panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushhub::hub::{Hub, Limits};
+use pushhub::protocol::split_line;
+use pushhub::replies::Replies;
+use pushhub::text_port::{Services, handle_line};
+
+fuzz_target!(|data: &[u8]| {
+    let mut hub = Hub::new(Limits {
+        max_queue_messages: 8,
+        max_queue_bytes: 4096,
+        auth_timeout_ms: 1000,
+        ping_interval_ms: 1000,
+        idle_timeout_ms: 2000,
+    });
+    for uid in ["u1", "u2", "42"] {
+        let id = hub.open(0, None);
+        hub.bind(id, uid);
+    }
+    let mut replies = Replies::default();
+    let mut rest = data;
+    let mut lines = 0;
+    while let Ok(Some((line, used))) = split_line(rest, 1024) {
+        handle_line(&mut hub, Services::default(), line, &mut replies);
+        rest = &rest[used..];
+        lines += 1;
+    }
+    let out = replies.output();
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), lines);
+    assert!(std::str::from_utf8(out).is_ok());
+});
