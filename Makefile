@@ -14,9 +14,10 @@ TEXT    ?= 127.0.0.1:5678
 N       ?= 18000
 
 FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 300
 FUZZ_TARGETS := text_line token ws_input
 
-.PHONY: build run test bench bench-load bench-chart fuzz lint install clean
+.PHONY: build run test bench bench-load bench-chart fuzz soak lint install clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -48,6 +49,10 @@ bench-load: build
 bench-chart:
 	$(CARGO) run --release --locked --bin pushhub-bench -- chart \
 		--input bench/results/load.jsonl --output bench/rss.svg
+
+# The soak test for longer than its CI run (tests/soak.rs, 10 s there).
+soak:
+	PUSHHUB_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --locked --test soak -- --nocapture
 
 # Fuzzing (libFuzzer through cargo-fuzz, which needs a nightly toolchain):
 # each target for FUZZ_SECONDS. Crashes are saved under fuzz/artifacts/.
