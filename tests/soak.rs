@@ -111,7 +111,7 @@ async fn churn_once(ws: std::net::SocketAddr, uid: String, how: u64) {
 
 /// Garbage on the WebSocket port and the text port.
 async fn garbage_once(server_ws: std::net::SocketAddr, text: std::net::SocketAddr, n: u64) {
-    let target = if n % 2 == 0 { server_ws } else { text };
+    let target = if n.is_multiple_of(2) { server_ws } else { text };
     let Ok(mut stream) = Async::<std::net::TcpStream>::connect(target).await else {
         return;
     };
@@ -167,7 +167,7 @@ fn soak() {
                     let mut round = 0u64;
                     while Instant::now() < stop {
                         let how = rng.next();
-                        if how % 10 == 0 {
+                        if how.is_multiple_of(10) {
                             garbage_once(ws, text, how).await;
                         } else {
                             churn_once(ws, format!("c{worker}-{round}"), how).await;
@@ -188,7 +188,7 @@ fn soak() {
             if backend.push(&format!("r{r}"), &text).await == 1 {
                 expected[r].push(text);
             }
-            if k % 50 == 0 {
+            if k.is_multiple_of(50) {
                 let all = format!("b{k}");
                 let reached = backend.broadcast(&all).await;
                 assert!(reached >= READERS as u64, "a broadcast missed readers");
