@@ -17,7 +17,9 @@ FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 300
 FUZZ_TARGETS := text_line token ws_input
 
-.PHONY: build run test bench bench-load bench-chart fuzz soak lint install clean
+HOST    ?=
+
+.PHONY: build run test bench bench-load bench-chart fuzz soak lint install deploy clean
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -76,6 +78,18 @@ install:
 	rm -f pushhub.service.tmp
 	@echo "installed; next: put the token secret in /etc/pushhub/secret, then"
 	@echo "  systemctl daemon-reload && systemctl enable --now pushhub"
+
+# Installs the release binary and the systemd unit on HOST (user@server, with
+# sudo there) over ssh, then restarts the service. The secret file is not
+# copied: create /etc/pushhub/secret on the host once (see README).
+deploy: build
+	@test -n "$(HOST)" || { echo "usage: make deploy HOST=user@server"; exit 1; }
+	scp $(BIN) deploy/pushhub.service $(HOST):/tmp/
+	ssh $(HOST) 'sudo install -D -m 755 /tmp/pushhub /usr/local/bin/pushhub && \
+		sudo install -D -m 644 /tmp/pushhub.service /etc/systemd/system/pushhub.service && \
+		rm -f /tmp/pushhub /tmp/pushhub.service && \
+		sudo systemctl daemon-reload && sudo systemctl enable pushhub && \
+		sudo systemctl restart pushhub && systemctl --no-pager --lines=5 status pushhub'
 
 clean:
 	$(CARGO) clean
