@@ -39,7 +39,7 @@ start_hub() {
     stop_hub
     local auth=(--allow-plain-uid)
     [ $# -gt 0 ] && auth=("$@")
-    "${hub_cpu[@]}" "$HUB" "${auth[@]}" --ws "$WS" --text "$TEXT" --log-level warn &
+    "${hub_cpu[@]}" "$HUB" "${auth[@]}" --ws "$WS" --text "$TEXT" --metrics off --log-level warn &
     hub_pid=$!
     # Wait (bounded) until the text port answers.
     for _ in $(seq 100); do
