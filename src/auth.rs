@@ -42,6 +42,11 @@ impl Secret {
         Some(Secret(raw[start..end].to_vec()))
     }
 
+    /// Reads a secret file; `Ok(None)` if it holds nothing but whitespace.
+    pub fn read(path: &std::path::Path) -> std::io::Result<Option<Secret>> {
+        std::fs::read(path).map(|raw| Secret::from_file_contents(&raw))
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -310,14 +310,11 @@ impl Flags {
             ));
         }
         let secret = match (&self.secret_file, env.secret) {
-            (Some(path), _) => {
-                let raw =
-                    std::fs::read(path).map_err(|e| ConfigError::SecretFile(path.clone(), e))?;
-                Some(
-                    Secret::from_file_contents(&raw)
-                        .ok_or_else(|| ConfigError::EmptySecret(path.display().to_string()))?,
-                )
-            }
+            (Some(path), _) => Some(
+                Secret::read(path)
+                    .map_err(|e| ConfigError::SecretFile(path.clone(), e))?
+                    .ok_or_else(|| ConfigError::EmptySecret(path.display().to_string()))?,
+            ),
             (None, Some(value)) => Some(
                 Secret::from_file_contents(value.as_bytes())
                     .ok_or_else(|| ConfigError::EmptySecret(SECRET_ENV.to_string()))?,

@@ -49,3 +49,15 @@ mod ws;
 
 pub use config::Config;
 pub use server::{Listeners, run};
+
+/// Runs `future` for at most `limit`: `None` if the time ran out first.
+pub async fn timeout<T>(
+    limit: std::time::Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    smol::future::or(async { Some(future.await) }, async {
+        smol::Timer::after(limit).await;
+        None
+    })
+    .await
+}

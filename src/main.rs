@@ -133,13 +133,7 @@ fn apns_test(config: &Config, device: &str) -> ExitCode {
             sender.clone().run().await;
             None
         },
-        async {
-            let limit = async {
-                smol::Timer::after(std::time::Duration::from_secs(60)).await;
-                None
-            };
-            smol::future::or(async { Some(pending.outcome().await) }, limit).await
-        },
+        pushhub::timeout(std::time::Duration::from_secs(60), pending.outcome()),
     ));
     match outcome {
         Some(Outcome::Accepted { apns_id }) => {

@@ -12,6 +12,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics::{Gauges, render};
 use crate::server::Shared;
+use crate::timeout;
 
 /// The longest request head read; scrapers send a few hundred bytes.
 const MAX_REQUEST: usize = 4096;
@@ -21,11 +22,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers one request on `stream`, then closes it.
 pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
-    let request = smol::future::or(read_head(&mut stream), async {
-        smol::Timer::after(REQUEST_TIMEOUT).await;
-        None
-    });
-    let Some(head) = request.await else {
+    let Some(Some(head)) = timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await else {
         debug!("metrics: no request in time, or not HTTP");
         return;
     };

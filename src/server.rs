@@ -18,7 +18,7 @@ use crate::apns::sender::Sender as ApnsSender;
 use crate::apns::{self, DeviceToken, Registry};
 use crate::config::Config;
 use crate::hub::{CloseReason, Hub, Limits};
-use crate::{metrics_http, text_port, writer, ws};
+use crate::{metrics_http, text_port, timeout, writer, ws};
 
 /// State every task of the server shares. Single-threaded: `Rc` and `RefCell`,
 /// and no borrow is ever held across an await.
@@ -248,13 +248,11 @@ pub async fn run(
             while shared.sockets.get() > 0 {
                 Timer::after(Duration::from_millis(10)).await;
             }
-            true
         };
-        let timed_out = async {
-            Timer::after(shared.config.shutdown_timeout).await;
-            false
-        };
-        if !smol::future::or(drained, timed_out).await {
+        if timeout(shared.config.shutdown_timeout, drained)
+            .await
+            .is_none()
+        {
             let left = shared.sockets.get();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }

@@ -11,7 +11,6 @@
 //! (control frames go through the same queue, so nothing ever interleaves), and
 //! frames in go through [`Decoder`], which holds no buffer between messages.
 
-use std::future::Future;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -19,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use log::debug;
-use smol::{Async, Timer};
+use smol::Async;
 
 use crate::auth::{self, AuthError, Identity};
 use crate::frame::Frame;
@@ -28,7 +27,7 @@ use crate::hub::{CloseReason, ConnId, Outbound, Socket};
 use crate::inbound::{Decoder, FrameError, Incoming};
 use crate::metrics::Counters;
 use crate::server::{Shared, SocketSlot};
-use crate::writer;
+use crate::{timeout, writer};
 
 /// Bytes read from a client per system call, into a stack buffer; only a
 /// partial frame is kept between reads.
@@ -155,15 +154,6 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
     };
     // Boxed for the same reason as the handshake: closing happens once.
     Box::pin(session.close(ending)).await;
-}
-
-/// Runs `future` for at most `limit`.
-async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
-    smol::future::or(async { Some(future.await) }, async {
-        Timer::after(limit).await;
-        None
-    })
-    .await
 }
 
 struct Session {

@@ -135,12 +135,9 @@ pub fn from_flags(
         },
         (None, Some(file)) => {
             let password = match (flags.cert_password_file, env_password) {
-                (Some(path), _) => {
-                    let raw = std::fs::read(&path).map_err(|e| {
-                        format!("cannot read the password file {}: {e}", path.display())
-                    })?;
-                    Secret::from_file_contents(&raw)
-                }
+                (Some(path), _) => Secret::read(&path).map_err(|e| {
+                    format!("cannot read the password file {}: {e}", path.display())
+                })?,
                 (None, Some(value)) => Secret::from_file_contents(value.as_bytes()),
                 (None, None) => None,
             };
