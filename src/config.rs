@@ -12,12 +12,21 @@ use argh::FromArgs;
 
 use crate::apns::settings::{self, ApnsFlags, ApnsSettings};
 use crate::auth::Secret;
+use crate::tls::{TlsFiles, TlsSettings};
 
 /// Environment variable that may hold the token secret instead of `--secret-file`.
 pub const SECRET_ENV: &str = "PUSHHUB_SECRET";
 
 /// Environment variable that may hold the APNs certificate's password.
 pub const APNS_CERT_PASSWORD_ENV: &str = "PUSHHUB_APNS_CERT_PASSWORD";
+
+/// Environment variable that may hold the wss certificate's password.
+pub const TLS_PASSWORD_ENV: &str = "PUSHHUB_TLS_PASSWORD";
+
+/// The largest size any size flag takes. A message is held whole in memory, so
+/// more would be a mistake on any server this runs on; it also keeps every
+/// frame's length within a `u32`.
+pub const MAX_SIZE: usize = 1 << 30;
 
 /// Sockets kept back from the open-files limit for listeners, backends, logs and stdio
 /// when `--max-connections` is not given.
@@ -39,6 +48,25 @@ pub struct Flags {
     /// "off" [default: 127.0.0.1:5679]
     #[argh(option, default = "default_metrics()", from_str_fn(parse_metrics))]
     pub metrics: Option<SocketAddr>,
+
+    /// serve wss: the certificate chain (PEM), leaf first; the key may be in
+    /// the same file; SIGHUP reloads it [default: none, plain ws]
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// the private key (PEM) of --tls-cert [default: in the --tls-cert file]
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+
+    /// serve wss with a PKCS#12 archive (certificate, chain and key) instead
+    /// of --tls-cert [default: none]
+    #[argh(option)]
+    pub tls_pkcs12: Option<PathBuf>,
+
+    /// file holding the password of --tls-pkcs12 or of an encrypted --tls-key
+    /// (PUSHHUB_TLS_PASSWORD works too) [default: none]
+    #[argh(option)]
+    pub tls_password_file: Option<PathBuf>,
 
     /// accept a bare uid as the first message (the Workerman original's protocol):
     /// any client can then claim any uid [default: off]
@@ -221,6 +249,8 @@ pub struct Config {
     pub max_queue_bytes: usize,
     pub max_line_length: usize,
     pub shutdown_timeout: Duration,
+    /// wss: the WebSocket port's certificate; `None`: plain ws.
+    pub tls: Option<TlsSettings>,
     /// The APNs device registry's database file.
     pub apns_db: Option<PathBuf>,
     /// Where and how to send to APNs, if at all.
@@ -246,6 +276,7 @@ impl Default for Config {
             max_queue_bytes: 256 * 1024,
             max_line_length: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(5),
+            tls: None,
             apns_db: None,
             apns: None,
             apns_test: None,
@@ -289,6 +320,7 @@ impl Flags {
     /// the process environment; `fd_limit` is the open-files limit the process
     /// runs with.
     pub fn into_config(self, env: Env, fd_limit: u64) -> Result<Config, ConfigError> {
+        let tls = self.tls_settings(env.tls_password)?;
         let apns = settings::from_flags(
             ApnsFlags {
                 key_file: self.apns_key_file,
@@ -354,6 +386,11 @@ impl Flags {
             if n == 0 {
                 return Err(invalid(&format!("{name} must be at least 1")));
             }
+            if n > MAX_SIZE {
+                return Err(invalid(&format!(
+                    "{name} must be at most {MAX_SIZE} (1GiB)"
+                )));
+            }
         }
         Ok(Config {
             auth: AuthConfig {
@@ -379,10 +416,57 @@ impl Flags {
             max_queue_bytes: self.max_queue_bytes,
             max_line_length: self.max_line_length,
             shutdown_timeout: self.shutdown_timeout,
+            tls,
             apns_db: self.apns_db,
             apns,
             apns_test: self.apns_test,
         })
+    }
+}
+
+impl Flags {
+    /// The `--tls-*` flags, checked, with the password read. The files
+    /// themselves are read when the acceptor is built.
+    fn tls_settings(
+        &self,
+        env_password: Option<String>,
+    ) -> Result<Option<TlsSettings>, ConfigError> {
+        let files = match (&self.tls_cert, &self.tls_key, &self.tls_pkcs12) {
+            (None, None, None) => {
+                if self.tls_password_file.is_some() {
+                    return Err(invalid(
+                        "--tls-password-file needs --tls-cert or --tls-pkcs12",
+                    ));
+                }
+                return Ok(None);
+            }
+            (Some(cert), key, None) => TlsFiles::Pem {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (None, None, Some(archive)) => TlsFiles::Pkcs12(archive.clone()),
+            (None, Some(_), None) => {
+                return Err(invalid(
+                    "--tls-key needs --tls-cert: the certificate it belongs to",
+                ));
+            }
+            (_, _, Some(_)) => {
+                return Err(invalid(
+                    "give --tls-pkcs12 or --tls-cert (with --tls-key), not both",
+                ));
+            }
+        };
+        let password = match (&self.tls_password_file, env_password) {
+            (Some(path), _) => Secret::read(path).map_err(|e| {
+                invalid(&format!(
+                    "cannot read the password file {}: {e}",
+                    path.display()
+                ))
+            })?,
+            (None, Some(value)) => Secret::from_file_contents(value.as_bytes()),
+            (None, None) => None,
+        };
+        Ok(Some(TlsSettings { files, password }))
     }
 }
 
@@ -414,6 +498,8 @@ pub struct Env {
     pub secret: Option<String>,
     /// [`APNS_CERT_PASSWORD_ENV`].
     pub apns_cert_password: Option<String>,
+    /// [`TLS_PASSWORD_ENV`].
+    pub tls_password: Option<String>,
 }
 
 impl Env {
@@ -421,6 +507,7 @@ impl Env {
         Env {
             secret: std::env::var(SECRET_ENV).ok(),
             apns_cert_password: std::env::var(APNS_CERT_PASSWORD_ENV).ok(),
+            tls_password: std::env::var(TLS_PASSWORD_ENV).ok(),
         }
     }
 }

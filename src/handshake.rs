@@ -7,11 +7,9 @@
 //! A request that is not an upgrade gets a short, correct HTTP answer, not a hang.
 
 use std::io;
-use std::net::TcpStream;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use smol::Async;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest request head accepted. Browsers send well under 2 KiB.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -160,6 +158,9 @@ pub fn switching_protocols(accept: &str) -> String {
 #[derive(Debug)]
 pub enum Failure {
     Rejected(Rejection),
+    /// The TLS handshake (wss) failed: not TLS, no shared cipher, a client that
+    /// does not trust the certificate, ...
+    Tls(native_tls::Error),
     Io(io::Error),
     /// The client closed before sending a whole request.
     Closed,
@@ -170,6 +171,7 @@ impl Failure {
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Rejected(r) => r.kind(),
+            Failure::Tls(_) => "tls",
             Failure::Io(_) => "io",
             Failure::Closed => "closed",
         }
@@ -181,7 +183,7 @@ impl Failure {
 /// `Origin` is not among them is refused with 403; one without an `Origin`
 /// (not a browser) is not.
 pub async fn accept(
-    stream: &mut Async<TcpStream>,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     allowed_origins: &[String],
 ) -> Result<(Upgrade, Vec<u8>), Failure> {
     let mut buf = vec![0u8; 1024];

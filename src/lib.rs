@@ -30,11 +30,13 @@
 pub mod apns;
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod fd_limit;
 pub mod frame;
 pub mod handshake;
 pub mod hub;
 pub mod inbound;
+mod link;
 pub mod logger;
 pub mod metrics;
 pub mod metrics_http;
@@ -44,6 +46,7 @@ pub mod replies;
 pub mod server;
 pub mod shutdown;
 pub mod text_port;
+pub mod tls;
 pub mod writer;
 mod ws;
 

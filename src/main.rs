@@ -35,6 +35,12 @@ fn main() -> ExitCode {
         error!("{e}");
         return ExitCode::from(2);
     }
+    if let Some(tls) = &config.tls
+        && let Err(e) = tls.acceptor()
+    {
+        error!("{e}");
+        return ExitCode::from(2);
+    }
     if config.auth.allow_plain_uid {
         warn!(
             "plain-uid mode: any client can claim any uid by sending it; give a token \
@@ -82,7 +88,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    info!("WebSocket on ws://{ws_addr}, text port on {text_addr}");
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    info!("WebSocket on {scheme}://{ws_addr}, text port on {text_addr}");
     match smol::block_on(pushhub::run(config, listeners, shutdown)) {
         Ok(()) => {
             info!("stopped");

@@ -37,6 +37,9 @@ pub struct Counters {
     pub kicked: u64,
     /// Connections closed because they sent nothing for the idle timeout.
     pub idle_closed: u64,
+    /// wss certificates reloaded on SIGHUP, and reloads refused (bad files).
+    pub tls_reloads: u64,
+    pub tls_reload_failures: u64,
 }
 
 /// The `stats` reply body.
@@ -208,6 +211,15 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "Connections closed by the idle timeout.",
         &one(c.idle_closed),
+    );
+    metric(
+        "tls_reloads_total",
+        "counter",
+        "wss certificate reloads on SIGHUP, by result.",
+        &[
+            ("{result=\"ok\"}", c.tls_reloads as f64),
+            ("{result=\"failed\"}", c.tls_reload_failures as f64),
+        ],
     );
     let text = labelled(&c.text_errors, "kind");
     metric(

@@ -14,8 +14,12 @@ pub struct Queue {
     frames: VecDeque<Frame>,
     /// Unwritten bytes across all frames.
     bytes: usize,
-    /// Bytes of the front frame already written.
-    written: usize,
+    /// Bytes of the front frame already written (frames are far below 4 GiB:
+    /// every one is bounded by a line or message size limit).
+    written: u32,
+    /// The transport has taken the front frame and must be given the same
+    /// bytes again (TLS: a record was sealed but the socket was full).
+    held: bool,
 }
 
 impl Queue {
@@ -40,14 +44,21 @@ impl Queue {
     /// Whether a frame is half written: nothing else may reach the socket
     /// until it is finished, or the stream of frames would be corrupt.
     pub fn mid_frame(&self) -> bool {
-        self.written > 0
+        self.written > 0 || self.held
+    }
+
+    /// Marks the front frame as started although nothing of it was written:
+    /// OpenSSL, once it returned "want write", must be handed the same bytes
+    /// again, so the frame may no longer be dropped or replaced.
+    pub fn hold_front(&mut self) {
+        self.held = !self.frames.is_empty();
     }
 
     /// Fills `slices` with the unwritten bytes of the first frames; returns how many.
     pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, frame) in self.frames.iter().take(slices.len()).enumerate() {
-            let skip = if i == 0 { self.written } else { 0 };
+            let skip = if i == 0 { self.written as usize } else { 0 };
             slices[i] = IoSlice::new(&frame.as_bytes()[skip..]);
             n += 1;
         }
@@ -57,10 +68,14 @@ impl Queue {
     /// Records that `n` bytes from the front have been written.
     pub fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
+        if n > 0 {
+            self.held = false;
+        }
         while let Some(front) = self.frames.front() {
-            let left = front.len() - self.written;
+            let left = front.len() - self.written as usize;
             if n < left {
-                self.written += n;
+                // Less than the rest of a frame, which fits in u32.
+                self.written += n as u32;
                 return;
             }
             n -= left;
@@ -79,7 +94,10 @@ impl Queue {
     pub fn clear_unstarted(&mut self) {
         let keep = usize::from(self.mid_frame());
         self.frames.truncate(keep);
-        self.bytes = self.frames.front().map_or(0, |f| f.len() - self.written);
+        self.bytes = self
+            .frames
+            .front()
+            .map_or(0, |f| f.len() - self.written as usize);
         if keep == 0 {
             self.frames = VecDeque::new();
         }
@@ -138,5 +156,20 @@ mod tests {
         q.advance(4);
         q.clear_unstarted();
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_held_frame_is_kept_until_written() {
+        let mut q = Queue::default();
+        q.push(Frame::text("abc"));
+        q.push(Frame::text("de"));
+        q.hold_front();
+        assert!(q.mid_frame());
+        q.clear_unstarted();
+        assert_eq!(unwritten(&q), b"\x81\x03abc");
+        q.advance(5);
+        assert!(!q.mid_frame());
+        q.hold_front();
+        assert!(!q.mid_frame(), "an empty queue holds nothing");
     }
 }

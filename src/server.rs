@@ -10,8 +10,11 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use async_native_tls::TlsAcceptor;
+use async_signal::{Signal, Signals};
+use log::{debug, error, info, warn};
 use smol::channel::Sender;
+use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::apns::sender::Sender as ApnsSender;
@@ -29,6 +32,8 @@ pub(crate) struct Shared {
     pub registry: Option<Rc<Registry>>,
     /// The APNs sender, with the APNs flags.
     pub apns: Option<Rc<ApnsSender>>,
+    /// wss: the acceptor new connections get (replaced on SIGHUP).
+    pub tls: RefCell<Option<TlsAcceptor>>,
     /// WebSocket sockets open, including those still in their handshake.
     sockets: Cell<usize>,
     /// The same, per client address, when `--max-connections-per-ip` is set.
@@ -40,11 +45,13 @@ impl Shared {
         config: Config,
         registry: Option<Rc<Registry>>,
         apns: Option<Rc<ApnsSender>>,
+        tls: Option<TlsAcceptor>,
     ) -> Shared {
         Shared {
             hub: RefCell::new(Hub::new(Limits::from_config(&config))),
             registry,
             apns,
+            tls: RefCell::new(tls),
             config,
             sockets: Cell::new(0),
             per_ip: RefCell::new(HashMap::new()),
@@ -197,7 +204,16 @@ pub async fn run(
         }
         _ => None,
     };
-    let shared = Rc::new(Shared::new(config, registry, apns.clone()));
+    let tls = match &config.tls {
+        Some(settings) => {
+            let acceptor = settings.acceptor().map_err(io::Error::other)?;
+            info!("wss: certificate from {}", settings.describe());
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let hangups = Signals::new([Signal::Hup])?;
+    let shared = Rc::new(Shared::new(config, registry, apns.clone(), tls));
     let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
     ex.run(async {
@@ -207,6 +223,7 @@ pub async fn run(
         let sweeper = ex.spawn(sweep(Rc::clone(&shared)));
         let flusher = ex.spawn(flush(Rc::clone(&shared)));
         let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
+        let reloader = ex.spawn(reload_on_hangup(Rc::clone(&shared), hangups));
         let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
         let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
         let accept_metrics =
@@ -256,7 +273,7 @@ pub async fn run(
             let left = shared.sockets.get();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
-        drop((sweeper, flusher, apns_sender));
+        drop((sweeper, flusher, apns_sender, reloader));
     })
     .await;
     Ok(())
@@ -342,6 +359,32 @@ async fn flush(shared: Rc<Shared>) {
         Poll::<()>::Pending
     })
     .await
+}
+
+/// SIGHUP re-reads the wss certificate and key. New connections get the new
+/// ones; open connections keep theirs. If the files are bad, the old ones stay.
+/// (The files are read and parsed on this thread: a few milliseconds, once.)
+async fn reload_on_hangup(shared: Rc<Shared>, mut hangups: Signals) {
+    while hangups.next().await.is_some() {
+        let Some(settings) = &shared.config.tls else {
+            info!("SIGHUP: nothing to reload (no --tls-cert or --tls-pkcs12)");
+            continue;
+        };
+        match settings.acceptor() {
+            Ok(acceptor) => {
+                *shared.tls.borrow_mut() = Some(acceptor);
+                shared.hub.borrow_mut().counters.tls_reloads += 1;
+                info!(
+                    "SIGHUP: reloaded the certificate from {}",
+                    settings.describe()
+                );
+            }
+            Err(e) => {
+                shared.hub.borrow_mut().counters.tls_reload_failures += 1;
+                error!("SIGHUP: {e}; still serving the previous certificate");
+            }
+        }
+    }
 }
 
 /// Applies the hub's deadlines on a tick fine enough for the shortest of them.

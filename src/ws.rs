@@ -11,7 +11,6 @@
 //! (control frames go through the same queue, so nothing ever interleaves), and
 //! frames in go through [`Decoder`], which holds no buffer between messages.
 
-use std::io::{self, Read};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -23,11 +22,13 @@ use smol::Async;
 use crate::auth::{self, AuthError, Identity};
 use crate::frame::Frame;
 use crate::handshake;
-use crate::hub::{CloseReason, ConnId, Outbound, Socket};
+use crate::handshake::{Failure, Upgrade};
+use crate::hub::{CloseReason, ConnId, Outbound};
 use crate::inbound::{Decoder, FrameError, Incoming};
+use crate::link::Link;
 use crate::metrics::Counters;
 use crate::server::{Shared, SocketSlot};
-use crate::{timeout, writer};
+use crate::timeout;
 
 /// Bytes read from a client per system call, into a stack buffer; only a
 /// partial frame is kept between reads.
@@ -98,16 +99,16 @@ impl Ending {
 
 /// Serves one accepted socket until it closes. `slot` counts it against
 /// `--max-connections` until this returns.
-pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot: SocketSlot) {
+pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: SocketSlot) {
     let _slot = slot;
-    // Boxed: the handshake's state is short-lived, and inline it would set the
+    // Boxed: the handshakes' state is short-lived, and inline it would set the
     // size of this task for the connection's whole life.
-    let handshake = Box::pin(handshake::accept(&mut stream, &shared.config.allow_origins));
-    let (upgrade, tail) = match timeout(shared.config.handshake_timeout, handshake).await {
+    let handshake = Box::pin(open(&shared, stream));
+    let (link, upgrade, tail) = match timeout(shared.config.handshake_timeout, handshake).await {
         Some(Ok(accepted)) => accepted,
         Some(Err(e)) => {
             let mut hub = shared.hub.borrow_mut();
-            if let handshake::Failure::Rejected(handshake::Rejection::ForbiddenOrigin) = e {
+            if let Failure::Rejected(handshake::Rejection::ForbiddenOrigin) = e {
                 hub.counters.rejected_origin += 1;
             }
             Counters::bump(&mut hub.counters.handshake_failures, e.kind());
@@ -121,20 +122,18 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
             return;
         }
     };
-    let stream = Rc::new(stream);
     let id = {
         let mut hub = shared.hub.borrow_mut();
         let now = hub.now_ms();
         hub.counters.handshakes += 1;
-        hub.open(now, Some(Rc::clone(&stream)))
+        hub.open(now, link.flusher_socket())
     };
     let mut session = Session {
         decoder: Decoder::new(shared.config.max_message_size),
         shared: Rc::clone(&shared),
         id,
-        stream,
+        link,
         pending: tail,
-        read_blocked: false,
         authenticated: false,
     };
     // A `token` in the URL is always a signed token, never a plain uid. The
@@ -156,17 +155,38 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>, slot
     Box::pin(session.close(ending)).await;
 }
 
+/// The TLS handshake (wss only), then the WebSocket handshake: the client's
+/// link, its upgrade request, and whatever it sent after the request.
+async fn open(
+    shared: &Shared,
+    stream: Async<TcpStream>,
+) -> Result<(Link, Upgrade, Vec<u8>), Failure> {
+    let origins = &shared.config.allow_origins;
+    // A clone (a reference count) of the acceptor of the moment: a reload
+    // during this handshake does not affect it.
+    let acceptor = shared.tls.borrow().clone();
+    match acceptor {
+        None => {
+            let mut stream = stream;
+            let (upgrade, tail) = handshake::accept(&mut stream, origins).await?;
+            Ok((Link::plain(stream), upgrade, tail))
+        }
+        Some(acceptor) => {
+            let mut tls = acceptor.accept(stream).await.map_err(Failure::Tls)?;
+            let (upgrade, tail) = handshake::accept(&mut tls, origins).await?;
+            Ok((Link::Tls(Box::new(tls)), upgrade, tail))
+        }
+    }
+}
+
 struct Session {
     shared: Rc<Shared>,
     id: ConnId,
-    stream: Socket,
+    link: Link,
     decoder: Decoder,
     /// Bytes read but not yet decoded: a partial frame (usually empty, and then
     /// holding no allocation).
     pending: Vec<u8>,
-    /// The last read found nothing: wait for a readiness event before the next,
-    /// instead of paying a failed system call on every wake-up.
-    read_blocked: bool,
     authenticated: bool,
 }
 
@@ -263,7 +283,7 @@ impl Session {
         match hub.outbound(self.id) {
             Outbound::Gone => Some(Ending::Gone),
             Outbound::Close(reason) => Some(Ending::Hub(reason)),
-            Outbound::Write(queue) => match writer::poll_write(&self.stream, queue, cx) {
+            Outbound::Write(queue) => match self.link.poll_write(queue, cx) {
                 Poll::Ready(Err(e)) => {
                     debug!("write failed: {e}");
                     Some(Ending::Gone)
@@ -279,20 +299,11 @@ impl Session {
             if let Some(message) = self.decode()? {
                 return Poll::Ready(Ok(message));
             }
-            if self.read_blocked {
-                match self.stream.poll_readable(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Err(Ending::Gone)),
-                    Poll::Ready(Ok(())) => self.read_blocked = false,
-                }
-            }
             let mut chunk = [0u8; READ_CHUNK];
-            match self.stream.get_ref().read(&mut chunk) {
-                Ok(0) => return Poll::Ready(Err(Ending::Gone)),
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.read_blocked = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Poll::Ready(Err(Ending::Gone)),
+            match self.link.poll_read(cx, &mut chunk) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(Ending::Gone)),
+                Poll::Ready(Ok(n)) => self.pending.extend_from_slice(&chunk[..n]),
             }
         }
     }
@@ -345,7 +356,7 @@ impl Session {
         leftover.push(frame);
         let handshake = async {
             let written = std::future::poll_fn(|cx| {
-                writer::poll_write(&self.stream, &mut leftover, cx).map(|r| r.is_ok())
+                self.link.poll_write(&mut leftover, cx).map(|r| r.is_ok())
             });
             if !written.await || !ending.awaits_reply() {
                 return;
@@ -376,7 +387,7 @@ mod tests {
     fn connection_task_stays_small() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let shared = Rc::new(Shared::new(Config::default(), None, None));
+        let shared = Rc::new(Shared::new(Config::default(), None, None, None));
         let slot = shared.claim_slot([127, 0, 0, 1].into()).unwrap();
         let task = serve(Rc::clone(&shared), Async::new(stream).unwrap(), slot);
         let size = std::mem::size_of_val(&task);

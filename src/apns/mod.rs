@@ -5,7 +5,6 @@
 //! `--apns-*` flags make, and the route from a `push` to a uid's devices.
 //! Only this module talks to Apple.
 
-pub mod credentials;
 pub mod http2;
 pub mod provider_token;
 pub mod reason;

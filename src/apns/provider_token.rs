@@ -25,7 +25,7 @@ use openssl::pkey::{Id, PKey, Private};
 use openssl::sign::Signer;
 use serde::Serialize;
 
-use super::credentials::{CredentialError, CredentialProblem};
+use crate::credentials::{CredentialError, CredentialProblem};
 
 /// A token this old (seconds) is replaced by the next [`ProviderToken::bearer`].
 pub const REFRESH_AGE: u64 = 40 * 60;
@@ -79,9 +79,10 @@ impl ProviderToken {
         key_id: &str,
         team_id: &str,
     ) -> Result<ProviderToken, CredentialError> {
-        let pem = std::fs::read(path)
-            .map_err(|e| CredentialError::new(CredentialProblem::Unreadable(e)).in_file(path))?;
-        ProviderToken::from_p8(&pem, key_id, team_id).map_err(|e| e.in_file(path))
+        let pem = std::fs::read(path).map_err(|e| {
+            CredentialError::new(CredentialProblem::Unreadable(e)).in_files(&[path])
+        })?;
+        ProviderToken::from_p8(&pem, key_id, team_id).map_err(|e| e.in_files(&[path]))
     }
 
     /// The signer for the key of a `.p8` file (a PKCS#8 PEM EC P-256 private
@@ -413,7 +414,7 @@ mod tests {
         ));
         let err = ProviderToken::load(&path, KEY_ID, TEAM_ID).unwrap_err();
         assert!(matches!(err.problem(), CredentialProblem::Unreadable(_)));
-        assert_eq!(err.file(), Some(path.as_path()));
+        assert_eq!(err.files(), std::slice::from_ref(&path));
         assert!(
             err.to_string().contains("pushhub-provider-token-missing"),
             "{err}"

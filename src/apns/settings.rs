@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use async_native_tls::TlsConnector;
 
-use super::credentials::load_identity;
 use super::provider_token::ProviderToken;
 use super::registry::DeviceToken;
 use super::sender::{self, Auth, Sender};
 use crate::auth::Secret;
+use crate::credentials::load_identity;
 
 pub const PRODUCTION_HOST: &str = "api.push.apple.com";
 pub const SANDBOX_HOST: &str = "api.sandbox.push.apple.com";
@@ -176,10 +176,10 @@ pub fn check_credentials(settings: &ApnsSettings) -> Result<(), String> {
             team_id,
         } => ProviderToken::load(key_file, key_id, team_id).map(drop),
         Credentials::Certificate { file, password } => {
-            load_identity(file, password.as_ref().map(Secret::expose)).map(drop)
+            load_identity(&[file], password.as_ref().map(Secret::expose)).map(drop)
         }
     }
-    .map_err(|e| e.to_string())
+    .map_err(|e| format!("APNs credential {e}"))
 }
 
 /// Builds the sender: reads the credentials and the CA, resolves the endpoint.
@@ -207,11 +207,13 @@ pub fn build_sender(
             key_id,
             team_id,
         } => {
-            Auth::Token(ProviderToken::load(key_file, key_id, team_id).map_err(|e| e.to_string())?)
+            let token = ProviderToken::load(key_file, key_id, team_id);
+            Auth::Token(token.map_err(|e| format!("APNs credential {e}"))?)
         }
         Credentials::Certificate { file, password } => {
             let password = password.as_ref().map(Secret::expose);
-            let identity = load_identity(file, password).map_err(|e| e.to_string())?;
+            let identity =
+                load_identity(&[file], password).map_err(|e| format!("APNs credential {e}"))?;
             tls = tls.identity(identity);
             Auth::Certificate
         }

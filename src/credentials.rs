@@ -1,7 +1,7 @@
-//! APNs certificate-based authentication: the TLS client identity, loaded from
-//! a PKCS#12 archive (`.p12`) or from a PEM file holding the certificate and
-//! its private key (the Workerman original's `ck.pem`). Also [`CredentialError`],
-//! shared with the provider token's `.p8` key.
+//! TLS identities (a certificate, its chain and its private key), loaded from a
+//! PKCS#12 archive (`.p12`) or from PEM files: the server's for wss, and the
+//! client's for certificate-based APNs (the Workerman original's `ck.pem`).
+//! Also [`CredentialError`], shared with the APNs provider token's `.p8` key.
 //!
 //! Reads files and parses them; no network. A password is borrowed for the
 //! call and never stored, logged or put into an error. A decrypted key exists
@@ -24,10 +24,10 @@ const PKCS12_R_MAC_VERIFY_FAILURE: i32 = 113;
 /// verify, which with OpenSSL 3 means a cipher it no longer enables by default.
 const ERR_LIB_EVP: i32 = 6;
 
-/// An APNs credential could not be used: which file, and what is wrong with it.
+/// A credential could not be used: which files, and what is wrong with them.
 #[derive(Debug)]
 pub struct CredentialError {
-    file: Option<PathBuf>,
+    files: Vec<PathBuf>,
     problem: CredentialProblem,
 }
 
@@ -70,21 +70,21 @@ pub enum CredentialProblem {
 impl CredentialError {
     pub(crate) fn new(problem: CredentialProblem) -> CredentialError {
         CredentialError {
-            file: None,
+            files: Vec::new(),
             problem,
         }
     }
 
-    /// The same error, naming the file it came from.
-    pub(crate) fn in_file(self, path: &Path) -> CredentialError {
+    /// The same error, naming the files it came from.
+    pub(crate) fn in_files(self, paths: &[&Path]) -> CredentialError {
         CredentialError {
-            file: Some(path.to_path_buf()),
+            files: paths.iter().map(|p| p.to_path_buf()).collect(),
             problem: self.problem,
         }
     }
 
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     pub fn problem(&self) -> &CredentialProblem {
@@ -100,10 +100,14 @@ impl From<CredentialProblem> for CredentialError {
 
 impl fmt::Display for CredentialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.file {
-            Some(path) => write!(f, "APNs credential {}: {}", path.display(), self.problem),
-            None => write!(f, "APNs credential: {}", self.problem),
+        for (i, path) in self.files.iter().enumerate() {
+            let joint = if i == 0 { "" } else { " + " };
+            write!(f, "{joint}{}", path.display())?;
         }
+        if !self.files.is_empty() {
+            f.write_str(": ")?;
+        }
+        self.problem.fmt(f)
     }
 }
 
@@ -126,11 +130,11 @@ impl fmt::Display for CredentialProblem {
             ),
             NotRecognized => f.write_str(
                 "neither PEM (certificate and private key) nor a PKCS#12 archive; \
-                 give the .p12 exported with the push certificate, or a PEM file",
+                 give the .p12 exported with the certificate, or PEM files",
             ),
             NoCertificate => f.write_str(
-                "no certificate (-----BEGIN CERTIFICATE-----) in the PEM file; \
-                 put the APNs certificate and its private key in one file",
+                "no certificate (-----BEGIN CERTIFICATE-----) in the PEM; \
+                 give the certificate with its private key",
             ),
             NoPrivateKey => f.write_str(
                 "no private key in the file; add the certificate's key \
@@ -188,22 +192,33 @@ impl fmt::Display for CredentialProblem {
     }
 }
 
-/// The TLS client identity for certificate-based APNs connections, from a
-/// PKCS#12 archive or a PEM file (detected from the contents, not the name).
+/// A TLS identity from a PKCS#12 archive or PEM (detected from the contents,
+/// not the name). Several files are read as one: a PEM certificate chain and
+/// its key may come in separate files.
 ///
 /// `password` decrypts the archive or an encrypted PEM key (PKCS#8
 /// `ENCRYPTED PRIVATE KEY`, or a legacy `RSA PRIVATE KEY` with `DEK-Info`);
-/// it is ignored for an unencrypted key. A PEM file may hold the key and
+/// it is ignored for an unencrypted key. PEM may hold the key and
 /// certificates in any order; the certificate the key belongs to is sent
 /// first and any others follow as its chain.
 pub fn load_identity(
-    path: &Path,
+    paths: &[&Path],
     password: Option<&[u8]>,
 ) -> Result<native_tls::Identity, CredentialError> {
-    let contents = std::fs::read(path).map_err(CredentialProblem::Unreadable);
-    contents
-        .and_then(|bytes| identity_from_bytes(&bytes, password))
-        .map_err(|problem| CredentialError::new(problem).in_file(path))
+    let mut contents = Vec::new();
+    let read = paths.iter().try_for_each(|path| {
+        let bytes = std::fs::read(path).map_err(CredentialProblem::Unreadable)?;
+        // PEM files joined need a line break between them; a lone archive must
+        // stay byte for byte.
+        if !contents.is_empty() {
+            contents.push(b'\n');
+        }
+        contents.extend_from_slice(&bytes);
+        Ok(())
+    });
+    let identity = read.and_then(|()| identity_from_bytes(&contents, password));
+    wipe(&mut contents);
+    identity.map_err(|problem| CredentialError::new(problem).in_files(paths))
 }
 
 fn identity_from_bytes(
@@ -471,7 +486,7 @@ mod tests {
         match result {
             Ok(_) => panic!("the credential was accepted"),
             Err(e) => {
-                assert!(e.file().is_some(), "{e}");
+                assert!(!e.files().is_empty(), "{e}");
                 let shown = e.to_string();
                 assert!(
                     !shown.contains(std::str::from_utf8(PASSWORD).unwrap()),
@@ -493,14 +508,14 @@ mod tests {
             "cert.p12",
             &pkcs12(&key, &cert, std::str::from_utf8(PASSWORD).unwrap()),
         );
-        load_identity(&p12, Some(PASSWORD)).unwrap();
+        load_identity(&[&p12], Some(PASSWORD)).unwrap();
 
         let encrypted_pkcs8 = key
             .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), PASSWORD)
             .unwrap();
         assert!(encrypted_pkcs8.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         let path = dir.write("pkcs8.pem", &concat(&[&cert_pem, &encrypted_pkcs8]));
-        load_identity(&path, Some(PASSWORD)).unwrap();
+        load_identity(&[&path], Some(PASSWORD)).unwrap();
 
         // The Workerman original's ck.pem: `openssl pkcs12` output (with its
         // Bag Attributes) and a legacy passphrase-protected RSA key, key first.
@@ -517,24 +532,24 @@ mod tests {
             &cert_pem,
         ]);
         let path = dir.write("ck.pem", &ck);
-        load_identity(&path, Some(PASSWORD)).unwrap();
+        load_identity(&[&path], Some(PASSWORD)).unwrap();
 
         let plain_pkcs8 = key.private_key_to_pem_pkcs8().unwrap();
         let path = dir.write("plain8.pem", &concat(&[&cert_pem, &plain_pkcs8]));
-        load_identity(&path, None).unwrap();
+        load_identity(&[&path], None).unwrap();
 
         let plain_rsa = rsa.private_key_to_pem().unwrap();
         assert!(plain_rsa.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
         let path = dir.write("plainrsa.pem", &concat(&[&cert_pem, &plain_rsa]));
-        load_identity(&path, None).unwrap();
+        load_identity(&[&path], None).unwrap();
         // A password given for a key that needs none is not an error.
-        load_identity(&path, Some(PASSWORD)).unwrap();
+        load_identity(&[&path], Some(PASSWORD)).unwrap();
 
         // A chain: the key's certificate need not come first.
         let (_, other_key) = rsa_key();
         let other = self_signed(&other_key, "intermediate").to_pem().unwrap();
         let path = dir.write("chain.pem", &concat(&[&other, &cert_pem, &plain_pkcs8]));
-        load_identity(&path, None).unwrap();
+        load_identity(&[&path], None).unwrap();
     }
 
     #[test]
@@ -549,19 +564,19 @@ mod tests {
             &pkcs12(&key, &cert, std::str::from_utf8(PASSWORD).unwrap()),
         );
         assert!(matches!(
-            problem(load_identity(&p12, Some(b"guess"))),
+            problem(load_identity(&[&p12], Some(b"guess"))),
             CredentialProblem::PasswordWrong
         ));
         assert!(matches!(
-            problem(load_identity(&p12, None)),
+            problem(load_identity(&[&p12], None)),
             CredentialProblem::PasswordMissing
         ));
         assert!(matches!(
-            problem(load_identity(&p12, Some(b"\xff\xfe"))),
+            problem(load_identity(&[&p12], Some(b"\xff\xfe"))),
             CredentialProblem::PasswordUnusable
         ));
         assert!(matches!(
-            problem(load_identity(&p12, Some(b"a\0b"))),
+            problem(load_identity(&[&p12], Some(b"a\0b"))),
             CredentialProblem::PasswordUnusable
         ));
 
@@ -575,21 +590,21 @@ mod tests {
             let path = dir.write(name, &concat(&[&cert_pem, &encrypted_key]));
             assert!(
                 matches!(
-                    problem(load_identity(&path, Some(b"guess"))),
+                    problem(load_identity(&[&path], Some(b"guess"))),
                     CredentialProblem::PasswordWrong
                 ),
                 "{name}"
             );
             assert!(
                 matches!(
-                    problem(load_identity(&path, None)),
+                    problem(load_identity(&[&path], None)),
                     CredentialProblem::PasswordMissing
                 ),
                 "{name}"
             );
             // A NUL in a password is just a wrong byte, not a panic.
             assert!(matches!(
-                problem(load_identity(&path, Some(b"correct\0horse"))),
+                problem(load_identity(&[&path], Some(b"correct\0horse"))),
                 CredentialProblem::PasswordWrong
             ));
         }
@@ -604,26 +619,26 @@ mod tests {
 
         let path = dir.write("cert-only.pem", &cert_pem);
         assert!(matches!(
-            problem(load_identity(&path, None)),
+            problem(load_identity(&[&path], None)),
             CredentialProblem::NoPrivateKey
         ));
 
         let path = dir.write("key-only.pem", &key_pem);
         assert!(matches!(
-            problem(load_identity(&path, None)),
+            problem(load_identity(&[&path], None)),
             CredentialProblem::NoCertificate
         ));
 
         let path = dir.write("two-keys.pem", &concat(&[&cert_pem, &key_pem, &key_pem]));
         assert!(matches!(
-            problem(load_identity(&path, None)),
+            problem(load_identity(&[&path], None)),
             CredentialProblem::SeveralPrivateKeys
         ));
 
         let (_, stranger) = rsa_key();
         let stranger_pem = stranger.private_key_to_pem_pkcs8().unwrap();
         let path = dir.write("mismatch.pem", &concat(&[&cert_pem, &stranger_pem]));
-        let err = load_identity(&path, None).err().unwrap();
+        let err = load_identity(&[&path], None).err().unwrap();
         assert!(matches!(err.problem(), CredentialProblem::KeyMismatch));
         let shown = err.to_string();
         assert!(shown.contains("mismatch.pem"), "{shown}");
@@ -633,7 +648,7 @@ mod tests {
         truncated.truncate(truncated.len() - 40);
         let path = dir.write("truncated.pem", &truncated);
         assert!(matches!(
-            problem(load_identity(&path, None)),
+            problem(load_identity(&[&path], None)),
             CredentialProblem::Malformed { .. }
         ));
 
@@ -643,7 +658,7 @@ mod tests {
         damaged[body..body + 4].copy_from_slice(b"////");
         let path = dir.write("damaged.pem", &damaged);
         assert!(matches!(
-            problem(load_identity(&path, None)),
+            problem(load_identity(&[&path], None)),
             CredentialProblem::Malformed {
                 what: "certificate",
                 ..
@@ -663,14 +678,14 @@ mod tests {
             let path = dir.write(name, contents);
             assert!(
                 matches!(
-                    problem(load_identity(&path, Some(PASSWORD))),
+                    problem(load_identity(&[&path], Some(PASSWORD))),
                     CredentialProblem::NotRecognized
                 ),
                 "{name}"
             );
         }
         let missing = dir.0.join("missing.p12");
-        let err = load_identity(&missing, None).err().unwrap();
+        let err = load_identity(&[&missing], None).err().unwrap();
         assert!(matches!(err.problem(), CredentialProblem::Unreadable(_)));
         assert!(err.to_string().contains("missing.p12"), "{err}");
     }

@@ -1,0 +1,103 @@
+//! A WebSocket client's byte stream once the handshake is done: the plain
+//! socket, or TLS over it (wss). Frames go out from the connection's queue and
+//! bytes come in for its decoder; nothing else in the connection's task depends
+//! on which.
+
+use std::io::{self, IoSlice, Read};
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use async_native_tls::TlsStream;
+use smol::Async;
+use smol::io::AsyncWrite;
+use smol::prelude::AsyncRead;
+
+use crate::hub::Socket;
+use crate::queue::Queue;
+use crate::writer;
+
+pub enum Link {
+    /// Shared with the hub, whose flusher writes to it without waking the task.
+    Plain {
+        socket: Socket,
+        /// The last read found nothing: wait for a readiness event before the
+        /// next, instead of paying a failed system call on every wake-up.
+        read_blocked: bool,
+    },
+    /// Only the connection's task writes to it: records must be sealed in
+    /// order by one writer. Boxed, so that plain connections do not pay for its
+    /// size.
+    Tls(Box<TlsStream<Async<TcpStream>>>),
+}
+
+impl Link {
+    pub fn plain(stream: Async<TcpStream>) -> Link {
+        Link::Plain {
+            socket: Socket::new(stream),
+            read_blocked: false,
+        }
+    }
+
+    /// The socket the hub's flusher may write to directly, if any.
+    pub fn flusher_socket(&self) -> Option<Socket> {
+        match self {
+            Link::Plain { socket, .. } => Some(Socket::clone(socket)),
+            Link::Tls(_) => None,
+        }
+    }
+
+    /// Reads what the client sent (decrypted, for TLS); `Ok(0)` is the end.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Link::Plain {
+                socket,
+                read_blocked,
+            } => loop {
+                if *read_blocked {
+                    ready!(socket.poll_readable(cx))?;
+                    *read_blocked = false;
+                }
+                match socket.get_ref().read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *read_blocked = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    done => return Poll::Ready(done),
+                }
+            },
+            // OpenSSL may hold decrypted bytes the socket no longer shows as
+            // readable, so TLS always tries the read.
+            Link::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+        }
+    }
+
+    /// Writes `queue` until it is empty (`Ready(Ok)`), or until the socket is
+    /// full, in which case the task is woken when it can take more (`Pending`).
+    pub fn poll_write(&mut self, queue: &mut Queue, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Link::Plain { socket, .. } => writer::poll_write(socket, queue, cx),
+            Link::Tls(tls) => {
+                // Frame by frame, each sealed in its own record(s): OpenSSL
+                // writes one buffer per call.
+                while !queue.is_empty() {
+                    let mut slice = [IoSlice::new(&[])];
+                    queue.slices(&mut slice);
+                    match Pin::new(&mut **tls).poll_write(cx, &slice[0]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(n)) => queue.advance(n),
+                        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            // A record may be sealed and waiting in OpenSSL:
+                            // the next call must hand it the same bytes.
+                            queue.hold_front();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
