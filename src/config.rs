@@ -645,5 +645,52 @@ mod tests {
             .into_config(env_secret(" \n"), 100)
             .unwrap_err();
         assert!(matches!(err, ConfigError::EmptySecret(_)));
+        let err = flags(&["--allow-plain-uid", "--max-line-length", "2GiB"])
+            .unwrap()
+            .into_config(Env::default(), 100)
+            .unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
+
+    fn tls_config(args: &[&str], env: Env) -> Result<Option<TlsSettings>, String> {
+        let mut all = vec!["--allow-plain-uid"];
+        all.extend_from_slice(args);
+        let config = flags(&all).unwrap().into_config(env, 100);
+        config.map(|c| c.tls).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tls_flags() {
+        assert!(tls_config(&[], Env::default()).unwrap().is_none());
+        let pem = tls_config(
+            &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            Env::default(),
+        );
+        assert!(matches!(
+            pem.unwrap().unwrap().files,
+            TlsFiles::Pem { key: Some(_), .. }
+        ));
+        let env = Env {
+            tls_password: Some("pw\n".into()),
+            ..Env::default()
+        };
+        let p12 = tls_config(&["--tls-pkcs12", "a.p12"], env)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(p12.files, TlsFiles::Pkcs12(_)));
+        assert_eq!(p12.password.unwrap().expose(), b"pw");
+        for (args, says) in [
+            (&["--tls-key", "k.pem"][..], "--tls-key needs --tls-cert"),
+            (&["--tls-cert", "c", "--tls-pkcs12", "a"][..], "not both"),
+            (&["--tls-key", "k", "--tls-pkcs12", "a"][..], "not both"),
+            (&["--tls-password-file", "p"][..], "needs --tls-cert"),
+            (
+                &["--tls-pkcs12", "a", "--tls-password-file", "/nonexistent/p"][..],
+                "cannot read the password file",
+            ),
+        ] {
+            let err = tls_config(args, Env::default()).unwrap_err();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
     }
 }

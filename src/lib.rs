@@ -7,8 +7,11 @@
 //!
 //! Map of the crate:
 //! - [`config`]: flags → validated [`Config`].
-//! - [`server`]: listeners, deadline sweeper and shutdown ([`run`]).
-//! - `ws`: one WebSocket connection's task: authentication, reading, writing, closing.
+//! - [`server`]: listeners, deadline sweeper, SIGHUP reloads and shutdown ([`run`]).
+//! - `ws`: one WebSocket connection's task: handshakes, authentication, reading, writing, closing.
+//! - `link`: a connection's byte stream after the handshake, plain or TLS.
+//! - [`tls`]: wss settings and the acceptor (rebuilt on SIGHUP).
+//! - [`credentials`]: TLS identities from PEM or PKCS#12 files (wss, APNs).
 //! - [`handshake`]: the HTTP upgrade (parsing is pure; `accept` does the I/O).
 //! - [`inbound`]: the decoder of client frames (no I/O).
 //! - [`text_port`]: one backend connection, and [`text_port::handle_line`].
