@@ -84,12 +84,15 @@ install:
 # copied: create /etc/pushhub/secret on the host once (see README).
 deploy: build
 	@test -n "$(HOST)" || { echo "usage: make deploy HOST=user@server"; exit 1; }
-	scp $(BIN) deploy/pushhub.service $(HOST):/tmp/
-	ssh $(HOST) 'sudo install -D -m 755 /tmp/pushhub /usr/local/bin/pushhub && \
-		sudo install -D -m 644 /tmp/pushhub.service /etc/systemd/system/pushhub.service && \
-		rm -f /tmp/pushhub /tmp/pushhub.service && \
+	@# A private directory made there, so no other user of the host can swap
+	@# the files between the copy and the install.
+	tmp=$$(ssh $(HOST) mktemp -d) && test -n "$$tmp" && \
+	scp $(BIN) deploy/pushhub.service $(HOST):$$tmp/ && \
+	ssh $(HOST) "sudo install -D -m 755 $$tmp/pushhub /usr/local/bin/pushhub && \
+		sudo install -D -m 644 $$tmp/pushhub.service /etc/systemd/system/pushhub.service && \
+		rm -rf $$tmp && \
 		sudo systemctl daemon-reload && sudo systemctl enable pushhub && \
-		sudo systemctl restart pushhub && systemctl --no-pager --lines=5 status pushhub'
+		{ sudo systemctl restart pushhub; systemctl --no-pager --lines=5 status pushhub; }"
 
 clean:
 	$(CARGO) clean

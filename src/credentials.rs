@@ -137,8 +137,8 @@ impl fmt::Display for CredentialProblem {
                  give the certificate with its private key",
             ),
             NoPrivateKey => f.write_str(
-                "no private key in the file; add the certificate's key \
-                 (e.g. cat cert.pem key.pem > ck.pem)",
+                "no private key; give the key the certificate was issued for \
+                 (wss: --tls-key; APNs: in the same file, e.g. cat cert.pem key.pem > ck.pem)",
             ),
             SeveralPrivateKeys => f.write_str(
                 "more than one private key in the PEM file; keep only the certificate's",

@@ -70,7 +70,8 @@ fn main() -> ExitCode {
     let listeners = match Listeners::bind(ws, text, metrics) {
         Ok(listeners) => listeners,
         Err(e) => {
-            error!("cannot listen on {ws} (WebSocket) and {text} (text port): {e}");
+            let metrics = metrics.map_or(String::new(), |m| format!(" and {m} (metrics)"));
+            error!("cannot listen on {ws} (WebSocket), {text} (text port){metrics}: {e}");
             return ExitCode::from(1);
         }
     };
@@ -89,7 +90,11 @@ fn main() -> ExitCode {
         }
     };
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    info!("WebSocket on {scheme}://{ws_addr}, text port on {text_addr}");
+    let metrics = match listeners.metrics.as_ref().map(|l| l.local_addr()) {
+        Some(Ok(addr)) => format!(", metrics on http://{addr}/metrics"),
+        _ => String::new(),
+    };
+    info!("WebSocket on {scheme}://{ws_addr}, text port on {text_addr}{metrics}");
     match smol::block_on(pushhub::run(config, listeners, shutdown)) {
         Ok(()) => {
             info!("stopped");

@@ -70,6 +70,65 @@ fn help_lists_every_flag() {
     assert!(stdout.contains("PUSHHUB_SECRET"), "{stdout}");
 }
 
+/// `--help`'s options as (flag, meaning, default), continuation lines joined.
+fn help_entries(help: &str) -> Vec<(String, String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let options = help.split_once("Options:\n").expect("an Options section").1;
+    for line in options.lines() {
+        if let Some(rest) = line.strip_prefix("  --") {
+            let (flag, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            entries.push((format!("--{flag}"), text.trim().to_string()));
+        } else if let Some((_, text)) = entries.last_mut() {
+            text.push(' ');
+            text.push_str(line.trim());
+        }
+    }
+    entries
+        .into_iter()
+        .filter(|(flag, _)| !flag.starts_with("--help"))
+        .map(|(flag, text)| {
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let (meaning, default) = text
+                .rsplit_once(" [default: ")
+                .unwrap_or_else(|| panic!("{flag} states no default: {text}"));
+            let default = default.trim_end_matches(']').to_string();
+            (flag, meaning.to_string(), default)
+        })
+        .collect()
+}
+
+/// The README's flags table says what `--help` says, flag for flag.
+#[test]
+fn readme_flags_table_matches_help() {
+    let (_, help, _) = run_binary(&["--help"], &[]);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme.split_once("## Flags\n").expect("a Flags section").1;
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| flag |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|cell| cell.trim().trim_matches('`').to_string())
+                .collect()
+        })
+        .collect();
+    let entries = help_entries(&help);
+    let readme_flags: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let help_flags: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        readme_flags, help_flags,
+        "the README's flags differ from --help"
+    );
+    for ((flag, meaning, default), row) in entries.iter().zip(&rows) {
+        assert_eq!(&row[1], default, "README default of {flag}");
+        assert_eq!(&row[2], meaning, "README meaning of {flag}");
+    }
+}
+
 #[test]
 fn refuses_to_start_without_a_way_to_authenticate() {
     let (status, _, stderr) = run_binary(&args(&[]), &[]);
