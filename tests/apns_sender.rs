@@ -551,6 +551,26 @@ fn no_server_fails_after_the_configured_attempts() {
 }
 
 #[test]
+fn a_stalled_connect_fails_after_the_configured_attempts() {
+    // Accepts TCP connections and never answers the TLS handshake.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = FakeApns::start(ok());
+    let mut config = config(&server);
+    config.addr = silent.local_addr().unwrap();
+    config.connect_timeout = Duration::from_millis(100);
+    let sender = sender(&server, config);
+    let pending = sender.send(Notification::new(device(1), PAYLOAD)).unwrap();
+    with_running(&sender, async {
+        let outcome = outcome(pending).await;
+        assert!(
+            matches!(&outcome, Outcome::Failed { why: Failure::Unreachable(why) } if why.contains("no connection within")),
+            "{outcome:?}"
+        );
+    });
+    assert_eq!(sender.stats().sent, 0);
+}
+
+#[test]
 fn a_full_queue_refuses() {
     let server = FakeApns::start(ok());
     let mut config = config(&server);

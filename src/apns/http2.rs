@@ -23,6 +23,8 @@ pub enum ConnectError {
     Tcp(io::Error),
     Tls(async_native_tls::Error),
     Http2(h2::Error),
+    /// The whole attempt took longer than this.
+    TimedOut(std::time::Duration),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -31,6 +33,9 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Tcp(e) => write!(f, "cannot connect: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             ConnectError::Http2(e) => write!(f, "HTTP/2 handshake failed: {e}"),
+            ConnectError::TimedOut(limit) => {
+                write!(f, "cannot connect: no connection within {limit:?}")
+            }
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct Config {
     /// is taken for dead (one that died silently, behind a NAT, looks alive
     /// to HTTP/2) and replaced, and the notification retried.
     pub request_timeout: Duration,
+    /// How long connecting may take: TCP, TLS and the HTTP/2 handshake. A
+    /// stalled attempt counts as a failed one.
+    pub connect_timeout: Duration,
     /// Whether 400 `BadDeviceToken` means the token is gone from the start.
     /// A sandbox token sent to production is refused the same way, so by
     /// default a bad token counts as gone only once this endpoint has accepted
@@ -88,6 +91,7 @@ impl Config {
             backoff_first: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             bad_device_token_is_gone: false,
         }
     }
@@ -531,7 +535,11 @@ impl Sender {
             if failures > 0 {
                 Timer::after(self.config.backoff(failures)).await;
             }
-            let connected = http2::connect(self.config.addr, &self.config.host, &self.tls).await;
+            let connecting = http2::connect(self.config.addr, &self.config.host, &self.tls);
+            let limit = self.config.connect_timeout;
+            let connected = crate::timeout(limit, connecting)
+                .await
+                .unwrap_or(Err(http2::ConnectError::TimedOut(limit)));
             let driver = match connected {
                 Ok((http2, driver)) => {
                     bump(&self.counters.connections);
