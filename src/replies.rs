@@ -5,6 +5,8 @@
 //! allocation per reply. Once a reply waits, the ready replies after it are
 //! kept with it and follow it out; the requests themselves go on being handled
 //! (pushes still reach WebSocket clients at once), only their replies are held.
+//! Up to a bound: past [`MAX_WAITING`] waiting replies or [`MAX_HELD_BYTES`] of
+//! replies held behind them, the connection stops reading until some settle.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -13,6 +15,12 @@ use serde_json::value::RawValue;
 
 use crate::apns::route::InFlight;
 use crate::protocol::{Reply, write_reply};
+
+/// Replies waiting for APNs on one backend connection before it stops reading.
+pub const MAX_WAITING: usize = 1024;
+
+/// Bytes of ready replies held behind waiting ones before it stops reading.
+pub const MAX_HELD_BYTES: usize = 1 << 20;
 
 /// A push's reply waiting for APNs, and the ready replies that came after it.
 struct Waiting {
@@ -51,6 +59,13 @@ impl Replies {
     /// Whether a reply is waiting for APNs.
     pub fn is_waiting(&self) -> bool {
         !self.waiting.is_empty()
+    }
+
+    /// Whether so much waits that the connection should read no more requests
+    /// until some of it is settled.
+    pub fn is_full(&self) -> bool {
+        self.waiting.len() >= MAX_WAITING
+            || self.waiting.iter().map(|w| w.after.len()).sum::<usize>() >= MAX_HELD_BYTES
     }
 
     /// Moves every reply that is complete, in order, to the output. Ready when

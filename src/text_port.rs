@@ -284,8 +284,15 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
             }
         }
         // While a reply waits for APNs, its arrival is as good a reason to go
-        // round again as new input.
-        let read = async { Some(stream.read(&mut buf[end..]).await) };
+        // round again as new input. While too many wait, it is the only one:
+        // the backend's requests stay in the socket.
+        let full = replies.is_full();
+        let read = async {
+            if full {
+                std::future::pending::<()>().await;
+            }
+            Some(stream.read(&mut buf[end..]).await)
+        };
         let settled = async {
             if !replies.is_waiting() {
                 std::future::pending::<()>().await;

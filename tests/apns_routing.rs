@@ -6,11 +6,13 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::apns::{FakeApns, TestCert};
 use common::*;
 use pushhub::apns::settings::{ApnsSettings, Credentials, Endpoint};
 use serde_json::{Value, json};
+use smol::Timer;
 
 fn device(n: u32) -> String {
     format!("{n:08x}").repeat(8)
@@ -276,5 +278,46 @@ fn a_slow_apns_does_not_hold_up_other_backends() {
         assert_eq!(next_text(&mut client).await, "not held up");
         let stats = other.stats().await;
         assert_eq!(stats["apns"]["sent"], 1, "{stats}");
+    });
+}
+
+/// While an APNs that does not answer holds the replies of a backend
+/// connection, that connection stops reading once the bound of waiting
+/// replies is reached: its requests stay in the socket, not in the hub.
+#[test]
+fn waiting_replies_are_bounded() {
+    let apns = FakeApns::start(Arc::new(|_| (common::apns::NO_ANSWER, None)));
+    let scratch = Scratch::new("held-replies");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut other = Backend::connect(server.text).await;
+        register(&mut other, "offline", &device(6)).await;
+        let sent = 3 * pushhub::replies::MAX_WAITING;
+        let lines: String = (0..sent)
+            .map(|_| format!("{}\n", push("offline", None)))
+            .collect();
+        // From a thread: once the hub stops reading, this write blocks (until
+        // the hub is stopped at the end of the test).
+        let text = server.text;
+        std::thread::spawn(move || {
+            let mut backend = std::net::TcpStream::connect(text).unwrap();
+            let _ = std::io::Write::write_all(&mut backend, lines.as_bytes());
+            let _ = std::io::Read::read_to_end(&mut backend, &mut Vec::new());
+        });
+        // Wait until the count stops moving, then check where it stopped.
+        let mut last = -1;
+        loop {
+            Timer::after(Duration::from_millis(200)).await;
+            let pushes = other.stats().await["pushes"].as_i64().unwrap();
+            if pushes == last {
+                break;
+            }
+            last = pushes;
+        }
+        let limit = pushhub::replies::MAX_WAITING as i64;
+        assert!(
+            last >= limit && last < 2 * limit,
+            "{last} pushes handled with {sent} sent and a bound of {limit}"
+        );
     });
 }
