@@ -10,15 +10,10 @@ use std::thread;
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509, X509NameBuilder};
 use smol::Async;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+pub use super::tls::TestCert;
 
 /// A request as the server saw it.
 #[derive(Debug, Clone)]
@@ -41,46 +36,6 @@ pub const NO_ANSWER: u16 = 2;
 
 /// What the server answers: a status and, for errors, Apple's reason.
 pub type Script = Arc<dyn Fn(&Seen) -> (u16, Option<&'static str>) + Send + Sync>;
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM.
-pub struct TestCert {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-}
-
-impl TestCert {
-    pub fn new() -> TestCert {
-        let rsa = Rsa::generate(2048).unwrap();
-        let key = PKey::from_rsa(rsa).unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "localhost").unwrap();
-        let name = name.build();
-        let mut builder = X509::builder().unwrap();
-        builder.set_version(2).unwrap();
-        let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
-        builder.set_serial_number(&serial).unwrap();
-        builder.set_subject_name(&name).unwrap();
-        builder.set_issuer_name(&name).unwrap();
-        builder.set_pubkey(&key).unwrap();
-        builder
-            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        builder
-            .set_not_after(&Asn1Time::days_from_now(2).unwrap())
-            .unwrap();
-        let san = SubjectAlternativeName::new()
-            .dns("localhost")
-            .ip("127.0.0.1")
-            .build(&builder.x509v3_context(None, None))
-            .unwrap();
-        builder.append_extension(san).unwrap();
-        builder.sign(&key, MessageDigest::sha256()).unwrap();
-        TestCert {
-            cert_pem: builder.build().to_pem().unwrap(),
-            key_pem: key.private_key_to_pem_pkcs8().unwrap(),
-        }
-    }
-}
 
 /// The running server. It stops when the test process ends.
 pub struct FakeApns {

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod apns;
+pub mod tls;
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader as StdBufReader};
@@ -23,7 +24,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use pushhub::auth::{Secret, mint, unix_now};
 use pushhub::{Config, Listeners};
 use serde_json::Value;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::stream::StreamExt;
 use smol::{Async, Timer};
 
@@ -37,6 +38,12 @@ pub const TEST: Duration = Duration::from_secs(20);
 pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
 
 pub type Client = WebSocketStream<Async<TcpStream>>;
+
+/// What a WebSocket client may run over: a plain socket ([`Client`]), or TLS
+/// over one (wss). The helpers below take either.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for S {}
 
 // ---------------------------------------------------------------------------
 // Deadlines.
@@ -234,7 +241,7 @@ pub async fn connect(ws: SocketAddr, path: &str) -> Client {
         .unwrap_or_else(|e| panic!("WebSocket handshake on {path} failed: {e}"))
 }
 
-pub async fn send_text(client: &mut Client, text: &str) {
+pub async fn send_text(client: &mut WebSocketStream<impl Transport>, text: &str) {
     within(STEP, "sending a message", client.send(Message::text(text)))
         .await
         .unwrap_or_else(|e| panic!("sending {text:?} failed: {e}"));
@@ -270,12 +277,14 @@ pub async fn wait_connections(backend: &mut Backend, uid: &str, n: u64) {
 }
 
 /// The next message, whatever it is; `None` once the stream has ended.
-pub async fn next_message(client: &mut Client) -> Option<Result<Message, WsError>> {
+pub async fn next_message(
+    client: &mut WebSocketStream<impl Transport>,
+) -> Option<Result<Message, WsError>> {
     within(STEP, "the next WebSocket message", client.next()).await
 }
 
 /// The next text message, skipping pings and pongs; panics on anything else.
-pub async fn next_text(client: &mut Client) -> String {
+pub async fn next_text(client: &mut WebSocketStream<impl Transport>) -> String {
     loop {
         match next_message(client).await {
             Some(Ok(Message::Text(text))) => return text.as_str().to_string(),
@@ -292,7 +301,7 @@ pub async fn next_text(client: &mut Client) -> String {
 
 /// Reads until the hub's close frame, skipping pings and pongs (and answering
 /// them, as tungstenite does on read); returns its code and reason.
-pub async fn expect_close(client: &mut Client) -> (u16, String) {
+pub async fn expect_close(client: &mut WebSocketStream<impl Transport>) -> (u16, String) {
     loop {
         match next_message(client).await {
             Some(Ok(Message::Close(Some(frame)))) => {
@@ -307,7 +316,7 @@ pub async fn expect_close(client: &mut Client) -> (u16, String) {
 }
 
 /// Reads until the stream ends, expecting nothing but the end of the close handshake.
-pub async fn expect_end(client: &mut Client) {
+pub async fn expect_end(client: &mut WebSocketStream<impl Transport>) {
     loop {
         match next_message(client).await {
             None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return,
@@ -318,7 +327,7 @@ pub async fn expect_end(client: &mut Client) {
 }
 
 /// Closes from the client side and waits for the hub's reply.
-pub async fn close_client(client: &mut Client) {
+pub async fn close_client(client: &mut WebSocketStream<impl Transport>) {
     within(STEP, "sending a close frame", client.close(None))
         .await
         .unwrap();
@@ -481,8 +490,8 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// Starts the binary on two fresh ports with `args` and `env` (PUSHHUB_SECRET
-    /// is removed unless given), and waits for it to log its addresses.
+    /// Starts the binary on two fresh ports with `args` and `env` (the secrets'
+    /// variables are removed unless given), and waits for it to log its addresses.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Binary {
         let mut child = binary_command(args, env)
             .stdout(Stdio::null())
@@ -506,13 +515,20 @@ impl Binary {
             lines,
             stderr: Vec::new(),
         };
-        let line = binary.wait_for_line("WebSocket on ws://");
-        let rest = &line[line.find("WebSocket on ws://").unwrap() + "WebSocket on ws://".len()..];
-        let (ws, text) = rest
-            .split_once(", text port on ")
-            .unwrap_or_else(|| panic!("unexpected address line {line:?}"));
-        binary.ws = ws.trim().parse().unwrap();
-        binary.text = text.trim().parse().unwrap();
+        // "WebSocket on ws://ADDR, text port on ADDR[, metrics on http://ADDR/metrics]",
+        // with `wss://` under the --tls-* flags.
+        let line = binary.wait_for_line("WebSocket on ");
+        let parse = |line: &str| -> Option<(SocketAddr, SocketAddr)> {
+            let rest = &line[line.find("WebSocket on ")? + "WebSocket on ".len()..];
+            let rest = rest
+                .strip_prefix("ws://")
+                .or_else(|| rest.strip_prefix("wss://"))?;
+            let (ws, rest) = rest.split_once(", text port on ")?;
+            let text = rest.split(',').next()?;
+            Some((ws.trim().parse().ok()?, text.trim().parse().ok()?))
+        };
+        (binary.ws, binary.text) =
+            parse(&line).unwrap_or_else(|| panic!("unexpected address line {line:?}"));
         binary
     }
 
@@ -531,7 +547,14 @@ impl Binary {
                         return line;
                     }
                 }
-                Err(_) => panic!(
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = wait_child(&mut self.child, STEP);
+                    panic!(
+                        "pushhub ended ({status}) without logging {needle:?}; stderr: {:#?}",
+                        self.stderr
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                     "pushhub never logged {needle:?}; stderr so far: {:#?}",
                     self.stderr
                 ),
@@ -570,12 +593,16 @@ impl Drop for Binary {
     }
 }
 
-/// The binary's command line, with PUSHHUB_SECRET removed unless `env` sets it.
+/// The binary's command line, with the environment variables that carry
+/// secrets (PUSHHUB_SECRET, PUSHHUB_TLS_PASSWORD, ...) removed unless `env`
+/// sets them.
 pub fn binary_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pushhub"));
     command
         .args(args)
         .env_remove("PUSHHUB_SECRET")
+        .env_remove("PUSHHUB_TLS_PASSWORD")
+        .env_remove("PUSHHUB_APNS_CERT_PASSWORD")
         .stdin(Stdio::null());
     // The metrics endpoint's default port is fixed; tests run side by side.
     if !args.contains(&"--metrics") && !args.contains(&"--help") {
