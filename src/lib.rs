@@ -26,7 +26,7 @@
 //! - [`metrics`]: counters, the `stats` snapshot and its Prometheus form.
 //! - [`metrics_http`]: the `/metrics` and `/healthz` endpoint.
 //! - [`logger`]: leveled logging to stderr.
-//! - [`shutdown`]: SIGINT/SIGTERM → the shutdown future.
+//! - [`signals`]: SIGINT/SIGTERM → the shutdown future; SIGHUP → reloads.
 //! - [`fd_limit`]: raising the open-files limit.
 #![forbid(unsafe_code)]
 
@@ -47,7 +47,7 @@ pub mod protocol;
 pub mod queue;
 pub mod replies;
 pub mod server;
-pub mod shutdown;
+pub mod signals;
 pub mod text_port;
 pub mod tls;
 pub mod writer;

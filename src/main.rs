@@ -7,7 +7,7 @@ use log::{error, info, warn};
 use pushhub::apns::sender::{Notification, Outcome};
 use pushhub::apns::{DeviceToken, settings};
 use pushhub::config::{self, Config, Env, Flags, RESERVED_FDS};
-use pushhub::{Listeners, fd_limit, logger, shutdown};
+use pushhub::{Listeners, fd_limit, logger, signals};
 
 fn main() -> ExitCode {
     let flags: Flags = match config::from_command_line() {
@@ -15,6 +15,15 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     logger::init(flags.log_level);
+    // Before anything slow (reading certificates, opening the registry): from
+    // here on, these signals are handled instead of ending the process.
+    let (shutdown, hangups) = match (signals::on_shutdown(), signals::hangups()) {
+        (Ok(shutdown), Ok(hangups)) => (shutdown, hangups),
+        (Err(e), _) | (_, Err(e)) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (ws, text, metrics) = (flags.ws, flags.text, flags.metrics);
     let fd_limit = fd_limit::raise();
     let config = match flags.into_config(Env::from_process(), fd_limit) {
@@ -82,20 +91,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let shutdown = match shutdown::on_signal() {
-        Ok(shutdown) => shutdown,
-        Err(e) => {
-            error!("cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let metrics = match listeners.metrics.as_ref().map(|l| l.local_addr()) {
         Some(Ok(addr)) => format!(", metrics on http://{addr}/metrics"),
         _ => String::new(),
     };
     info!("WebSocket on {scheme}://{ws_addr}, text port on {text_addr}{metrics}");
-    match smol::block_on(pushhub::run(config, listeners, shutdown)) {
+    match smol::block_on(pushhub::run(config, listeners, shutdown, hangups)) {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS

@@ -11,10 +11,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_native_tls::TlsAcceptor;
-use async_signal::{Signal, Signals};
 use log::{debug, error, info, warn};
 use smol::channel::Sender;
-use smol::stream::StreamExt;
+use smol::stream::{Stream, StreamExt};
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::apns::sender::Sender as ApnsSender;
@@ -169,11 +168,12 @@ enum Event {
 
 /// Runs the hub until `shutdown` completes, then closes every connection with a
 /// "going away" frame and returns once they are closed or the shutdown timeout
-/// has passed.
+/// has passed. Each item of `hangups` reloads the wss certificate.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
+    hangups: impl Stream<Item = ()> + Unpin,
 ) -> io::Result<()> {
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
@@ -212,7 +212,6 @@ pub async fn run(
         }
         None => None,
     };
-    let hangups = Signals::new([Signal::Hup])?;
     let shared = Rc::new(Shared::new(config, registry, apns.clone(), tls));
     let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
@@ -361,10 +360,10 @@ async fn flush(shared: Rc<Shared>) {
     .await
 }
 
-/// SIGHUP re-reads the wss certificate and key. New connections get the new
+/// A SIGHUP re-reads the wss certificate and key. New connections get the new
 /// ones; open connections keep theirs. If the files are bad, the old ones stay.
 /// (The files are read and parsed on this thread: a few milliseconds, once.)
-async fn reload_on_hangup(shared: Rc<Shared>, mut hangups: Signals) {
+async fn reload_on_hangup(shared: Rc<Shared>, mut hangups: impl Stream<Item = ()> + Unpin) {
     while hangups.next().await.is_some() {
         let Some(settings) = &shared.config.tls else {
             info!("SIGHUP: nothing to reload (no --tls-cert or --tls-pkcs12)");

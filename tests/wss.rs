@@ -689,13 +689,10 @@ fn sighup_reloads_the_certificate_for_new_connections() {
 /// not stop it. Under systemd, a death by SIGHUP is a clean exit, not a
 /// failure: `Restart=on-failure` would leave the hub down.
 ///
-/// Fails: the binary logs "WebSocket on wss://..." (src/main.rs) before
-/// `pushhub::run` installs its SIGHUP handler (src/server.rs, after building
-/// the TLS acceptor a second time), so a SIGHUP in between terminates the
-/// process. A long certificate chain makes that window wide enough to hit
-/// every time; with a plain certificate it is hit about 7 times in 10.
+/// A long certificate chain makes the start slow: when the handlers were
+/// installed only once the hub ran, after the certificate was read a second
+/// time, a SIGHUP in that window killed it every time.
 #[test]
-#[ignore = "bug: SIGHUP right after the ready line kills the hub (handler installed too late)"]
 fn sighup_right_after_the_hub_is_ready_does_not_stop_it() {
     let dir = Scratch::new("wss-early-sighup");
     let intermediate = TestCert::new();

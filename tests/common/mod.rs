@@ -161,6 +161,9 @@ impl Server {
                     async move {
                         rx.recv().await.ok();
                     },
+                    // SIGHUP is tested on the binary: a handler here would
+                    // catch signals meant for the whole test process.
+                    smol::stream::pending(),
                 ))
             })
             .unwrap();
