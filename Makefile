@@ -42,7 +42,8 @@ bench:
 	$(CARGO) bench --locked --bench hot_paths
 
 # Load benchmarks: release hub + generator on loopback, one fresh hub per step.
-# Parameters: N (connections, default 18000), ONLY (a subset, e.g. "conns push").
+# Parameters: N (connections, default 18000), ONLY (a subset, e.g. "conns push";
+# the list is in bench/load.sh: conns conns-token conns-wss broadcast push pushmax slow floor).
 # Results are appended to bench/results/load.jsonl (one JSON line per run).
 bench-load: build
 	N=$(N) ONLY="$(ONLY)" bench/load.sh

@@ -80,6 +80,7 @@ pub struct CommonArgs {
     pub concurrency: usize,
     pub timeout_secs: u64,
     pub floor_us: Option<f64>,
+    pub tls: bool,
 }
 
 /// Declares a hub bench's flags: its own, then the shared ones.
@@ -125,6 +126,12 @@ macro_rules! hub_bench {
             /// CPU µs per send measured by `floor`: adds ratios to that floor
             #[argh(option)]
             pub floor_us: Option<f64>,
+            /// wss: a TLS handshake before the WebSocket one, for a hub started
+            /// with --tls-cert or --tls-pkcs12. The hub's certificate is NOT
+            /// verified (any one is accepted, as a throwaway self-signed one must
+            /// be): for benchmarking on loopback only
+            #[argh(switch)]
+            pub tls: bool,
         }
 
         impl $name {
@@ -139,6 +146,7 @@ macro_rules! hub_bench {
                     concurrency: self.concurrency,
                     timeout_secs: self.timeout_secs,
                     floor_us: self.floor_us,
+                    tls: self.tls,
                 }
             }
         }
@@ -335,4 +343,7 @@ pub struct WorkerArgs {
     /// exit after this many seconds even if stdin stays open
     #[argh(option, default = "120")]
     pub timeout_secs: u64,
+    /// wss, without verifying the hub's certificate (see `conns --help`)
+    #[argh(switch)]
+    pub tls: bool,
 }

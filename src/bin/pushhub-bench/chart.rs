@@ -49,14 +49,15 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Reads every `conns` line of `jsonl`; the latest run of each mode is kept.
+/// Reads every `conns` line of `jsonl` but the wss ones (`--tls`); the latest
+/// run of each mode is kept.
 pub fn series_from_results(jsonl: &str) -> Vec<Series> {
     let mut by_mode: Vec<Series> = Vec::new();
     for line in jsonl.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v["bench"] != "conns" {
+        if v["bench"] != "conns" || v["tls"] == true {
             continue;
         }
         let mode = v["mode"].as_str().unwrap_or("plain").to_string();
@@ -220,13 +221,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_the_latest_conns_run_of_each_mode() {
+    fn keeps_the_latest_ws_conns_run_of_each_mode() {
         let jsonl = concat!(
             r#"{"bench":"conns","mode":"plain","idle_rss_bytes":1000,"steps":[{"n":10,"rss_bytes":2000}]}"#,
             "\n",
             r#"{"bench":"floor","cpu_us_per_send":12.0}"#,
             "\nnot json\n",
             r#"{"bench":"conns","mode":"plain","idle_rss_bytes":1000,"steps":[{"n":10,"rss_bytes":1500},{"n":20,"rss_bytes":2500}]}"#,
+            "\n",
+            // wss is not drawn.
+            r#"{"bench":"conns","mode":"plain","tls":true,"idle_rss_bytes":1000,"steps":[{"n":10,"rss_bytes":9000}]}"#,
             "\n"
         );
         let series = series_from_results(jsonl);

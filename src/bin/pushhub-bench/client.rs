@@ -1,8 +1,8 @@
 //! The raw WebSocket client, by the thousand: connect from a chosen source
-//! address, send the HTTP upgrade with a fixed key (only the `101` status line is
-//! checked), send the credential as one masked text frame, then read: answer
-//! pings, answer a close, and hand every text message to the bench's
-//! [`Listener`].
+//! address (with `--tls`, then do a TLS handshake: see [`crate::stream`]), send
+//! the HTTP upgrade with a fixed key (only the `101` status line is checked),
+//! send the credential as one masked text frame, then read: answer pings,
+//! answer a close, and hand every text message to the bench's [`Listener`].
 //!
 //! Not tungstenite: at 18,000 connections its state and buffers per connection
 //! would weigh more than the hub being measured. Here a connection is one task
@@ -12,13 +12,12 @@
 //! buffer lives per connection at all.
 
 use std::cell::{Cell, RefCell};
-use std::io::Read;
 use std::net::{SocketAddrV4, TcpStream};
 use std::ops::Range;
 use std::rc::Rc;
 
+use native_tls::TlsConnector;
 use pushhub::auth::{Secret, mint};
-use smol::io::AsyncWriteExt;
 use smol::lock::Semaphore;
 use smol::{Async, LocalExecutor};
 
@@ -26,6 +25,7 @@ use crate::clock::now_ns;
 use crate::codec::{self, Decoder, Event, FrameError, MASK, OP_CLOSE, OP_PONG, OP_TEXT};
 use crate::net;
 use crate::notify::Notify;
+use crate::stream::{Stream, Tls, Wire};
 
 /// Shared read buffer: big enough that a 64 KiB frame takes one or two reads.
 const SCRATCH_BYTES: usize = 128 * 1024;
@@ -95,7 +95,7 @@ impl Listener for Ignore {
 
 /// A connection that stopped reading, socket open; [`Pool::resume`] reads it again.
 pub struct Parked {
-    stream: Async<TcpStream>,
+    stream: Stream,
     state: ConnState,
 }
 
@@ -106,6 +106,8 @@ pub struct ClientConfig {
     pub credential: Credential,
     /// SO_RCVBUF for the connections in the range (default: the kernel's).
     pub rcvbuf: Option<(Range<u32>, usize)>,
+    /// wss: the TLS handshake's settings, shared by every connection.
+    pub tls: Option<TlsConnector>,
 }
 
 /// What every connection task of a pool shares.
@@ -114,6 +116,7 @@ struct Ctx {
     sources: u8,
     credential: Credential,
     rcvbuf: Option<(Range<u32>, usize)>,
+    tls: Option<TlsConnector>,
     /// The upgrade request, the same for every connection.
     request: String,
     opening: Semaphore,
@@ -165,6 +168,7 @@ impl Pool {
                 sources: config.sources,
                 credential: config.credential,
                 rcvbuf: config.rcvbuf,
+                tls: config.tls,
                 request,
                 opening: Semaphore::new(config.concurrency.max(1)),
                 listener,
@@ -181,7 +185,12 @@ impl Pool {
     /// Starts the clients of uids `u<i>` for `i` in `range`.
     pub fn spawn(&self, range: Range<u32>) {
         for idx in range {
-            self.ex.spawn(conn_task(Rc::clone(&self.ctx), idx)).detach();
+            let ctx = Rc::clone(&self.ctx);
+            let task = match self.ctx.tls {
+                None => self.ex.spawn(conn_task::<Async<TcpStream>>(ctx, idx)),
+                Some(_) => self.ex.spawn(conn_task::<Tls>(ctx, idx)),
+            };
+            task.detach();
         }
     }
 
@@ -215,19 +224,22 @@ impl Pool {
 
     /// Reads a parked connection again.
     pub fn resume(&self, parked: Parked) {
-        self.ex
-            .spawn(read_loop(Rc::clone(&self.ctx), parked.stream, parked.state))
-            .detach();
+        let ctx = Rc::clone(&self.ctx);
+        let task = match parked.stream {
+            Stream::Plain(socket) => self.ex.spawn(read_loop(ctx, socket, parked.state)),
+            Stream::Tls(tls) => self.ex.spawn(read_loop(ctx, tls, parked.state)),
+        };
+        task.detach();
     }
 }
 
 /// One client's life. Kept small: it is paid once per connection.
-async fn conn_task(ctx: Rc<Ctx>, idx: u32) {
+async fn conn_task<W: Wire>(ctx: Rc<Ctx>, idx: u32) {
     let opened = {
         let _permit = ctx.opening.acquire().await;
         // Boxed: the opening's state (buffers, the credential) is short-lived
         // and would otherwise set the size of every task for its whole life.
-        Box::pin(open(&ctx, idx)).await
+        Box::pin(open::<W>(&ctx, idx)).await
     };
     match opened {
         Ok((stream, state)) => {
@@ -239,17 +251,19 @@ async fn conn_task(ctx: Rc<Ctx>, idx: u32) {
     }
 }
 
-/// Connects, upgrades and logs in; in plain mode, until the greeting.
-async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), String> {
+/// Connects (with --tls, then does the TLS handshake), upgrades and logs in;
+/// in plain mode, until the greeting.
+async fn open<W: Wire>(ctx: &Ctx, idx: u32) -> Result<(W, ConnState), String> {
     let src = net::source(idx, ctx.sources);
     let rcvbuf = match &ctx.rcvbuf {
         Some((range, bytes)) if range.contains(&idx) => Some(*bytes),
         _ => None,
     };
-    let stream = net::connect_from(src, ctx.ws, rcvbuf)
+    let socket = net::connect_from(src, ctx.ws, rcvbuf)
         .await
         .map_err(|e| format!("connect from {src} to {}: {e}", ctx.ws))?;
-    (&stream)
+    let mut stream = W::start(socket, ctx.tls.as_ref()).await?;
+    stream
         .write_all(ctx.request.as_bytes())
         .await
         .map_err(|e| format!("sending the upgrade request: {e}"))?;
@@ -258,7 +272,7 @@ async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), Stri
     let head_end = loop {
         let mut chunk = [0u8; 512];
         let n = stream
-            .read_with(|s| (&*s).read(&mut chunk))
+            .read_with(|s| s.read(&mut chunk))
             .await
             .map_err(|e| format!("reading the upgrade response: {e}"))?;
         if n == 0 {
@@ -285,7 +299,7 @@ async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), Stri
     let credential = ctx.credential.for_uid(&uid);
     let mut frame = Vec::with_capacity(credential.len() + 14);
     codec::encode(&mut frame, OP_TEXT, credential.as_bytes(), Some(MASK));
-    (&stream)
+    stream
         .write_all(&frame)
         .await
         .map_err(|e| format!("sending the credential: {e}"))?;
@@ -303,7 +317,7 @@ async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), Stri
             break;
         }
         state
-            .flush(&stream)
+            .flush(&mut stream)
             .await
             .map_err(|e| format!("writing: {e}"))?;
         if let Some(code) = state.closed {
@@ -313,7 +327,7 @@ async fn open(ctx: &Ctx, idx: u32) -> Result<(Async<TcpStream>, ConnState), Stri
         }
         let mut chunk = [0u8; 512];
         let n = stream
-            .read_with(|s| (&*s).read(&mut chunk))
+            .read_with(|s| s.read(&mut chunk))
             .await
             .map_err(|e| format!("waiting for the greeting: {e}"))?;
         if n == 0 {
@@ -334,10 +348,10 @@ enum Turn {
 }
 
 /// Reads until the connection ends or the listener parks it.
-async fn read_loop(ctx: Rc<Ctx>, stream: Async<TcpStream>, mut state: ConnState) {
+async fn read_loop<W: Wire>(ctx: Rc<Ctx>, mut stream: W, mut state: ConnState) {
     let mut streak = 0u32;
     let code = loop {
-        if let Err(e) = state.flush(&stream).await {
+        if let Err(e) = state.flush(&mut stream).await {
             ctx.note(format!("u{}: writing: {e}", state.idx));
             break None;
         }
@@ -346,14 +360,17 @@ async fn read_loop(ctx: Rc<Ctx>, stream: Async<TcpStream>, mut state: ConnState)
             break code;
         }
         if !ctx.listener.keep_reading(state.idx) {
-            ctx.listener.park(Parked { stream, state });
+            ctx.listener.park(Parked {
+                stream: stream.into_stream(),
+                state,
+            });
             return;
         }
         let turn = stream
             .read_with(|s| {
                 SCRATCH.with(|scratch| {
                     let mut buf = scratch.borrow_mut();
-                    let n = (&*s).read(&mut buf)?;
+                    let n = s.read(&mut buf)?;
                     if n == 0 {
                         return Ok(Turn::Eof);
                     }
@@ -459,12 +476,11 @@ impl ConnState {
     }
 
     /// Writes pending pongs or the close reply.
-    async fn flush(&mut self, stream: &Async<TcpStream>) -> std::io::Result<()> {
+    async fn flush(&mut self, stream: &mut impl Wire) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let mut writer = stream;
-        writer.write_all(&self.out).await.map(|()| {
+        stream.write_all(&self.out).await.map(|()| {
             // Hold no memory while idle.
             self.out = Vec::new();
         })
@@ -524,11 +540,17 @@ mod tests {
             concurrency: 1,
             credential: Credential::Plain,
             rcvbuf: None,
+            tls: None,
         };
         let pool = Pool::new(ex, config, Rc::new(Ignore));
-        let size = std::mem::size_of_val(&conn_task(Rc::clone(&pool.ctx), 0));
-        // 784 bytes when written; with the socket's reactor entry and the
-        // executor's task header, a connection costs this side about 1.2 KiB.
+        let size = std::mem::size_of_val(&conn_task::<Async<TcpStream>>(Rc::clone(&pool.ctx), 0));
+        // 784 bytes when written (and still with --tls added: a plain
+        // connection's task is its own type); with the socket's reactor entry
+        // and the executor's task header, a connection costs this side about
+        // 1.2 KiB.
         assert!(size <= 1024, "connection task grew to {size} bytes");
+        // A TLS one adds OpenSSL's state, behind the box.
+        let size = std::mem::size_of_val(&conn_task::<Tls>(Rc::clone(&pool.ctx), 0));
+        assert!(size <= 1024, "TLS connection task grew to {size} bytes");
     }
 }

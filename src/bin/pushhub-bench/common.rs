@@ -8,6 +8,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use native_tls::TlsConnector;
 use pushhub::auth::{Secret, unix_now};
 use pushhub::config::SECRET_ENV;
 use smol::{LocalExecutor, Timer};
@@ -17,6 +18,7 @@ use crate::client::{ClientConfig, Credential, Listener, Pool};
 use crate::net;
 use crate::proc::HubProc;
 use crate::report::{Report, say};
+use crate::stream;
 use crate::textport::Backend;
 
 /// How often the hub's `stats` is polled while waiting for it.
@@ -39,6 +41,8 @@ pub struct Env {
     pub sources: u8,
     pub concurrency: usize,
     pub floor_us: Option<f64>,
+    /// `--tls`: the TLS settings of every client.
+    pub tls: Option<TlsConnector>,
     /// The flags as given, for the worker processes.
     pub args: CommonArgs,
     /// When --timeout-secs runs out.
@@ -65,6 +69,7 @@ impl Env {
             return Err("--floor-us must be a positive number".into());
         }
         let credential = credential(args.mode, args.secret_file.as_deref())?;
+        let tls = args.tls.then(stream::connector).transpose()?;
         let hub = args.hub_pid.map(HubProc::new).transpose()?;
         if let Some(hub) = &hub
             && !hub.listens_on(ws)?
@@ -85,6 +90,7 @@ impl Env {
             sources: args.sources,
             concurrency: args.concurrency,
             floor_us: args.floor_us,
+            tls,
             args: args.clone(),
             deadline: Instant::now() + Duration::from_secs(args.timeout_secs),
         })
@@ -126,6 +132,7 @@ impl Env {
             concurrency: self.concurrency,
             credential: self.credential.clone(),
             rcvbuf: None,
+            tls: self.tls.clone(),
         }
     }
 
@@ -181,8 +188,9 @@ impl Env {
         })?;
         let secs = crate::clock::ms(crate::clock::now_ns() - started) / 1e3;
         say(&format!(
-            "{n} clients connected and authenticated in {secs:.2} s ({} mode)",
-            self.mode.name()
+            "{n} clients connected and authenticated in {secs:.2} s ({} mode{})",
+            self.mode.name(),
+            if self.tls.is_some() { ", wss" } else { "" }
         ));
         Ok(pool)
     }

@@ -14,6 +14,7 @@
 //! - [`client`]: the raw WebSocket client and the pool of them.
 //! - [`codec`]: client frames out, the streaming decoder of server frames in.
 //! - [`net`]: loopback checks, sockets bound to source addresses, fd limits.
+//! - [`stream`]: a client's plain or TLS (`--tls`, wss) byte stream.
 //! - [`textport`]: the pipelined text-port connection.
 //! - [`proc`]: the hub's RSS and CPU time from /proc.
 //! - [`stats`]: percentiles and slopes; [`rng`]: uid choice; [`clock`]: clocks.
@@ -41,6 +42,7 @@ mod report;
 mod rng;
 mod slow;
 mod stats;
+mod stream;
 mod textport;
 mod worker;
 
@@ -106,6 +108,9 @@ where
         }
     };
     report.set("mode", env.mode.name());
+    if args.tls {
+        report.set("tls", true);
+    }
     // The bench is a task of its own: the future given to `run` is polled
     // again whenever the executor wakes up for any task, and a bench polled
     // for nothing would retry its reads (one failed system call each time).

@@ -23,6 +23,7 @@ use crate::client::{ClientConfig, Ignore, Pool};
 use crate::clock::{ms, now_ns};
 use crate::common::{Env, credential};
 use crate::net;
+use crate::stream;
 
 /// How long a worker may take to exit once its stdin is closed.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -45,6 +46,7 @@ fn serve(a: &WorkerArgs) -> Result<ExitCode, String> {
         return Err("--from must be below --to".into());
     }
     let credential = credential(a.mode, a.secret_file.as_deref())?;
+    let tls = a.tls.then(stream::connector).transpose()?;
     let ex = Rc::new(LocalExecutor::new());
     let config = ClientConfig {
         ws,
@@ -52,6 +54,7 @@ fn serve(a: &WorkerArgs) -> Result<ExitCode, String> {
         concurrency: a.concurrency,
         credential,
         rcvbuf: None,
+        tls,
     };
     let pool = Pool::new(Rc::clone(&ex), config, Rc::new(Ignore));
     let limit = Duration::from_secs(a.timeout_secs);
@@ -145,6 +148,9 @@ impl Worker {
             .kill_on_drop(true);
         if let Some(path) = env.args.secret_file.as_deref().map(Path::as_os_str) {
             command.arg("--secret-file").arg(path);
+        }
+        if env.args.tls {
+            command.arg("--tls");
         }
         let mut child = command
             .spawn()
