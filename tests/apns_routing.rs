@@ -321,3 +321,48 @@ fn waiting_replies_are_bounded() {
         );
     });
 }
+
+/// A push to a uid with many devices settles every one of them, and the
+/// reply lists the refusals in the order of the devices.
+#[test]
+fn a_push_to_many_devices_settles_them_all() {
+    const DEVICES: u32 = 2000;
+    // Apple refuses every 500th device as unregistered.
+    let apns = FakeApns::start(Arc::new(|request| {
+        let last = request.path.rsplit('/').next().unwrap_or_default();
+        let n = u32::from_str_radix(&last[..8], 16).unwrap_or(1);
+        if n % 500 == 0 {
+            (410, Some(r#"{"reason":"Unregistered"}"#))
+        } else {
+            (200, None)
+        }
+    }));
+    let scratch = Scratch::new("many-devices");
+    let server = Server::start(config(&apns, &scratch));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        let lines: String = (1..=DEVICES)
+            .map(|n| {
+                let request = json!({"cmd": "register", "uid": "many", "apns": device(n)});
+                format!("{request}\n")
+            })
+            .collect();
+        backend.send(lines.as_bytes()).await;
+        for _ in 1..=DEVICES {
+            let reply: Value = serde_json::from_str(&backend.line().await).unwrap();
+            assert_eq!(reply["ok"], true, "{reply}");
+        }
+        let reply = backend.json(push("many", None)).await;
+        let summary = &reply["apns"];
+        assert_eq!(summary["devices"], DEVICES, "{reply}");
+        assert_eq!(summary["accepted"], DEVICES - 4, "{reply}");
+        let refused: Vec<&str> = summary["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["apns"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = [500, 1000, 1500, 2000].map(device).to_vec();
+        assert_eq!(refused, expected, "{reply}");
+    });
+}

@@ -13,7 +13,9 @@ use crate::protocol::{ApnsPush, ApnsSummary, Refusal};
 /// Notifications under way for one push.
 pub struct InFlight {
     summary: ApnsSummary,
-    pending: Vec<(DeviceToken, Option<Pending>)>,
+    pending: Vec<(DeviceToken, Pending)>,
+    /// How many of `pending`, from the front, have their outcome recorded.
+    settled: usize,
 }
 
 impl InFlight {
@@ -22,6 +24,7 @@ impl InFlight {
         let mut flight = InFlight {
             summary: ApnsSummary::default(),
             pending: Vec::new(),
+            settled: 0,
         };
         // One copy of the payload, shared by every device's request.
         let payload = Bytes::copy_from_slice(apns.payload.as_bytes());
@@ -43,7 +46,7 @@ impl InFlight {
                     ..Notification::new(device.clone(), payload.clone())
                 };
                 match sender.send(notification) {
-                    Ok(pending) => flight.pending.push((device, Some(pending))),
+                    Ok(pending) => flight.pending.push((device, pending)),
                     Err(_) => flight.summary.refused.push(Refusal {
                         apns: device.as_str().to_string(),
                         status: None,
@@ -56,21 +59,20 @@ impl InFlight {
         flight
     }
 
-    /// Ready once Apple has answered for every device (outcomes are recorded as
-    /// they come; polling again after Ready is harmless).
+    /// Ready once Apple has answered for every device (polling again after
+    /// Ready is harmless).
+    ///
+    /// Outcomes are taken in order, and only the first one not yet known
+    /// holds a waker: the others wait in their channels. So a push to many
+    /// devices costs one poll per outcome and one per wake-up, not one per
+    /// device at every wake-up.
     pub fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut done = true;
-        for (device, pending) in &mut self.pending {
-            let Some(p) = pending else { continue };
-            match p.poll_outcome(cx) {
-                Poll::Ready(outcome) => {
-                    record(&mut self.summary, device, outcome);
-                    *pending = None;
-                }
-                Poll::Pending => done = false,
-            }
+        while let Some((device, pending)) = self.pending.get_mut(self.settled) {
+            let outcome = std::task::ready!(pending.poll_outcome(cx));
+            record(&mut self.summary, device, outcome);
+            self.settled += 1;
         }
-        if done { Poll::Ready(()) } else { Poll::Pending }
+        Poll::Ready(())
     }
 
     /// The summary for the reply; call once `poll_done` is Ready.
