@@ -27,21 +27,6 @@ const CHURN: usize = 200;
 /// RSS growth allowed between warm-up and the end.
 const RSS_MARGIN: u64 = 4 << 20;
 
-fn proc_status(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// A client that stays, and must receive every push acknowledged for it.
 struct Reader(Client);
 

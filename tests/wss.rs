@@ -945,3 +945,140 @@ fn bad_tls_flags_and_files_exit_2_with_a_clear_message() {
         );
     }
 }
+
+/// What one churning wss client does before it goes.
+#[derive(Clone, Copy)]
+enum Leaving {
+    /// Logs in, then sends a close frame.
+    Closes,
+    /// Logs in, then resets the connection.
+    Resets,
+    /// Sends half a ClientHello, then goes.
+    MidHandshake,
+    /// Completes TLS, then sends bytes that are no HTTP request.
+    Garbage,
+    /// Logs in, then sends the start of a frame and goes.
+    MidFrame,
+}
+
+/// One blocking wss client: TLS with `tls`, then as `how` says.
+fn churn_wss(ws: SocketAddr, tls: &native_tls::TlsConnector, uid: &str, how: Leaving) {
+    use async_tungstenite::tungstenite;
+    let tcp = TcpStream::connect(ws).unwrap();
+    tcp.set_read_timeout(Some(STEP)).unwrap();
+    if let Leaving::MidHandshake = how {
+        let hello = client_hello();
+        let _ = (&tcp).write_all(&hello[..hello.len() / 2]);
+        return;
+    }
+    let raw = tcp.try_clone().unwrap();
+    let mut stream = tls.connect("localhost", tcp).expect("TLS handshake");
+    if let Leaving::Garbage = how {
+        let _ = stream.write_all(b"\x00\x01 not a request\r\n\r\n");
+        let _ = stream.read(&mut [0u8; 256]);
+        return;
+    }
+    let url = format!("wss://localhost:{}/", ws.port());
+    let (mut client, _) = tungstenite::client(url, stream).expect("WebSocket handshake");
+    client.send(Message::text(uid)).unwrap();
+    let greeting = client.read().unwrap();
+    assert_eq!(
+        greeting.to_text().unwrap(),
+        format!("login success, your uid is {uid}")
+    );
+    match how {
+        Leaving::Closes => {
+            client.close(None).unwrap();
+            while client.read().is_ok() {}
+        }
+        Leaving::Resets => {
+            rustix::net::sockopt::set_socket_linger(&raw, Some(Duration::ZERO)).unwrap();
+        }
+        Leaving::MidFrame => {
+            let _ = client.get_mut().write_all(&[0x81, 0xFE, 0x10]);
+        }
+        Leaving::MidHandshake | Leaving::Garbage => unreachable!(),
+    }
+}
+
+/// Clients that come over wss and leave every way (close, reset, mid-TLS
+/// handshake, garbage, mid-frame) leave nothing behind: the hub's descriptors
+/// are back where they were, its RSS within a margin, and it still serves.
+#[test]
+fn wss_churn_leaves_nothing_behind() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 100;
+    const WAYS: [Leaving; 5] = [
+        Leaving::Closes,
+        Leaving::Resets,
+        Leaving::MidHandshake,
+        Leaving::Garbage,
+        Leaving::MidFrame,
+    ];
+    let dir = Scratch::new("wss-churn");
+    let (cert_path, key_path) = (dir.path("cert.pem"), dir.path("key.pem"));
+    write(&cert_path, &cert().cert_pem);
+    write(&key_path, &cert().key_pem);
+    let hub = Binary::start(
+        &args(&[
+            "--tls-cert",
+            arg(&cert_path),
+            "--tls-key",
+            arg(&key_path),
+            "--handshake-timeout",
+            "500ms",
+        ]),
+        &[],
+    );
+    let pid = hub.child.id();
+    let tls = native_tls::TlsConnector::builder()
+        .add_root_certificate(cert().certificate())
+        .build()
+        .unwrap();
+    let churn = |rounds: usize| {
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let tls = &tls;
+                scope.spawn(move || {
+                    for round in 0..rounds {
+                        let how = WAYS[(t + round) % WAYS.len()];
+                        churn_wss(hub.ws, tls, &format!("c{t}-{round}"), how);
+                    }
+                });
+            }
+        });
+    };
+    let settle = |fds: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while open_fds(pid) > fds {
+            assert!(Instant::now() < deadline, "descriptors still above {fds}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let fds_before = open_fds(pid);
+    // One round to warm up the allocator before the baseline.
+    churn(WAYS.len());
+    settle(fds_before);
+    let rss_before = proc_status(pid, "VmRSS:") * 1024;
+    churn(ROUNDS);
+    settle(fds_before);
+    let rss_after = proc_status(pid, "VmRSS:") * 1024;
+    eprintln!(
+        "wss churn: {} clients; RSS {rss_before} -> {rss_after} bytes",
+        THREADS * ROUNDS
+    );
+    assert!(
+        rss_after <= rss_before + (4 << 20),
+        "RSS grew from {rss_before} to {rss_after} bytes"
+    );
+    check_serves(&hub, cert());
+    run(async {
+        let mut backend = Backend::connect(hub.text).await;
+        let stats = backend.stats().await;
+        assert_eq!(stats["connections"], 0, "{stats}");
+        // Each way of leaving after the handshake is counted as what it was.
+        let each = (THREADS * ROUNDS / WAYS.len()) as u64;
+        assert!(failures(&stats, "tls") >= each, "{stats}");
+        assert!(failures(&stats, "malformed") >= each, "{stats}");
+    });
+}

@@ -343,6 +343,23 @@ pub async fn close_client(client: &mut WebSocketStream<impl Transport>) {
     }
 }
 
+/// A `/proc/PID/status` figure (the number before its unit), e.g. `VmRSS:`.
+pub fn proc_status(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The file descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
 /// Drops a client's socket with a TCP reset instead of a close frame or a FIN.
 pub fn reset(client: Client) {
     let stream = client.into_inner();
