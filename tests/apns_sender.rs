@@ -208,6 +208,56 @@ fn accepted_with_path_headers_body_and_a_verifiable_token() {
     assert_eq!(stats.queued, 0);
 }
 
+/// Each push type goes to the topic Apple wants for it: the bundle id, with
+/// `.voip`, `.push-type.liveactivity`, ... appended.
+#[test]
+fn the_topic_follows_the_push_type() {
+    let server = FakeApns::start(ok());
+    let sender = sender(&server, config(&server));
+    let types = [
+        (PushType::Background, "com.example.app"),
+        (PushType::Voip, "com.example.app.voip"),
+        (PushType::Complication, "com.example.app.complication"),
+        (
+            PushType::FileProvider,
+            "com.example.app.pushkit.fileprovider",
+        ),
+        (PushType::Location, "com.example.app.location-query"),
+        (
+            PushType::LiveActivity,
+            "com.example.app.push-type.liveactivity",
+        ),
+        (PushType::PushToTalk, "com.example.app.voip-ptt"),
+        (PushType::Widgets, "com.example.app.push-type.widgets"),
+    ];
+    let pending: Vec<_> = types
+        .iter()
+        .enumerate()
+        .map(|(i, (push_type, _))| {
+            let mut notification = Notification::new(device(i as u8 + 1), PAYLOAD);
+            notification.push_type = *push_type;
+            sender.send(notification).unwrap()
+        })
+        .collect();
+    with_running(&sender, async {
+        for p in pending {
+            assert_eq!(outcome(p).await, accepted());
+        }
+    });
+    let seen = server.seen.lock().unwrap();
+    for (i, (push_type, topic)) in types.iter().enumerate() {
+        let path = format!("/3/device/{}", format!("{:02x}", i + 1).repeat(32));
+        let request = seen.iter().find(|s| s.path == path).unwrap();
+        assert_eq!(request.headers["apns-push-type"], push_type.as_str());
+        assert_eq!(request.headers["apns-topic"], *topic, "{push_type:?}");
+    }
+    // A topic given with its suffix already is not suffixed twice.
+    assert_eq!(
+        PushType::Voip.topic("com.example.app.voip"),
+        "com.example.app.voip"
+    );
+}
+
 #[test]
 fn certificate_auth_sends_no_authorization_header() {
     let server = FakeApns::start(ok());

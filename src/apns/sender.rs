@@ -162,6 +162,32 @@ impl PushType {
         ALL.into_iter().find(|t| t.as_str() == name)
     }
 
+    /// What Apple wants after the bundle id in `apns-topic` for this type
+    /// (for `mdm`, the topic is the MDM certificate's own: give it as the topic).
+    pub fn topic_suffix(self) -> &'static str {
+        match self {
+            PushType::Alert | PushType::Background | PushType::Mdm => "",
+            PushType::Voip => ".voip",
+            PushType::Complication => ".complication",
+            PushType::FileProvider => ".pushkit.fileprovider",
+            PushType::Location => ".location-query",
+            PushType::LiveActivity => ".push-type.liveactivity",
+            PushType::PushToTalk => ".voip-ptt",
+            PushType::Widgets => ".push-type.widgets",
+        }
+    }
+
+    /// `apns-topic` for this type, given the app's bundle id. A topic given
+    /// with the suffix already (a hub for VoIP only, say) is kept as it is.
+    pub fn topic(self, bundle: &str) -> String {
+        let suffix = self.topic_suffix();
+        if bundle.ends_with(suffix) {
+            bundle.to_string()
+        } else {
+            format!("{bundle}{suffix}")
+        }
+    }
+
     /// The largest payload Apple takes for this type.
     pub fn max_payload(self) -> usize {
         match self {
@@ -645,8 +671,9 @@ impl Sender {
                 .token
                 .as_ref()
                 .map(|token| format!("bearer {}", token.borrow_mut().bearer((self.clock)())));
+            let topic = n.push_type.topic(&self.config.topic);
             let mut headers = vec![
-                ("apns-topic", self.config.topic.as_str()),
+                ("apns-topic", topic.as_str()),
                 ("apns-push-type", n.push_type.as_str()),
                 ("apns-priority", n.priority.as_str()),
                 ("apns-expiration", expiration.as_str()),
