@@ -61,7 +61,8 @@ struct Conn {
     prev: u32,
     next: u32,
     queue: Queue,
-    /// For the flusher to write without waking the task; `None` in unit tests.
+    /// For the flusher to write without waking the task; `None` for wss (only
+    /// the task may write through OpenSSL) and in unit tests.
     socket: Option<Socket>,
     waker: Option<Waker>,
     opened_ms: u64,
