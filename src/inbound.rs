@@ -55,16 +55,18 @@ struct Fragmented {
 }
 
 /// Decoder state that lives between frames: only a fragmented message.
+/// Every connection holds one, so it is kept small: the rare fragmented
+/// message is boxed, and the limit (at most 1 GiB) fits a `u32`.
 #[derive(Debug)]
 pub struct Decoder {
-    max_message: usize,
-    fragmented: Option<Fragmented>,
+    max_message: u32,
+    fragmented: Option<Box<Fragmented>>,
 }
 
 impl Decoder {
     pub fn new(max_message: usize) -> Decoder {
         Decoder {
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
             fragmented: None,
         }
     }
@@ -109,7 +111,7 @@ impl Decoder {
             ));
         }
         let buffered = self.fragmented.as_ref().map_or(0, |f| f.data.len()) as u64;
-        if !control && len.saturating_add(buffered) > self.max_message as u64 {
+        if !control && len.saturating_add(buffered) > u64::from(self.max_message) {
             return Err(FrameError::TooBig);
         }
         let len = len as usize;
@@ -134,10 +136,10 @@ impl Decoder {
                 if fin {
                     Some(complete(text, payload.to_vec())?)
                 } else {
-                    self.fragmented = Some(Fragmented {
+                    self.fragmented = Some(Box::new(Fragmented {
                         text,
                         data: payload.to_vec(),
-                    });
+                    }));
                     None
                 }
             }
@@ -147,7 +149,7 @@ impl Decoder {
                 };
                 fragmented.data.extend_from_slice(payload);
                 match (fin, self.fragmented.take()) {
-                    (true, Some(Fragmented { text, data })) => Some(complete(text, data)?),
+                    (true, Some(done)) => Some(complete(done.text, done.data)?),
                     (_, fragmented) => {
                         self.fragmented = fragmented;
                         None

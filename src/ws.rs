@@ -11,6 +11,7 @@
 //! (control frames go through the same queue, so nothing ever interleaves), and
 //! frames in go through [`Decoder`], which holds no buffer between messages.
 
+use std::future::Future;
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -22,7 +23,7 @@ use smol::Async;
 use crate::auth::{self, AuthError, Identity};
 use crate::frame::Frame;
 use crate::handshake;
-use crate::handshake::{Failure, Upgrade};
+use crate::handshake::Failure;
 use crate::hub::{CloseReason, ConnId, Outbound};
 use crate::inbound::{Decoder, FrameError, Incoming};
 use crate::link::Link;
@@ -97,70 +98,85 @@ impl Ending {
     }
 }
 
+/// What the handshakes hand over: the client's link, the `token` of its
+/// request's URL, and whatever it sent after the request.
+type Opened = (Link, Option<String>, Vec<u8>);
+
 /// Serves one accepted socket until it closes. `slot` counts it against
-/// `--max-connections` until this returns.
-pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>, slot: SocketSlot) {
-    let _slot = slot;
-    // Boxed: the handshakes' state is short-lived, and inline it would set the
-    // size of this task for the connection's whole life.
-    let handshake = Box::pin(open(&shared, stream));
-    let (link, upgrade, tail) = match timeout(shared.config.handshake_timeout, handshake).await {
-        Some(Ok(accepted)) => accepted,
-        Some(Err(e)) => {
-            let mut hub = shared.hub.borrow_mut();
-            if let Failure::Rejected(handshake::Rejection::ForbiddenOrigin) = e {
-                hub.counters.rejected_origin += 1;
-            }
-            Counters::bump(&mut hub.counters.handshake_failures, e.kind());
-            debug!("handshake failed: {e:?}");
-            return;
-        }
-        None => {
-            let mut hub = shared.hub.borrow_mut();
-            Counters::bump(&mut hub.counters.handshake_failures, "timeout");
-            debug!("handshake timed out");
-            return;
-        }
-    };
-    let id = {
-        let mut hub = shared.hub.borrow_mut();
-        let now = hub.now_ms();
-        hub.counters.handshakes += 1;
-        hub.open(now, link.flusher_socket())
-    };
-    let mut session = Session {
-        decoder: Decoder::new(shared.config.max_message_size),
-        shared: Rc::clone(&shared),
-        id,
-        link,
-        pending: tail,
-        authenticated: false,
-    };
-    // A `token` in the URL is always a signed token, never a plain uid. The
-    // client is bound before it can act on the handshake's answer, so a push
-    // sent once it is connected cannot miss it.
-    let from_query = match (upgrade.token, &shared.config.auth.secret) {
-        (Some(token), Some(secret)) => Some(
-            auth::verify(&token, secret, auth::unix_now())
-                .map(|uid| Identity { uid, plain: false })
-                .map_err(AuthError::Token),
-        ),
-        _ => None,
-    };
-    let ending = match from_query.map(|identity| session.bind(identity)) {
-        Some(Err(e)) => Ending::Unauthorized(e),
-        Some(Ok(_)) | None => session.run().await,
-    };
-    // Boxed for the same reason as the handshake: closing happens once.
-    Box::pin(session.close(ending)).await;
+/// `--max-connections` until then.
+///
+/// The task's size is paid by every connection for its whole life, so it is
+/// kept to what a connection keeps: the handshakes (with their deadline's
+/// timer) and the close are boxed, the arguments are captured by an `async`
+/// block rather than copied into an `async fn`'s locals, and the handshakes'
+/// results live in a block that ends before the session's first await.
+pub(crate) fn serve(
+    shared: Rc<Shared>,
+    stream: Async<TcpStream>,
+    slot: SocketSlot,
+) -> impl Future<Output = ()> {
+    let limit = shared.config.handshake_timeout;
+    let handshake = Box::pin(timeout(limit, open(Rc::clone(&shared), stream)));
+    async move {
+        let (mut session, refused) = {
+            let (link, token, tail) = match handshake.await {
+                Some(Ok(opened)) => opened,
+                Some(Err(e)) => {
+                    let mut hub = shared.hub.borrow_mut();
+                    if let Failure::Rejected(handshake::Rejection::ForbiddenOrigin) = e {
+                        hub.counters.rejected_origin += 1;
+                    }
+                    Counters::bump(&mut hub.counters.handshake_failures, e.kind());
+                    debug!("handshake failed: {e:?}");
+                    return;
+                }
+                None => {
+                    let mut hub = shared.hub.borrow_mut();
+                    Counters::bump(&mut hub.counters.handshake_failures, "timeout");
+                    debug!("handshake timed out");
+                    return;
+                }
+            };
+            let id = {
+                let mut hub = shared.hub.borrow_mut();
+                let now = hub.now_ms();
+                hub.counters.handshakes += 1;
+                hub.open(now, link.flusher_socket())
+            };
+            let mut session = Session {
+                decoder: Decoder::new(shared.config.max_message_size),
+                shared: Rc::clone(&shared),
+                id,
+                link,
+                pending: tail,
+                authenticated: false,
+            };
+            // A `token` in the URL is always a signed token, never a plain
+            // uid. The client is bound before it can act on the handshake's
+            // answer, so a push sent once it is connected cannot miss it.
+            let refused = match (token, &shared.config.auth.secret) {
+                (Some(token), Some(secret)) => {
+                    let verified = auth::verify(&token, secret, auth::unix_now())
+                        .map(|uid| Identity { uid, plain: false })
+                        .map_err(AuthError::Token);
+                    session.bind(verified).err()
+                }
+                _ => None,
+            };
+            (session, refused)
+        };
+        let ending = match refused {
+            Some(e) => Ending::Unauthorized(e),
+            None => std::future::poll_fn(|cx| session.poll_run(cx)).await,
+        };
+        Box::pin(session.close(ending)).await;
+        drop(slot);
+    }
 }
 
-/// The TLS handshake (wss only), then the WebSocket handshake: the client's
-/// link, its upgrade request, and whatever it sent after the request.
-async fn open(
-    shared: &Shared,
-    stream: Async<TcpStream>,
-) -> Result<(Link, Upgrade, Vec<u8>), Failure> {
+/// The TLS handshake (wss only), then the WebSocket handshake. The rest of
+/// the request is dropped here, not kept in the task.
+async fn open(shared: Rc<Shared>, stream: Async<TcpStream>) -> Result<Opened, Failure> {
     let origins = &shared.config.allow_origins;
     // A clone (a reference count) of the acceptor of the moment: a reload
     // during this handshake does not affect it.
@@ -169,12 +185,12 @@ async fn open(
         None => {
             let mut stream = stream;
             let (upgrade, tail) = handshake::accept(&mut stream, origins).await?;
-            Ok((Link::plain(stream), upgrade, tail))
+            Ok((Link::plain(stream), upgrade.token, tail))
         }
         Some(acceptor) => {
             let mut tls = acceptor.accept(stream).await.map_err(Failure::Tls)?;
             let (upgrade, tail) = handshake::accept(&mut tls, origins).await?;
-            Ok((Link::Tls(Box::new(tls)), upgrade, tail))
+            Ok((Link::Tls(Box::new(tls)), upgrade.token, tail))
         }
     }
 }
@@ -216,14 +232,16 @@ impl Session {
         Ok(identity)
     }
 
-    /// The connection's life after the handshake, until it must close.
-    async fn run(&mut self) -> Ending {
+    /// The connection's life after the handshake, until it must close. A poll
+    /// function rather than an `async fn`, so that it adds nothing to the
+    /// task's size.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
         loop {
-            match std::future::poll_fn(|cx| self.poll_turn(cx)).await {
+            match std::task::ready!(self.poll_turn(cx)) {
                 Turn::Credential(text) => {
                     let now = auth::unix_now();
                     match self.bind(auth::authenticate(&self.shared.config.auth, &text, now)) {
-                        Err(e) => return Ending::Unauthorized(e),
+                        Err(e) => return Poll::Ready(Ending::Unauthorized(e)),
                         Ok(Identity { uid, plain: true }) => {
                             // The Workerman original greets a plain-uid login;
                             // its clients may wait for this line.
@@ -234,7 +252,7 @@ impl Session {
                         Ok(_) => {}
                     }
                 }
-                Turn::End(ending) => return ending,
+                Turn::End(ending) => return Poll::Ready(ending),
             }
         }
     }
@@ -391,6 +409,6 @@ mod tests {
         let slot = shared.claim_slot([127, 0, 0, 1].into()).unwrap();
         let task = serve(Rc::clone(&shared), Async::new(stream).unwrap(), slot);
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 512, "connection future grew to {size} bytes");
+        assert!(size <= 192, "connection future grew to {size} bytes");
     }
 }
