@@ -30,7 +30,7 @@ OUT=${OUT:-bench/results/load.jsonl}
 ONLY=${ONLY:-"conns conns-token conns-wss broadcast push pushmax slow"}
 WS=${WS:-127.0.0.1:21400}
 TEXT=${TEXT:-127.0.0.1:21401}
-HUB=target/release/pushhub
+HUB=${HUB:-target/release/pushhub}
 GEN=target/release/pushhub-bench
 
 mkdir -p "$(dirname "$OUT")"
