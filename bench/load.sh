@@ -4,6 +4,7 @@
 #
 #   bench/load.sh                      # everything, N=18000
 #   N=5000 ONLY="conns broadcast" bench/load.sh
+#   HUB=../old/target/release/pushhub ONLY=pushmax bench/load.sh   # another build, for A/B
 #
 # Benchmarks: conns conns-token conns-wss broadcast push pushmax slow floor.
 # All but floor run by default (floor runs anyway before the benchmarks that
