@@ -3,6 +3,7 @@
 //! bytes come in for its decoder; nothing else in the connection's task depends
 //! on which.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read};
 use std::net::TcpStream;
 use std::pin::Pin;
@@ -16,6 +17,18 @@ use smol::prelude::AsyncRead;
 use crate::hub::Socket;
 use crate::queue::Queue;
 use crate::writer;
+
+/// The most TLS plaintext sealed in one record.
+const RECORD: usize = 16 * 1024;
+
+/// Frames looked at for one coalesced write, at most.
+const MAX_COALESCED_FRAMES: usize = 64;
+
+thread_local! {
+    /// Where small frames are copied to go out in one record: one buffer for
+    /// every wss connection, as the hub runs on one thread.
+    static COALESCED: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(RECORD));
+}
 
 pub enum Link {
     /// Shared with the hub, whose flusher writes to it without waking the task.
@@ -75,29 +88,45 @@ impl Link {
     pub fn poll_write(&mut self, queue: &mut Queue, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Link::Plain { socket, .. } => writer::poll_write(socket, queue, cx),
-            Link::Tls(tls) => {
-                // Frame by frame, each sealed in its own record(s): OpenSSL
-                // writes one buffer per call.
+            Link::Tls(tls) => COALESCED.with_borrow_mut(|coalesced| {
                 while !queue.is_empty() {
-                    let mut slice = [IoSlice::new(&[])];
-                    queue.slices(&mut slice);
-                    match Pin::new(&mut **tls).poll_write(cx, &slice[0]) {
+                    let mut slices = [IoSlice::new(&[]); MAX_COALESCED_FRAMES];
+                    let n = queue.slices(&mut slices);
+                    // OpenSSL seals one buffer per call, in records of up to
+                    // 16 KiB, each sent on its own: small frames queued
+                    // together are copied into one buffer first, so that a
+                    // burst leaves in one record and one `send`.
+                    let data: &[u8] = if n == 1 || slices[0].len() >= RECORD {
+                        &slices[0]
+                    } else {
+                        coalesced.clear();
+                        for slice in &slices[..n] {
+                            if !coalesced.is_empty() && coalesced.len() + slice.len() > RECORD {
+                                break;
+                            }
+                            coalesced.extend_from_slice(slice);
+                        }
+                        coalesced
+                    };
+                    match Pin::new(&mut **tls).poll_write(cx, data) {
                         Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                         }
-                        Poll::Ready(Ok(n)) => queue.advance(n),
+                        Poll::Ready(Ok(written)) => queue.advance(written),
                         Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {
-                            // A record may be sealed and waiting in OpenSSL:
-                            // the next call must hand it the same bytes.
-                            queue.hold_front();
+                            // A record may be sealed from these bytes and
+                            // waiting in OpenSSL: the next call must hand it
+                            // the same bytes, so they stay in the queue as
+                            // they are.
+                            queue.hold(data.len());
                             return Poll::Pending;
                         }
                     }
                 }
                 Poll::Ready(Ok(()))
-            }
+            }),
         }
     }
 }

@@ -17,9 +17,10 @@ pub struct Queue {
     /// Bytes of the front frame already written (frames are far below 4 GiB:
     /// every one is bounded by a line or message size limit).
     written: u32,
-    /// The transport has taken the front frame and must be given the same
-    /// bytes again (TLS: a record was sealed but the socket was full).
-    held: bool,
+    /// Unwritten bytes at the front that the transport has taken and must be
+    /// given again, unchanged (TLS: a record was sealed from them but the
+    /// socket was full). Frames are below 1 GiB each; a hold covers a few.
+    held: u32,
 }
 
 impl Queue {
@@ -44,14 +45,15 @@ impl Queue {
     /// Whether a frame is half written: nothing else may reach the socket
     /// until it is finished, or the stream of frames would be corrupt.
     pub fn mid_frame(&self) -> bool {
-        self.written > 0 || self.held
+        self.written > 0 || self.held > 0
     }
 
-    /// Marks the front frame as started although nothing of it was written:
-    /// OpenSSL, once it returned "want write", must be handed the same bytes
-    /// again, so the frame may no longer be dropped or replaced.
-    pub fn hold_front(&mut self) {
-        self.held = !self.frames.is_empty();
+    /// Marks the first `n` unwritten bytes as started although none of them
+    /// was written: OpenSSL, once it returned "want write", must be handed
+    /// the same bytes again, so the frames they belong to may no longer be
+    /// dropped or replaced.
+    pub fn hold(&mut self, n: usize) {
+        self.held = u32::try_from(n.min(self.bytes)).unwrap_or(u32::MAX);
     }
 
     /// Fills `slices` with the unwritten bytes of the first frames; returns how many.
@@ -68,9 +70,9 @@ impl Queue {
     /// Records that `n` bytes from the front have been written.
     pub fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
-        if n > 0 {
-            self.held = false;
-        }
+        self.held = self
+            .held
+            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         while let Some(front) = self.frames.front() {
             let left = front.len() - self.written as usize;
             if n < left {
@@ -89,15 +91,22 @@ impl Queue {
         }
     }
 
-    /// Drops every frame not yet started; a half-written one is kept so that it
-    /// can be finished before a close frame.
+    /// Drops every frame not yet started; a half-written or held one is kept
+    /// so that it can be finished before a close frame.
     pub fn clear_unstarted(&mut self) {
-        let keep = usize::from(self.mid_frame());
+        // The frames the written and held bytes reach into.
+        let mut reach = self.written as usize + self.held as usize;
+        let mut keep = 0;
+        for frame in &self.frames {
+            if reach == 0 {
+                break;
+            }
+            keep += 1;
+            reach = reach.saturating_sub(frame.len());
+        }
         self.frames.truncate(keep);
-        self.bytes = self
-            .frames
-            .front()
-            .map_or(0, |f| f.len() - self.written as usize);
+        let kept: usize = self.frames.iter().map(Frame::len).sum();
+        self.bytes = kept - self.written as usize;
         if keep == 0 {
             self.frames = VecDeque::new();
         }
@@ -159,17 +168,29 @@ mod tests {
     }
 
     #[test]
-    fn a_held_frame_is_kept_until_written() {
+    fn held_bytes_keep_their_frames_until_written() {
         let mut q = Queue::default();
         q.push(Frame::text("abc"));
         q.push(Frame::text("de"));
-        q.hold_front();
+        q.push(Frame::text("f"));
+        // A hold that reaches into the second frame keeps both.
+        q.hold(6);
         assert!(q.mid_frame());
         q.clear_unstarted();
-        assert_eq!(unwritten(&q), b"\x81\x03abc");
-        q.advance(5);
-        assert!(!q.mid_frame());
-        q.hold_front();
+        assert_eq!(unwritten(&q), b"\x81\x03abc\x81\x02de");
+        assert_eq!(q.bytes(), 9);
+        // Written, the hold is gone.
+        q.advance(9);
+        assert!(q.is_empty() && !q.mid_frame());
+        q.hold(3);
         assert!(!q.mid_frame(), "an empty queue holds nothing");
+        // A hold of the front frame only, after part of it was written.
+        q.push(Frame::text("abc"));
+        q.push(Frame::text("de"));
+        q.advance(1);
+        q.hold(4);
+        q.clear_unstarted();
+        assert_eq!(unwritten(&q), b"\x03abc");
+        assert_eq!(q.bytes(), 4);
     }
 }

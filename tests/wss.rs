@@ -20,7 +20,7 @@ use common::*;
 use pushhub::Config;
 use pushhub::tls::{TlsFiles, TlsSettings};
 use rustix::process::Signal;
-use serde_json::Value;
+use serde_json::{Value, json};
 use smol::Async;
 
 /// A wss client.
@@ -451,12 +451,27 @@ fn clients_that_do_not_trust_the_certificate_fail_and_others_are_served() {
 
 /// A client that stops reading while broadcasts go out is dropped with 1008; a
 /// client that reads receives every message, in order; the hub serves on.
+///
+/// With 12 KiB messages each record holds one message, so when the slow
+/// client's socket fills up, a whole message is sealed in OpenSSL and waiting:
+/// the hub must finish it before its close frame.
 #[test]
 fn slow_wss_consumers_are_dropped_and_readers_get_everything() {
-    // Each message fits in one TLS record (16 KiB at most), so when the slow
-    // client's socket fills up, a whole message is sealed in OpenSSL and
-    // waiting: the hub must finish it before its close frame.
-    const SIZE: usize = 12 * 1024;
+    slow_consumer_case(12 * 1024, 1);
+}
+
+/// The same with 4 KiB messages sent three at a time: the messages queued for
+/// the slow client are coalesced, three to a record, so the record OpenSSL
+/// holds when the socket fills up spans several messages, all of which must
+/// go out before the close frame.
+#[test]
+fn slow_wss_consumers_with_coalesced_records() {
+    slow_consumer_case(4 * 1024, 3);
+}
+
+/// Broadcasts `size`-byte messages, `burst` at a time, to a client that reads
+/// and one that does not, until the second is dropped.
+fn slow_consumer_case(size: usize, burst: usize) {
     let mut config = plain_config();
     config.max_queue_bytes = 256 * 1024;
     let hub = WssHub::start(config);
@@ -465,27 +480,39 @@ fn slow_wss_consumers_are_dropped_and_readers_get_everything() {
         let mut slow = wss_login(hub.ws(), cert(), "slow").await;
         let mut fast = wss_login(hub.ws(), cert(), "fast").await;
 
-        // Lock-step: each broadcast is read by the fast client before the next
-        // goes out, while the slow one never reads.
+        // Lock-step: each burst of broadcasts is read by the fast client
+        // before the next goes out, while the slow one never reads.
         let mut sent = 0usize;
         let mut after_drop = None;
         while after_drop.is_none_or(|n| n < 20) {
-            let text = payload(sent, SIZE);
-            let delivered = backend.broadcast(&text).await;
-            sent += 1;
-            match (delivered, after_drop) {
-                (2, None) => {}
-                (1, None) => after_drop = Some(0),
-                (1, Some(n)) => after_drop = Some(n + 1),
-                other => panic!("broadcast #{sent}: unexpected {other:?}"),
+            let lines: String = (sent..sent + burst)
+                .map(|k| {
+                    format!(
+                        "{}\n",
+                        json!({"cmd": "broadcast", "data": payload(k, size)})
+                    )
+                })
+                .collect();
+            backend.send(lines.as_bytes()).await;
+            for k in sent..sent + burst {
+                let reply: Value = serde_json::from_str(&backend.line().await).unwrap();
+                match (reply["delivered"].as_u64(), after_drop) {
+                    (Some(2), None) => {}
+                    (Some(1), None) => after_drop = Some(0),
+                    (Some(1), Some(n)) => after_drop = Some(n + 1),
+                    other => panic!("broadcast #{k}: unexpected {other:?}"),
+                }
             }
-            let got = next_text(&mut fast).await;
-            assert!(
-                got == text,
-                "the reader missed, damaged or reordered message #{sent}"
-            );
+            for k in sent..sent + burst {
+                let got = next_text(&mut fast).await;
+                assert!(
+                    got == payload(k, size),
+                    "the reader missed, damaged or reordered message #{k}"
+                );
+            }
+            sent += burst;
             // 24 MiB without a drop means the queue bound is not enforced.
-            assert!(sent < 2048, "the slow client was never dropped");
+            assert!(sent * size < 24 << 20, "the slow client was never dropped");
         }
 
         let stats = backend.stats().await;
@@ -501,7 +528,7 @@ fn slow_wss_consumers_are_dropped_and_readers_get_everything() {
         let ending = loop {
             match next_message(&mut slow).await {
                 Some(Ok(Message::Text(text))) => {
-                    assert!(text.as_str() == payload(received, SIZE), "#{received}");
+                    assert!(text.as_str() == payload(received, size), "#{received}");
                     received += 1;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
