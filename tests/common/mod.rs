@@ -303,7 +303,9 @@ pub async fn next_text(client: &mut WebSocketStream<impl Transport>) -> String {
 }
 
 /// Reads until the hub's close frame, skipping pings and pongs (and answering
-/// them, as tungstenite does on read); returns its code and reason.
+/// them, as tungstenite does on read); returns its code and reason. The
+/// client's reply to the close frame goes out at its next read: follow with
+/// [`expect_end`], or the hub waits out its close grace (2 s).
 pub async fn expect_close(client: &mut WebSocketStream<impl Transport>) -> (u16, String) {
     loop {
         match next_message(client).await {
