@@ -11,8 +11,7 @@ use std::task::{Context, Poll, ready};
 
 use async_native_tls::TlsStream;
 use smol::Async;
-use smol::io::AsyncWrite;
-use smol::prelude::AsyncRead;
+use smol::io::{AsyncRead, AsyncWrite};
 
 use crate::hub::Socket;
 use crate::queue::Queue;
