@@ -11,6 +11,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::error::ErrorStack;
 use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private};
@@ -201,10 +202,7 @@ impl fmt::Display for CredentialProblem {
 /// it is ignored for an unencrypted key. PEM may hold the key and
 /// certificates in any order; the certificate the key belongs to is sent
 /// first and any others follow as its chain.
-pub fn load_identity(
-    paths: &[&Path],
-    password: Option<&[u8]>,
-) -> Result<native_tls::Identity, CredentialError> {
+pub fn load_identity(paths: &[&Path], password: Option<&[u8]>) -> Result<Loaded, CredentialError> {
     let mut contents = Vec::new();
     let read = paths.iter().try_for_each(|path| {
         let bytes = std::fs::read(path).map_err(CredentialProblem::Unreadable)?;
@@ -221,10 +219,14 @@ pub fn load_identity(
     identity.map_err(|problem| CredentialError::new(problem).in_files(paths))
 }
 
-fn identity_from_bytes(
-    bytes: &[u8],
-    password: Option<&[u8]>,
-) -> Result<native_tls::Identity, CredentialProblem> {
+/// A TLS identity, and when its certificate stops being valid.
+pub struct Loaded {
+    pub identity: native_tls::Identity,
+    /// The certificate's `notAfter`, in Unix seconds.
+    pub expires_at: i64,
+}
+
+fn identity_from_bytes(bytes: &[u8], password: Option<&[u8]>) -> Result<Loaded, CredentialProblem> {
     if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         from_pem(&String::from_utf8_lossy(bytes), password)
     } else if bytes.first() == Some(&0x30) {
@@ -235,10 +237,7 @@ fn identity_from_bytes(
     }
 }
 
-fn from_pkcs12(
-    der: &[u8],
-    password: Option<&[u8]>,
-) -> Result<native_tls::Identity, CredentialProblem> {
+fn from_pkcs12(der: &[u8], password: Option<&[u8]>) -> Result<Loaded, CredentialProblem> {
     let archive = Pkcs12::from_der(der).map_err(|_| CredentialProblem::NotRecognized)?;
     // An archive without a password is protected by the empty one.
     let pass = match password {
@@ -272,13 +271,16 @@ fn from_pkcs12(
     if !belongs_to(&key, &cert) {
         return Err(CredentialProblem::KeyMismatch);
     }
-    native_tls::Identity::from_pkcs12(der, pass).map_err(|e| CredentialProblem::Tls(e.to_string()))
+    let expires_at = unix_time(cert.not_after())?;
+    let identity = native_tls::Identity::from_pkcs12(der, pass)
+        .map_err(|e| CredentialProblem::Tls(e.to_string()))?;
+    Ok(Loaded {
+        identity,
+        expires_at,
+    })
 }
 
-fn from_pem(
-    text: &str,
-    password: Option<&[u8]>,
-) -> Result<native_tls::Identity, CredentialProblem> {
+fn from_pem(text: &str, password: Option<&[u8]>) -> Result<Loaded, CredentialProblem> {
     let mut certs = Vec::new();
     let mut key_blocks = Vec::new();
     for block in pem_blocks(text)? {
@@ -319,7 +321,38 @@ fn from_pem(
     let identity = native_tls::Identity::from_pkcs8(&chain, &pkcs8)
         .map_err(|e| CredentialProblem::Tls(e.to_string()));
     wipe(&mut pkcs8);
-    identity
+    Ok(Loaded {
+        identity: identity?,
+        expires_at: unix_time(certs[0].not_after())?,
+    })
+}
+
+/// Days before a certificate expires from which its expiry is logged as a
+/// warning: time for a renewal that failed to be noticed.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Logs when the certificate of `what` expires: a warning when it is soon, an
+/// error once it has. Certificates expire while the hub runs for months.
+pub fn log_expiry(what: &str, expires_at: i64) {
+    let now = i64::try_from(crate::auth::unix_now()).unwrap_or(i64::MAX);
+    let days = (expires_at - now).div_euclid(86_400);
+    let plural = |n: i64| if n == 1 { "day" } else { "days" };
+    if expires_at <= now {
+        let ago = -days - 1;
+        log::error!("{what} has expired ({ago} {} ago); replace it", plural(ago));
+    } else if days < EXPIRY_WARNING_DAYS {
+        log::warn!("{what} expires in {days} {}; renew it", plural(days));
+    } else {
+        log::info!("{what} is valid for {days} more {}", plural(days));
+    }
+}
+
+/// An ASN.1 time as Unix seconds.
+fn unix_time(time: &Asn1TimeRef) -> Result<i64, CredentialProblem> {
+    let since_epoch = Asn1Time::from_unix(0)
+        .and_then(|epoch| epoch.diff(time))
+        .map_err(|e| malformed("certificate's validity", &e))?;
+    Ok(i64::from(since_epoch.days) * 86_400 + i64::from(since_epoch.secs))
 }
 
 /// The private key of a PEM block, decrypted with `password` if it is encrypted.
@@ -482,7 +515,7 @@ mod tests {
         parts.concat()
     }
 
-    fn problem(result: Result<native_tls::Identity, CredentialError>) -> CredentialProblem {
+    fn problem(result: Result<Loaded, CredentialError>) -> CredentialProblem {
         match result {
             Ok(_) => panic!("the credential was accepted"),
             Err(e) => {
@@ -508,14 +541,18 @@ mod tests {
             "cert.p12",
             &pkcs12(&key, &cert, std::str::from_utf8(PASSWORD).unwrap()),
         );
-        load_identity(&[&p12], Some(PASSWORD)).unwrap();
+        // The certificate is valid for one day from now.
+        let tomorrow = crate::auth::unix_now() as i64 + 86_400;
+        let loaded = load_identity(&[&p12], Some(PASSWORD)).unwrap();
+        assert!((loaded.expires_at - tomorrow).abs() < 60, "{}", loaded.expires_at);
 
         let encrypted_pkcs8 = key
             .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), PASSWORD)
             .unwrap();
         assert!(encrypted_pkcs8.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         let path = dir.write("pkcs8.pem", &concat(&[&cert_pem, &encrypted_pkcs8]));
-        load_identity(&[&path], Some(PASSWORD)).unwrap();
+        let loaded = load_identity(&[&path], Some(PASSWORD)).unwrap();
+        assert!((loaded.expires_at - tomorrow).abs() < 60, "{}", loaded.expires_at);
 
         // The Workerman original's ck.pem: `openssl pkcs12` output (with its
         // Bag Attributes) and a legacy passphrase-protected RSA key, key first.

@@ -40,6 +40,9 @@ pub struct Counters {
     /// wss certificates reloaded on SIGHUP, and reloads refused (bad files).
     pub tls_reloads: u64,
     pub tls_reload_failures: u64,
+    /// When the wss certificate in use expires (Unix seconds), with wss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_certificate_expires_at: Option<i64>,
 }
 
 /// The `stats` reply body.
@@ -221,6 +224,14 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
             ("{result=\"failed\"}", c.tls_reload_failures as f64),
         ],
     );
+    if let Some(at) = c.tls_certificate_expires_at {
+        metric(
+            "tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the wss certificate in use expires (Unix time).",
+            &[("", at as f64)],
+        );
+    }
     let text = labelled(&c.text_errors, "kind");
     metric(
         "text_errors_total",

@@ -19,6 +19,7 @@ use smol::{Async, LocalExecutor, Timer};
 use crate::apns::sender::Sender as ApnsSender;
 use crate::apns::{self, DeviceToken, Registry};
 use crate::config::Config;
+use crate::credentials::log_expiry;
 use crate::hub::{CloseReason, Hub, Limits};
 use crate::{metrics_http, text_port, timeout, writer, ws};
 
@@ -206,13 +207,17 @@ pub async fn run(
     };
     let tls = match &config.tls {
         Some(settings) => {
-            let acceptor = settings.acceptor().map_err(io::Error::other)?;
+            let built = settings.acceptor().map_err(io::Error::other)?;
             info!("wss: certificate from {}", settings.describe());
-            Some(acceptor)
+            log_expiry("the wss certificate", built.expires_at);
+            Some(built)
         }
         None => None,
     };
+    let expires_at = tls.as_ref().map(|built| built.expires_at);
+    let tls = tls.map(|built| built.acceptor);
     let shared = Rc::new(Shared::new(config, registry, apns.clone(), tls));
+    shared.hub.borrow_mut().counters.tls_certificate_expires_at = expires_at;
     let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
     ex.run(async {
@@ -370,13 +375,16 @@ async fn reload_on_hangup(shared: Rc<Shared>, mut hangups: impl Stream<Item = ()
             continue;
         };
         match settings.acceptor() {
-            Ok(acceptor) => {
-                *shared.tls.borrow_mut() = Some(acceptor);
-                shared.hub.borrow_mut().counters.tls_reloads += 1;
+            Ok(built) => {
+                *shared.tls.borrow_mut() = Some(built.acceptor);
+                let mut hub = shared.hub.borrow_mut();
+                hub.counters.tls_reloads += 1;
+                hub.counters.tls_certificate_expires_at = Some(built.expires_at);
                 info!(
                     "SIGHUP: reloaded the certificate from {}",
                     settings.describe()
                 );
+                log_expiry("the wss certificate", built.expires_at);
             }
             Err(e) => {
                 shared.hub.borrow_mut().counters.tls_reload_failures += 1;

@@ -22,6 +22,12 @@ pub enum TlsFiles {
     Pkcs12(PathBuf),
 }
 
+/// A built acceptor, and when its certificate expires (Unix seconds).
+pub struct Acceptor {
+    pub acceptor: TlsAcceptor,
+    pub expires_at: i64,
+}
+
 /// Everything the `--tls-*` flags say.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
@@ -33,7 +39,7 @@ pub struct TlsSettings {
 impl TlsSettings {
     /// Reads the files and builds the acceptor. The error names the files and
     /// says what is wrong with them, never the password.
-    pub fn acceptor(&self) -> Result<TlsAcceptor, String> {
+    pub fn acceptor(&self) -> Result<Acceptor, String> {
         let paths: Vec<&Path> = match &self.files {
             TlsFiles::Pem { cert, key } => std::iter::once(cert.as_path())
                 .chain(key.as_deref())
@@ -41,15 +47,17 @@ impl TlsSettings {
             TlsFiles::Pkcs12(archive) => vec![archive.as_path()],
         };
         let password = self.password.as_ref().map(Secret::expose);
-        let identity =
-            load_identity(&paths, password).map_err(|e| format!("TLS certificate {e}"))?;
-        let acceptor = native_tls::TlsAcceptor::builder(identity)
+        let loaded = load_identity(&paths, password).map_err(|e| format!("TLS certificate {e}"))?;
+        let acceptor = native_tls::TlsAcceptor::builder(loaded.identity)
             // What browsers and every supported client speak; older versions
             // are deprecated (RFC 8996).
             .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
             .build()
             .map_err(|e| format!("TLS: the library refused the certificate and key: {e}"))?;
-        Ok(TlsAcceptor::from(acceptor))
+        Ok(Acceptor {
+            acceptor: TlsAcceptor::from(acceptor),
+            expires_at: loaded.expires_at,
+        })
     }
 
     /// The files, for the log.

@@ -242,6 +242,11 @@ fn the_test_command_sends_one_notification() {
     let (status, stdout, stderr) = run_binary(&accepted, &[]);
     assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.starts_with("accepted"), "{stdout}");
+    // The test certificate ends within two days: the log warns of it.
+    assert!(
+        stderr.contains("WARN  the APNs certificate expires in"),
+        "{stderr}"
+    );
 
     let refused = args(device(2));
     let refused: Vec<&str> = refused.iter().map(String::as_str).collect();

@@ -352,6 +352,19 @@ fn plain_ws_on_the_wss_port_is_refused_and_counted() {
             Some(2.0),
             "{body}"
         );
+        // The certificate's expiry, for alerts: the test certificate is valid
+        // for two days.
+        let in_two_days = (pushhub::auth::unix_now() + 2 * 86_400) as f64;
+        let expiry = sample(&body, "pushhub_tls_certificate_expiry_timestamp_seconds");
+        assert!(
+            expiry.is_some_and(|at| (at - in_two_days).abs() < 120.0),
+            "{body}"
+        );
+        let at = stats["tls_certificate_expires_at"].as_f64();
+        assert!(
+            at.is_some_and(|at| (at - in_two_days).abs() < 120.0),
+            "{stats}"
+        );
 
         // The wss client connected all along did not notice.
         assert_eq!(backend.push("steady", "still here").await, 1);
@@ -648,6 +661,9 @@ fn sighup_reloads_the_certificate_for_new_connections() {
     );
     let line = hub.wait_for_line("WebSocket on");
     assert!(line.contains("wss://"), "{line}");
+    // A certificate this close to its end is a warning in the log.
+    let line = hub.wait_for_line("the wss certificate expires in");
+    assert!(line.contains("WARN") && line.ends_with("; renew it"), "{line}");
     let (ws, text) = (hub.ws, hub.text);
 
     // The handshake also shows that the hub is in its loop, SIGHUP handled.

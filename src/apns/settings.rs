@@ -14,7 +14,7 @@ use super::provider_token::ProviderToken;
 use super::registry::DeviceToken;
 use super::sender::{self, Auth, Sender};
 use crate::auth::Secret;
-use crate::credentials::load_identity;
+use crate::credentials::{load_identity, log_expiry};
 
 pub const PRODUCTION_HOST: &str = "api.push.apple.com";
 pub const SANDBOX_HOST: &str = "api.sandbox.push.apple.com";
@@ -212,9 +212,10 @@ pub fn build_sender(
         }
         Credentials::Certificate { file, password } => {
             let password = password.as_ref().map(Secret::expose);
-            let identity =
+            let loaded =
                 load_identity(&[file], password).map_err(|e| format!("APNs credential {e}"))?;
-            tls = tls.identity(identity);
+            log_expiry("the APNs certificate", loaded.expires_at);
+            tls = tls.identity(loaded.identity);
             Auth::Certificate
         }
     };
