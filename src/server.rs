@@ -228,6 +228,7 @@ pub async fn run(
         let flusher = ex.spawn(flush(Rc::clone(&shared)));
         let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
         let reloader = ex.spawn(reload_on_hangup(Rc::clone(&shared), hangups));
+        let reminder = ex.spawn(remind_expiry(Rc::clone(&shared)));
         let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
         let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
         let accept_metrics =
@@ -277,7 +278,7 @@ pub async fn run(
             let left = shared.sockets.get();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
-        drop((sweeper, flusher, apns_sender, reloader));
+        drop((sweeper, flusher, apns_sender, reloader, reminder));
     })
     .await;
     Ok(())
@@ -390,6 +391,18 @@ async fn reload_on_hangup(shared: Rc<Shared>, mut hangups: impl Stream<Item = ()
                 shared.hub.borrow_mut().counters.tls_reload_failures += 1;
                 error!("SIGHUP: {e}; still serving the previous certificate");
             }
+        }
+    }
+}
+
+/// Once a day, says in the log how long the wss certificate has left: a hub
+/// runs for months, and a renewal that silently failed shows here first.
+async fn remind_expiry(shared: Rc<Shared>) {
+    loop {
+        Timer::after(Duration::from_secs(24 * 3600)).await;
+        let expires_at = shared.hub.borrow().counters.tls_certificate_expires_at;
+        if let Some(at) = expires_at {
+            log_expiry("the wss certificate", at);
         }
     }
 }
