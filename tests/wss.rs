@@ -663,7 +663,10 @@ fn sighup_reloads_the_certificate_for_new_connections() {
     assert!(line.contains("wss://"), "{line}");
     // A certificate this close to its end is a warning in the log.
     let line = hub.wait_for_line("the wss certificate expires in");
-    assert!(line.contains("WARN") && line.ends_with("; renew it"), "{line}");
+    assert!(
+        line.contains("WARN") && line.ends_with("; renew it"),
+        "{line}"
+    );
     let (ws, text) = (hub.ws, hub.text);
 
     // The handshake also shows that the hub is in its loop, SIGHUP handled.
