@@ -90,7 +90,8 @@ pub struct Flags {
     #[argh(option)]
     pub allow_origin: Vec<String>,
 
-    /// time a client has to complete the WebSocket handshake [default: 5s]
+    /// time a client has to complete the WebSocket handshake (and the TLS one,
+    /// with wss) [default: 5s]
     #[argh(
         option,
         default = "Duration::from_secs(5)",
@@ -163,7 +164,8 @@ pub struct Flags {
     #[argh(option)]
     pub apns_team_id: Option<String>,
 
-    /// the app's bundle id, sent to APNs as apns-topic [default: none]
+    /// the app's bundle id, sent to APNs as apns-topic (with Apple's suffix for
+    /// the push type, e.g. .voip) [default: none]
     #[argh(option)]
     pub apns_topic: Option<String>,
 

@@ -1,10 +1,12 @@
 //! The connection table: a slab of connections, a uid index over it, and each
 //! connection's bounded outbound queue.
 //!
-//! The hub never awaits and never touches a socket. Fan-out appends a shared
-//! payload to each receiver's queue and wakes its task; each connection task
-//! drains its own queue. So a push costs the hub O(receivers) queue appends,
-//! whatever the peers are doing.
+//! The hub never awaits. Fan-out appends a shared payload to each receiver's
+//! queue and marks it dirty, so a push costs the hub O(receivers) queue
+//! appends, whatever the peers are doing. The flusher task then writes the
+//! dirty queues of plain sockets in one pass (`Hub::flush`, handed the
+//! writer), never waiting; a connection it cannot finish, and every wss one,
+//! is woken to drain its own queue.
 
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -21,7 +21,7 @@
 //! - [`queue`]: one connection's queue of shared frames.
 //! - [`writer`]: writing a queue to its socket, from the flusher or the connection's task.
 //! - [`frame`]: server frames, encoded once per push and shared by every receiver.
-//! - [`apns`]: the APNs device registry.
+//! - [`apns`]: APNs: the device registry, the sender, the settings, the route of a push.
 //! - [`auth`]: HS256 tokens and plain uids.
 //! - [`metrics`]: counters, the `stats` snapshot and its Prometheus form.
 //! - [`metrics_http`]: the `/metrics` and `/healthz` endpoint.

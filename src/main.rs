@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use log::{error, info, warn};
 use pushhub::apns::sender::{Notification, Outcome};
-use pushhub::apns::{DeviceToken, settings};
+use pushhub::apns::{DeviceToken, Registry, settings};
 use pushhub::config::{self, Config, Env, Flags, RESERVED_FDS};
 use pushhub::{Listeners, fd_limit, logger, signals};
 
@@ -48,6 +48,14 @@ fn main() -> ExitCode {
         && let Err(e) = tls.acceptor()
     {
         error!("{e}");
+        return ExitCode::from(2);
+    }
+    // So is a registry that cannot be opened (a directory that does not
+    // exist, a file that is not SQLite): exit 2, before listening.
+    if let Some(path) = &config.apns_db
+        && let Err(e) = Registry::open(path)
+    {
+        error!("cannot open the device registry {}: {e}", path.display());
         return ExitCode::from(2);
     }
     if config.auth.allow_plain_uid {

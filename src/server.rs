@@ -1,5 +1,7 @@
-//! The server's life: both listeners, the deadline sweeper and graceful
-//! shutdown, all as tasks of one `LocalExecutor` on the calling thread.
+//! The server's life: the three listeners (WebSocket, text port, metrics), the
+//! flusher, the deadline sweeper, certificate reloads and reminders, and
+//! graceful shutdown, all as tasks of one `LocalExecutor` on the calling
+//! thread.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

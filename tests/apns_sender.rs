@@ -634,6 +634,8 @@ fn a_full_queue_refuses() {
         Err(QueueFull)
     ));
     assert_eq!(sender.stats().queued, 2);
+    // Refused for want of room: counted as failed.
+    assert_eq!(sender.stats().failed, 1);
     with_running(&sender, async {
         assert_eq!(outcome(first).await, accepted());
         assert_eq!(outcome(second).await, accepted());

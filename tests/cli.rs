@@ -171,6 +171,15 @@ fn refuses_bad_flags_and_settings() {
             "pushhub-test-no-such-secret",
         ),
         (args(&["--secret-file", empty.path()]), "empty"),
+        // A registry in a directory that does not exist.
+        (
+            args(&[
+                "--allow-plain-uid",
+                "--apns-db",
+                "/nonexistent-pushhub-dir/devices.sqlite3",
+            ]),
+            "cannot open the device registry /nonexistent-pushhub-dir/devices.sqlite3",
+        ),
     ];
     for (argv, says) in cases {
         let (status, _, stderr) = run_binary(&argv, &[]);

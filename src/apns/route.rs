@@ -47,10 +47,10 @@ impl InFlight {
                 };
                 match sender.send(notification) {
                     Ok(pending) => flight.pending.push((device, pending)),
-                    Err(_) => flight.summary.refused.push(Refusal {
+                    Err(full) => flight.summary.refused.push(Refusal {
                         apns: device.as_str().to_string(),
                         status: None,
-                        reason: "APNs queue full".to_string(),
+                        reason: full.to_string(),
                         removed: false,
                     }),
                 }

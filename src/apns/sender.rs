@@ -304,7 +304,7 @@ pub struct QueueFull;
 
 impl fmt::Display for QueueFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the APNs queue is full")
+        f.write_str("APNs queue full")
     }
 }
 
@@ -524,7 +524,11 @@ impl Sender {
                 notification,
                 reply,
             })
-            .map_err(|_| QueueFull)?;
+            .map_err(|_| {
+                // Not sent, not refused by Apple: a failure like the others.
+                bump(&self.counters.failed);
+                QueueFull
+            })?;
         Ok(Pending(Box::pin(outcome)))
     }
 
