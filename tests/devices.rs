@@ -236,6 +236,9 @@ fn a_registry_that_cannot_be_opened_stops_the_start() {
     // A configuration error (status 2, which systemd does not restart on),
     // found before anything listens.
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot open the device registry"), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the device registry"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("WebSocket on"), "{stderr}");
 }
