@@ -47,6 +47,21 @@ impl Secret {
         std::fs::read(path).map(|raw| Secret::from_file_contents(&raw))
     }
 
+    /// A password from its file if one is given, else from an environment
+    /// variable's value; `None` if neither (or it is empty). The error names
+    /// the file.
+    pub fn password(
+        file: Option<&std::path::Path>,
+        env_value: Option<String>,
+    ) -> Result<Option<Secret>, String> {
+        match (file, env_value) {
+            (Some(path), _) => Secret::read(path)
+                .map_err(|e| format!("cannot read the password file {}: {e}", path.display())),
+            (None, Some(value)) => Ok(Secret::from_file_contents(value.as_bytes())),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -458,16 +458,8 @@ impl Flags {
                 ));
             }
         };
-        let password = match (&self.tls_password_file, env_password) {
-            (Some(path), _) => Secret::read(path).map_err(|e| {
-                invalid(&format!(
-                    "cannot read the password file {}: {e}",
-                    path.display()
-                ))
-            })?,
-            (None, Some(value)) => Secret::from_file_contents(value.as_bytes()),
-            (None, None) => None,
-        };
+        let password = Secret::password(self.tls_password_file.as_deref(), env_password)
+            .map_err(ConfigError::Invalid)?;
         Ok(Some(TlsSettings { files, password }))
     }
 }

@@ -543,24 +543,18 @@ mod tests {
         );
         // The certificate is valid for one day from now.
         let tomorrow = crate::auth::unix_now() as i64 + 86_400;
-        let loaded = load_identity(&[&p12], Some(PASSWORD)).unwrap();
-        assert!(
-            (loaded.expires_at - tomorrow).abs() < 60,
-            "{}",
-            loaded.expires_at
-        );
+        let expires_tomorrow = |loaded: Loaded| {
+            let at = loaded.expires_at;
+            assert!((at - tomorrow).abs() < 60, "{at}");
+        };
+        expires_tomorrow(load_identity(&[&p12], Some(PASSWORD)).unwrap());
 
         let encrypted_pkcs8 = key
             .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), PASSWORD)
             .unwrap();
         assert!(encrypted_pkcs8.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"));
         let path = dir.write("pkcs8.pem", &concat(&[&cert_pem, &encrypted_pkcs8]));
-        let loaded = load_identity(&[&path], Some(PASSWORD)).unwrap();
-        assert!(
-            (loaded.expires_at - tomorrow).abs() < 60,
-            "{}",
-            loaded.expires_at
-        );
+        expires_tomorrow(load_identity(&[&path], Some(PASSWORD)).unwrap());
 
         // The Workerman original's ck.pem: `openssl pkcs12` output (with its
         // Bag Attributes) and a legacy passphrase-protected RSA key, key first.

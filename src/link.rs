@@ -20,9 +20,6 @@ use crate::writer;
 /// The most TLS plaintext sealed in one record.
 const RECORD: usize = 16 * 1024;
 
-/// Frames looked at for one coalesced write, at most.
-const MAX_COALESCED_FRAMES: usize = 64;
-
 thread_local! {
     /// Where small frames are copied to go out in one record: one buffer for
     /// every wss connection, as the hub runs on one thread.
@@ -89,7 +86,7 @@ impl Link {
             Link::Plain { socket, .. } => writer::poll_write(socket, queue, cx),
             Link::Tls(tls) => COALESCED.with_borrow_mut(|coalesced| {
                 while !queue.is_empty() {
-                    let mut slices = [IoSlice::new(&[]); MAX_COALESCED_FRAMES];
+                    let mut slices = [IoSlice::new(&[]); writer::MAX_IOVECS];
                     let n = queue.slices(&mut slices);
                     // OpenSSL seals one buffer per call, in records of up to
                     // 16 KiB, each sent on its own: small frames queued

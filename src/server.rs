@@ -23,6 +23,7 @@ use crate::apns::{self, DeviceToken, Registry};
 use crate::config::Config;
 use crate::credentials::log_expiry;
 use crate::hub::{CloseReason, Hub, Limits};
+use crate::tls::Acceptor;
 use crate::{metrics_http, text_port, timeout, writer, ws};
 
 /// State every task of the server shares. Single-threaded: `Rc` and `RefCell`,
@@ -47,17 +48,24 @@ impl Shared {
         config: Config,
         registry: Option<Rc<Registry>>,
         apns: Option<Rc<ApnsSender>>,
-        tls: Option<TlsAcceptor>,
     ) -> Shared {
         Shared {
             hub: RefCell::new(Hub::new(Limits::from_config(&config))),
             registry,
             apns,
-            tls: RefCell::new(tls),
+            tls: RefCell::new(None),
             config,
             sockets: Cell::new(0),
             per_ip: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Puts `built` in use for new wss connections (at start and on SIGHUP),
+    /// and publishes and logs when its certificate expires.
+    fn install(&self, built: Acceptor) {
+        *self.tls.borrow_mut() = Some(built.acceptor);
+        self.hub.borrow_mut().counters.tls_certificate_expires_at = Some(built.expires_at);
+        log_expiry("the wss certificate", built.expires_at);
     }
 
     /// Counts one more WebSocket socket from `ip`, or says which limit it hits.
@@ -211,15 +219,14 @@ pub async fn run(
         Some(settings) => {
             let built = settings.acceptor().map_err(io::Error::other)?;
             info!("wss: certificate from {}", settings.describe());
-            log_expiry("the wss certificate", built.expires_at);
             Some(built)
         }
         None => None,
     };
-    let expires_at = tls.as_ref().map(|built| built.expires_at);
-    let tls = tls.map(|built| built.acceptor);
-    let shared = Rc::new(Shared::new(config, registry, apns.clone(), tls));
-    shared.hub.borrow_mut().counters.tls_certificate_expires_at = expires_at;
+    let shared = Rc::new(Shared::new(config, registry, apns.clone()));
+    if let Some(built) = tls {
+        shared.install(built);
+    }
     let (events, incoming) = smol::channel::unbounded();
     let ex = LocalExecutor::new();
     ex.run(async {
@@ -379,15 +386,12 @@ async fn reload_on_hangup(shared: Rc<Shared>, mut hangups: impl Stream<Item = ()
         };
         match settings.acceptor() {
             Ok(built) => {
-                *shared.tls.borrow_mut() = Some(built.acceptor);
-                let mut hub = shared.hub.borrow_mut();
-                hub.counters.tls_reloads += 1;
-                hub.counters.tls_certificate_expires_at = Some(built.expires_at);
+                shared.hub.borrow_mut().counters.tls_reloads += 1;
                 info!(
                     "SIGHUP: reloaded the certificate from {}",
                     settings.describe()
                 );
-                log_expiry("the wss certificate", built.expires_at);
+                shared.install(built);
             }
             Err(e) => {
                 shared.hub.borrow_mut().counters.tls_reload_failures += 1;

@@ -13,8 +13,9 @@ use smol::Async;
 
 use crate::queue::Queue;
 
-/// Frames handed to the kernel in one vectored write, at most.
-const MAX_IOVECS: usize = 64;
+/// Frames taken from a queue for one write, at most: handed to the kernel in
+/// one vectored write, or (wss) copied into one TLS record.
+pub const MAX_IOVECS: usize = 64;
 
 /// Writes as much of `queue` as the socket takes without blocking. Returns
 /// whether the queue is now empty.

@@ -60,6 +60,10 @@ fn help_lists_every_flag() {
         "--max-line-length",
         "--shutdown-timeout",
         "--log-level",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-pkcs12",
+        "--tls-password-file",
         "--help",
     ] {
         assert!(
@@ -68,6 +72,7 @@ fn help_lists_every_flag() {
         );
     }
     assert!(stdout.contains("PUSHHUB_SECRET"), "{stdout}");
+    assert!(stdout.contains("PUSHHUB_TLS_PASSWORD"), "{stdout}");
 }
 
 /// `--help`'s options as (flag, meaning, default), continuation lines joined.

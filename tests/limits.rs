@@ -3,27 +3,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use common::*;
 use smol::future::FutureExt;
-
-/// Waits until a raw socket is closed by the hub; returns when that was seen.
-fn wait_closed(mut socket: TcpStream, limit: Duration) -> Instant {
-    socket.set_read_timeout(Some(limit)).unwrap();
-    let mut buf = [0u8; 1024];
-    loop {
-        match socket.read(&mut buf) {
-            Ok(0) => return Instant::now(),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Instant::now(),
-            Err(e) => panic!("the hub did not close the socket within {limit:?}: {e}"),
-        }
-    }
-}
 
 /// Connects from `source` (an address in 127.0.0.0/8), with `origin` if given.
 async fn connect_as(

@@ -4,29 +4,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-
 use common::*;
 use serde_json::json;
-
-/// Sends `request` and returns the whole response (the server closes).
-fn http(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-/// The value of the sample `name` (with its labels) in an exposition.
-fn sample(exposition: &str, name: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
-}
 
 #[test]
 fn metrics_follow_the_hub() {

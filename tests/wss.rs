@@ -157,24 +157,10 @@ async fn wait_failures(backend: &mut Backend, reason: &str, n: u64) -> Value {
 
 /// `GET /metrics` on the monitoring endpoint: the exposition.
 fn metrics_body(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
-}
-
-/// The value of the sample `name` (with its labels) in an exposition.
-fn sample(exposition: &str, name: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
 }
 
 /// `len` bytes of text that differ from message to message and from place to
@@ -190,20 +176,6 @@ fn payload(seed: usize, len: usize) -> String {
         text.push(ALPHABET[(state % ALPHABET.len() as u64) as usize] as char);
     }
     text
-}
-
-/// Waits until a raw socket is closed by the hub; returns when that was seen.
-fn wait_closed(mut socket: TcpStream, limit: Duration) -> Instant {
-    socket.set_read_timeout(Some(limit)).unwrap();
-    let mut buf = [0u8; 1024];
-    loop {
-        match socket.read(&mut buf) {
-            Ok(0) => return Instant::now(),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Instant::now(),
-            Err(e) => panic!("the hub did not close the socket within {limit:?}: {e}"),
-        }
-    }
 }
 
 /// A real TLS ClientHello record, as native-tls sends it first thing.
@@ -882,24 +854,6 @@ fn a_wrong_pkcs12_password_is_a_configuration_error_that_does_not_show_it() {
             "the password was shown: {stderr}"
         );
         assert!(!stderr.contains("WebSocket on"), "it started: {stderr}");
-    }
-}
-
-#[test]
-fn help_lists_the_tls_flags() {
-    let (status, stdout, _) = run_binary(&["--help"], &[]);
-    assert!(status.success(), "--help exited with {status}");
-    for flag in [
-        "--tls-cert",
-        "--tls-key",
-        "--tls-pkcs12",
-        "--tls-password-file",
-        "PUSHHUB_TLS_PASSWORD",
-    ] {
-        assert!(
-            stdout.contains(flag),
-            "--help does not mention {flag}:\n{stdout}"
-        );
     }
 }
 

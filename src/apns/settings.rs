@@ -134,13 +134,7 @@ pub fn from_flags(
                 .ok_or("--apns-key-file needs --apns-team-id (your 10-character team id)")?,
         },
         (None, Some(file)) => {
-            let password = match (flags.cert_password_file, env_password) {
-                (Some(path), _) => Secret::read(&path).map_err(|e| {
-                    format!("cannot read the password file {}: {e}", path.display())
-                })?,
-                (None, Some(value)) => Secret::from_file_contents(value.as_bytes()),
-                (None, None) => None,
-            };
+            let password = Secret::password(flags.cert_password_file.as_deref(), env_password)?;
             Credentials::Certificate { file, password }
         }
     };

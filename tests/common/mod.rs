@@ -370,6 +370,43 @@ pub fn reset(client: Client) {
 }
 
 // ---------------------------------------------------------------------------
+// Raw sockets and the monitoring endpoint.
+
+/// Waits until a raw socket is closed by the hub; returns when that was seen.
+pub fn wait_closed(mut socket: TcpStream, limit: Duration) -> Instant {
+    use std::io::Read;
+    socket.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => return Instant::now(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Instant::now(),
+            Err(e) => panic!("the hub did not close the socket within {limit:?}: {e}"),
+        }
+    }
+}
+
+/// Sends `request` and returns the whole response (the server closes).
+pub fn http(addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus exposition.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+// ---------------------------------------------------------------------------
 // Text-port backends.
 
 /// A backend connection to the text port: lines out, reply lines in.
