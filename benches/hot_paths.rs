@@ -4,11 +4,11 @@
 //! drains the queues it fills, so that it measures steady-state work.
 
 use divan::Bencher;
-use pushhub::frame::Frame;
 use pushhub::hub::{ConnId, Hub, Limits, Outbound};
-use pushhub::protocol::parse_request;
-use pushhub::replies::Replies;
+use pushhub::text_port::protocol::parse_request;
+use pushhub::text_port::replies::Replies;
 use pushhub::text_port::{Services, handle_line};
+use pushhub::ws::frame::Frame;
 
 fn main() {
     divan::main();
@@ -50,7 +50,7 @@ fn drain(hub: &mut Hub, ids: &[ConnId]) {
 #[divan::bench]
 fn parse_original_form_line() -> usize {
     match parse_request(divan::black_box(br#"{"uid":"uid1","percent":"88%"}"#)) {
-        pushhub::protocol::Request::Legacy { line, .. } => line.len(),
+        pushhub::text_port::protocol::Request::Legacy { line, .. } => line.len(),
         _ => 0,
     }
 }
@@ -60,7 +60,7 @@ fn parse_push_command() -> bool {
     let line = br#"{"cmd":"push","uid":"u42","data":{"title":"hi","body":"a message"},"id":17}"#;
     matches!(
         parse_request(divan::black_box(line)),
-        pushhub::protocol::Request::Command { command: Ok(_), .. }
+        pushhub::text_port::protocol::Request::Command { command: Ok(_), .. }
     )
 }
 

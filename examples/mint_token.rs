@@ -18,8 +18,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pushhub::auth::{Secret, mint, unix_now, valid_uid};
+use pushhub::auth::{Secret, mint, valid_uid};
 use pushhub::config::{SECRET_ENV, parse_duration};
+use pushhub::time::unix_now;
 
 const USAGE: &str = "usage: mint_token [--secret-file PATH] UID [LIFETIME]\n\
                      the secret is read from PATH, or else from PUSHHUB_SECRET";

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::apns::settings::{self, ApnsFlags, ApnsSettings};
-use crate::auth::Secret;
-use crate::tls::{TlsFiles, TlsSettings};
+use crate::auth::{AuthConfig, Secret};
+use crate::push::apns::settings::{self, ApnsFlags, ApnsSettings};
+use crate::ws::tls::{TlsFiles, TlsSettings};
 
 /// Environment variable that may hold the token secret instead of `--secret-file`.
 pub const SECRET_ENV: &str = "PUSHHUB_SECRET";
@@ -222,15 +222,6 @@ fn parse_metrics(s: &str) -> Result<Option<SocketAddr>, String> {
     s.parse()
         .map(Some)
         .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:5679, or off"))
-}
-
-/// How clients prove which uid they are.
-#[derive(Clone, Debug, Default)]
-pub struct AuthConfig {
-    /// Accept the first text message as a bare uid.
-    pub allow_plain_uid: bool,
-    /// Verify HS256 tokens with this secret.
-    pub secret: Option<Secret>,
 }
 
 /// Everything the hub needs to run, validated.

@@ -17,6 +17,8 @@ use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+use crate::time::unix_now;
+
 /// OpenSSL's codes for "the PKCS#12 MAC does not verify": the password is
 /// wrong (`ERR_LIB_PKCS12` and `PKCS12_R_MAC_VERIFY_FAILURE` in its headers).
 const ERR_LIB_PKCS12: i32 = 35;
@@ -334,7 +336,7 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 /// Logs when the certificate of `what` expires: a warning when it is soon, an
 /// error once it has. Certificates expire while the hub runs for months.
 pub fn log_expiry(what: &str, expires_at: i64) {
-    let now = i64::try_from(crate::auth::unix_now()).unwrap_or(i64::MAX);
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
     let days = (expires_at - now).div_euclid(86_400);
     let plural = |n: i64| if n == 1 { "day" } else { "days" };
     if expires_at <= now {
@@ -542,7 +544,7 @@ mod tests {
             &pkcs12(&key, &cert, std::str::from_utf8(PASSWORD).unwrap()),
         );
         // The certificate is valid for one day from now.
-        let tomorrow = crate::auth::unix_now() as i64 + 86_400;
+        let tomorrow = unix_now() as i64 + 86_400;
         let expires_tomorrow = |loaded: Loaded| {
             let at = loaded.expires_at;
             assert!((at - tomorrow).abs() < 60, "{at}");

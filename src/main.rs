@@ -4,10 +4,12 @@
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pushhub::apns::sender::{Notification, Outcome};
-use pushhub::apns::{DeviceToken, Registry, settings};
 use pushhub::config::{self, Config, Env, Flags, RESERVED_FDS};
-use pushhub::{Listeners, fd_limit, logger, signals};
+use pushhub::push::apns::sender::{Notification, Outcome};
+use pushhub::push::apns::settings;
+use pushhub::push::{DeviceToken, Registry};
+use pushhub::server::{fd_limit, signals};
+use pushhub::{Listeners, logger};
 
 fn main() -> ExitCode {
     let flags: Flags = match config::from_command_line() {
@@ -155,7 +157,7 @@ fn apns_test(config: &Config, device: &str) -> ExitCode {
             sender.clone().run().await;
             None
         },
-        pushhub::timeout(std::time::Duration::from_secs(60), pending.outcome()),
+        pushhub::time::timeout(std::time::Duration::from_secs(60), pending.outcome()),
     ));
     match outcome {
         Some(Outcome::Accepted { apns_id }) => {

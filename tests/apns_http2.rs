@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::apns::FakeApns;
 use common::within;
-use pushhub::apns::http2;
+use pushhub::push::http2;
 
 #[test]
 fn posts_over_tls_and_http2() {

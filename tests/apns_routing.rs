@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::apns::{FakeApns, TestCert};
 use common::*;
-use pushhub::apns::settings::{ApnsSettings, Credentials, Endpoint};
+use pushhub::push::apns::settings::{ApnsSettings, Credentials, Endpoint};
 use serde_json::{Value, json};
 use smol::Timer;
 
@@ -297,7 +297,7 @@ fn waiting_replies_are_bounded() {
     run(async {
         let mut other = Backend::connect(server.text).await;
         register(&mut other, "offline", &device(6)).await;
-        let sent = 3 * pushhub::replies::MAX_WAITING;
+        let sent = 3 * pushhub::text_port::replies::MAX_WAITING;
         let lines: String = (0..sent)
             .map(|_| format!("{}\n", push("offline", None)))
             .collect();
@@ -319,7 +319,7 @@ fn waiting_replies_are_bounded() {
             }
             last = pushes;
         }
-        let limit = pushhub::replies::MAX_WAITING as i64;
+        let limit = pushhub::text_port::replies::MAX_WAITING as i64;
         assert!(
             last >= limit && last < 2 * limit,
             "{last} pushes handled with {sent} sent and a bound of {limit}"

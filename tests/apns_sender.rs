@@ -23,10 +23,10 @@ use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use pushhub::apns::DeviceToken;
-use pushhub::apns::provider_token::ProviderToken;
-use pushhub::apns::reason::Reason;
-use pushhub::apns::sender::{
+use pushhub::push::DeviceToken;
+use pushhub::push::apns::provider_token::ProviderToken;
+use pushhub::push::apns::reason::Reason;
+use pushhub::push::apns::sender::{
     Auth, Config, Failure, Notification, Outcome, Pending, Priority, PushType, QueueFull, Sender,
 };
 

@@ -11,7 +11,8 @@ use async_tungstenite::tungstenite::{Bytes, Message};
 use common::*;
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, KeyInit, Mac};
-use pushhub::auth::{Secret, mint, unix_now};
+use pushhub::auth::{Secret, mint};
+use pushhub::time::unix_now;
 use serde_json::json;
 use sha2::Sha256;
 

@@ -7,7 +7,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use pushhub::auth::{Secret, mint, unix_now};
+use pushhub::auth::{Secret, mint};
+use pushhub::time::unix_now;
 
 const EPHEMERAL: [&str; 4] = ["--ws", "127.0.0.1:0", "--text", "127.0.0.1:0"];
 

@@ -18,7 +18,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use common::tls::TestCert;
 use common::*;
 use pushhub::Config;
-use pushhub::tls::{TlsFiles, TlsSettings};
+use pushhub::ws::tls::{TlsFiles, TlsSettings};
 use rustix::process::Signal;
 use serde_json::{Value, json};
 use smol::Async;
@@ -326,7 +326,7 @@ fn plain_ws_on_the_wss_port_is_refused_and_counted() {
         );
         // The certificate's expiry, for alerts: the test certificate is valid
         // for two days.
-        let in_two_days = (pushhub::auth::unix_now() + 2 * 86_400) as f64;
+        let in_two_days = (pushhub::time::unix_now() + 2 * 86_400) as f64;
         let expiry = sample(&body, "pushhub_tls_certificate_expiry_timestamp_seconds");
         assert!(
             expiry.is_some_and(|at| (at - in_two_days).abs() < 120.0),

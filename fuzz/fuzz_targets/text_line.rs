@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use pushhub::hub::{Hub, Limits};
-use pushhub::protocol::split_line;
-use pushhub::replies::Replies;
+use pushhub::text_port::protocol::split_line;
+use pushhub::text_port::replies::Replies;
 use pushhub::text_port::{Services, handle_line};
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pushhub::auth::{Secret, authenticate, valid_uid, verify};
-use pushhub::config::AuthConfig;
+use pushhub::auth::AuthConfig;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pushhub::handshake;
-use pushhub::inbound::Decoder;
+use pushhub::ws::handshake;
+use pushhub::ws::inbound::Decoder;
 
 fuzz_target!(|data: &[u8]| {
     let (head, frames) = data.split_at(data.len() / 2);

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
-use pushhub::auth::{Secret, mint, unix_now};
+use pushhub::auth::{Secret, mint};
+use pushhub::time::unix_now;
 use pushhub::{Config, Listeners};
 use serde_json::Value;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -504,11 +504,11 @@ mod tests {
         let mut state = ConnState::new(3, Some("u3".into()));
         let mut bytes = Vec::new();
         for frame in [
-            pushhub::frame::Frame::text("login success, your uid is u3"),
-            pushhub::frame::Frame::text("hi"),
-            pushhub::frame::Frame::ping(),
-            pushhub::frame::Frame::close(1001, "bye"),
-            pushhub::frame::Frame::text("hi"),
+            pushhub::ws::frame::Frame::text("login success, your uid is u3"),
+            pushhub::ws::frame::Frame::text("hi"),
+            pushhub::ws::frame::Frame::ping(),
+            pushhub::ws::frame::Frame::close(1001, "bye"),
+            pushhub::ws::frame::Frame::text("hi"),
         ] {
             bytes.extend_from_slice(frame.as_bytes());
         }
@@ -526,7 +526,7 @@ mod tests {
     #[test]
     fn a_wrong_greeting_is_reported() {
         let mut state = ConnState::new(3, Some("u3".into()));
-        let frame = pushhub::frame::Frame::text("login success, your uid is u4");
+        let frame = pushhub::ws::frame::Frame::text("login success, your uid is u4");
         state.ingest(frame.as_bytes(), 0, &Ignore).unwrap();
         assert!(state.unexpected.is_some());
     }

@@ -324,7 +324,7 @@ fn emit(header: Header, payload: &[u8], on: &mut dyn FnMut(Event<'_>)) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pushhub::frame::Frame;
+    use pushhub::ws::frame::Frame;
 
     /// What the decoder reports for `bytes`, fed in pieces of `step` bytes.
     fn decode(bytes: &[u8], step: usize) -> Result<Vec<String>, FrameError> {

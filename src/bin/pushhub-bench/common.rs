@@ -9,8 +9,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use native_tls::TlsConnector;
-use pushhub::auth::{Secret, unix_now};
+use pushhub::auth::Secret;
 use pushhub::config::SECRET_ENV;
+use pushhub::time::unix_now;
 use smol::{LocalExecutor, Timer};
 
 use crate::args::{CommonArgs, Mode};

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         Ok(top) => top,
         Err(code) => return code,
     };
-    pushhub::fd_limit::raise();
+    pushhub::server::fd_limit::raise();
     match top.cmd {
         Cmd::Conns(a) => run_bench("conns", a.common(), async move |env| {
             conns::run(env, &a).await

@@ -1,7 +1,7 @@
 //! The backend side: one text-port connection, pipelined, and the request
 //! lines the benches send on it. Requests are written by one task and replies
 //! read by another, so that a slow reply never holds the sender. Replies are
-//! split with `pushhub::protocol::split_line`, the line codec the hub itself
+//! split with `pushhub::text_port::protocol::split_line`, the line codec the hub itself
 //! uses.
 
 use std::io::{self, Write};
@@ -13,7 +13,7 @@ use serde_json::Value;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use pushhub::protocol::split_line;
+use pushhub::text_port::protocol::split_line;
 
 /// Longest reply line accepted (a `stats` or an `online` reply is far shorter).
 const MAX_REPLY: usize = 1 << 20;

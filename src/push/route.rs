@@ -2,13 +2,61 @@
 //! devices from the registry, one notification each, and the summary that goes
 //! in the push's reply once Apple has answered them all.
 
+use std::borrow::Cow;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use serde::Serialize;
 
-use super::registry::{DeviceToken, Registry};
-use super::sender::{Notification, Outcome, Pending, Sender};
-use crate::protocol::{ApnsPush, ApnsSummary, Refusal};
+use super::apns::sender::{Notification, Outcome, Pending, Priority, PushType, Sender};
+use crate::push::registry::{DeviceToken, Registry};
+
+/// A push's APNs part: the payload for Apple and how to send it.
+#[derive(Debug, PartialEq)]
+pub struct ApnsPush<'a> {
+    /// The JSON object sent to Apple as is.
+    pub payload: &'a str,
+    pub when: ApnsWhen,
+    pub push_type: PushType,
+    pub priority: Priority,
+    pub expiration: u64,
+    pub collapse_id: Option<Cow<'a, str>>,
+}
+
+/// `apns_when`: when a push also goes to the uid's iPhones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApnsWhen {
+    /// Only when the uid has no WebSocket connection (the default).
+    Offline,
+    Always,
+    Never,
+}
+
+/// What became of a push's APNs part, in its reply.
+#[derive(Debug, Default, Serialize)]
+pub struct ApnsSummary {
+    /// The devices of the uids it went to.
+    pub devices: usize,
+    pub accepted: usize,
+    pub refused: Vec<Refusal>,
+    /// Why some uids' devices could not be read, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One device that did not get the notification.
+#[derive(Debug, Serialize)]
+pub struct Refusal {
+    pub apns: String,
+    /// Apple's status; absent when Apple never answered for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Apple's reason, or ours.
+    pub reason: String,
+    /// The token was removed from the registry (Apple says it is gone).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
 
 /// Notifications under way for one push.
 pub struct InFlight {

@@ -1,86 +1,19 @@
-//! Client authentication: HS256 JSON Web Tokens whose `sub` is the uid, and the
-//! plain-uid rule of the Workerman original.
+//! HS256 JSON Web Tokens whose `sub` is the uid: verified for clients,
+//! minted for backends, the CLI, the load generator and the tests.
 //!
 //! Pure functions over bytes and a clock value: no I/O, no state. The signature is
 //! checked before the claims are parsed, so an unsigned payload never reaches serde.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use data_encoding::BASE64URL_NOPAD;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
-use crate::config::AuthConfig;
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// Longest uid accepted, in bytes. Uids are held in memory for every connection,
-/// so they are capped rather than trusted.
-pub const MAX_UID_LEN: usize = 256;
+use super::{Secret, valid_uid};
 
 /// Longest token looked at, so a huge first message costs no decoding work.
 const MAX_TOKEN_LEN: usize = 4096;
-
-/// The HS256 key shared with the backends that mint tokens.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
-
-impl Secret {
-    /// The secret as stored in a file or an environment variable: surrounding
-    /// whitespace (a trailing newline from `echo`) is not part of it. `None` if empty.
-    pub fn from_file_contents(raw: &[u8]) -> Option<Secret> {
-        let start = raw.iter().position(|b| !b.is_ascii_whitespace())?;
-        let end = raw.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
-        Some(Secret(raw[start..end].to_vec()))
-    }
-
-    /// Reads a secret file; `Ok(None)` if it holds nothing but whitespace.
-    pub fn read(path: &std::path::Path) -> std::io::Result<Option<Secret>> {
-        std::fs::read(path).map(|raw| Secret::from_file_contents(&raw))
-    }
-
-    /// A password from its file if one is given, else from an environment
-    /// variable's value; `None` if neither (or it is empty). The error names
-    /// the file.
-    pub fn password(
-        file: Option<&std::path::Path>,
-        env_value: Option<String>,
-    ) -> Result<Option<Secret>, String> {
-        match (file, env_value) {
-            (Some(path), _) => Secret::read(path)
-                .map_err(|e| format!("cannot read the password file {}: {e}", path.display())),
-            (None, Some(value)) => Ok(Secret::from_file_contents(value.as_bytes())),
-            (None, None) => Ok(None),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The secret's bytes, for the one place that must hand them on (a TLS
-    /// library decrypting a key). Never log them.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length, so this cannot fail.
-        HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length")
-    }
-}
 
 /// Why a token was refused. The `Display` text becomes the WebSocket close reason,
 /// so it stays short (a close reason holds at most 123 bytes).
@@ -97,7 +30,7 @@ pub enum TokenError {
     Expired,
     /// `nbf` is in the future.
     NotYetValid,
-    /// `sub` is missing, empty, not a string, or longer than [`MAX_UID_LEN`].
+    /// `sub` is missing, empty, not a string, or longer than [`super::MAX_UID_LEN`].
     BadSubject,
 }
 
@@ -128,13 +61,6 @@ struct Claims {
     sub: Option<serde_json::Value>,
     exp: Option<f64>,
     nbf: Option<f64>,
-}
-
-/// Seconds since the Unix epoch, the unit of `exp` and `nbf`.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Checks an HS256 token against `secret` at time `now` (Unix seconds) and returns its uid.
@@ -182,86 +108,6 @@ fn decode(part: &str) -> Result<Vec<u8>, TokenError> {
     BASE64URL_NOPAD
         .decode(part.as_bytes())
         .map_err(|_| TokenError::Malformed)
-}
-
-/// The uid rule shared by tokens and plain-uid mode: 1 to [`MAX_UID_LEN`] bytes,
-/// no control characters (they would corrupt logs and replies).
-pub fn valid_uid(uid: &str) -> bool {
-    !uid.is_empty() && uid.len() <= MAX_UID_LEN && !uid.chars().any(char::is_control)
-}
-
-/// Why a client's credential (its first message, or the `token` query parameter)
-/// was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    Token(TokenError),
-    /// Plain-uid mode, and the message is not a usable uid.
-    InvalidUid,
-    /// The first message was binary; credentials are text.
-    NotText,
-}
-
-impl fmt::Display for AuthError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuthError::Token(e) => e.fmt(f),
-            AuthError::InvalidUid => {
-                f.write_str("uid must be 1 to 256 bytes without control characters")
-            }
-            AuthError::NotText => f.write_str("send the uid or token as a text message"),
-        }
-    }
-}
-
-impl std::error::Error for AuthError {}
-
-impl AuthError {
-    /// A short name for counting refusals by reason.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AuthError::Token(TokenError::Malformed) => "malformed",
-            AuthError::Token(TokenError::UnsupportedAlgorithm) => "algorithm",
-            AuthError::Token(TokenError::BadSignature) => "signature",
-            AuthError::Token(TokenError::MissingExpiry) => "no_exp",
-            AuthError::Token(TokenError::Expired) => "expired",
-            AuthError::Token(TokenError::NotYetValid) => "not_yet_valid",
-            AuthError::Token(TokenError::BadSubject) => "bad_sub",
-            AuthError::InvalidUid => "bad_uid",
-            AuthError::NotText => "not_text",
-        }
-    }
-}
-
-/// Turns a credential into a uid under the configured modes.
-///
-/// With a secret, anything shaped like a JWT (two dots) is verified as one, so a
-/// forged token is refused even when plain uids are allowed too. Otherwise, in
-/// plain-uid mode, the credential itself is the uid, as in the Workerman original.
-pub fn authenticate(
-    config: &AuthConfig,
-    credential: &str,
-    now: u64,
-) -> Result<Identity, AuthError> {
-    let looks_like_jwt = credential.bytes().filter(|&b| b == b'.').count() == 2;
-    match &config.secret {
-        Some(secret) if looks_like_jwt || !config.allow_plain_uid => {
-            verify(credential, secret, now)
-                .map(|uid| Identity { uid, plain: false })
-                .map_err(AuthError::Token)
-        }
-        _ if config.allow_plain_uid && valid_uid(credential) => Ok(Identity {
-            uid: credential.to_string(),
-            plain: true,
-        }),
-        _ => Err(AuthError::InvalidUid),
-    }
-}
-
-/// Who a client proved to be, and whether by a bare uid (plain-uid mode).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub uid: String,
-    pub plain: bool,
 }
 
 #[derive(Serialize)]
@@ -421,58 +267,6 @@ mod tests {
         assert_eq!(
             verify(&parts.join("."), &s, NOW),
             Err(TokenError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn uid_rule() {
-        assert!(valid_uid("u1"));
-        assert!(valid_uid("用户"));
-        assert!(!valid_uid(""));
-        assert!(!valid_uid("a\nb"));
-        assert!(!valid_uid(&"x".repeat(MAX_UID_LEN + 1)));
-        assert!(Secret::from_file_contents(b" \n\t").is_none());
-    }
-
-    #[test]
-    fn modes() {
-        let s = secret();
-        let token = mint(&s, "u1", NOW + 60);
-        let plain = AuthConfig {
-            allow_plain_uid: true,
-            secret: None,
-        };
-        let tokens = AuthConfig {
-            allow_plain_uid: false,
-            secret: Some(s.clone()),
-        };
-        let both = AuthConfig {
-            allow_plain_uid: true,
-            secret: Some(s.clone()),
-        };
-        let id = |uid: &str, plain| {
-            Ok(Identity {
-                uid: uid.into(),
-                plain,
-            })
-        };
-        assert_eq!(authenticate(&plain, "uid1", NOW), id("uid1", true));
-        assert_eq!(authenticate(&plain, "", NOW), Err(AuthError::InvalidUid));
-        assert_eq!(authenticate(&tokens, &token, NOW), id("u1", false));
-        assert_eq!(
-            authenticate(&tokens, "uid1", NOW),
-            Err(AuthError::Token(TokenError::Malformed))
-        );
-        assert_eq!(authenticate(&both, &token, NOW), id("u1", false));
-        assert_eq!(authenticate(&both, "uid1", NOW), id("uid1", true));
-        let forged = mint(
-            &Secret::from_file_contents(b"guess").unwrap(),
-            "admin",
-            NOW + 60,
-        );
-        assert_eq!(
-            authenticate(&both, &forged, NOW),
-            Err(AuthError::Token(TokenError::BadSignature))
         );
     }
 

@@ -3,6 +3,8 @@
 //! Plain `u64`s owned by the hub: everything runs on one thread, so a counter is
 //! an add, not an atomic.
 
+pub mod http;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -61,7 +63,7 @@ pub struct Stats {
     pub rss_bytes: u64,
     /// The APNs sender's counters, when APNs is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub apns: Option<crate::apns::sender::Stats>,
+    pub apns: Option<crate::push::apns::sender::Stats>,
 }
 
 impl Stats {

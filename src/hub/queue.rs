@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use crate::frame::Frame;
+use crate::ws::frame::Frame;
 
 #[derive(Debug, Default)]
 pub struct Queue {

@@ -14,8 +14,8 @@ use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 
 use crate::hub::Socket;
-use crate::queue::Queue;
-use crate::writer;
+use crate::hub::queue::Queue;
+use crate::ws::writer;
 
 /// The most TLS plaintext sealed in one record.
 const RECORD: usize = 16 * 1024;

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use async_native_tls::TlsConnector;
 
 use super::provider_token::ProviderToken;
-use super::registry::DeviceToken;
 use super::sender::{self, Auth, Sender};
 use crate::auth::Secret;
 use crate::credentials::{load_identity, log_expiry};
+use crate::push::registry::DeviceToken;
 
 pub const PRODUCTION_HOST: &str = "api.push.apple.com";
 pub const SANDBOX_HOST: &str = "api.sandbox.push.apple.com";

@@ -11,8 +11,8 @@ use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::metrics::{Gauges, render};
-use crate::server::Shared;
-use crate::timeout;
+use crate::shared::Shared;
+use crate::time::timeout;
 
 /// The longest request head read; scrapers send a few hundred bytes.
 const MAX_REQUEST: usize = 4096;
@@ -34,7 +34,7 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
                 stats.apns = shared
                     .apns
                     .as_deref()
-                    .map(crate::apns::sender::Sender::stats);
+                    .map(crate::push::apns::sender::Sender::stats);
                 render(
                     &stats,
                     &Gauges {

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use smol::Async;
 
-use crate::queue::Queue;
+use crate::hub::queue::Queue;
 
 /// Frames taken from a queue for one write, at most: handed to the kernel in
 /// one vectored write, or (wss) copied into one TLS record.

@@ -6,10 +6,17 @@
 //! channel between them, and no lock. The task never holds a hub borrow across
 //! an await.
 //!
-//! After the handshake ([`crate::handshake`]) the socket is ours alone: frames
+//! After the handshake ([`crate::ws::handshake`]) the socket is ours alone: frames
 //! out are [`Frame`]s written from their shared buffers with vectored writes
 //! (control frames go through the same queue, so nothing ever interleaves), and
 //! frames in go through [`Decoder`], which holds no buffer between messages.
+
+pub mod frame;
+pub mod handshake;
+pub mod inbound;
+mod link;
+pub mod tls;
+pub mod writer;
 
 use std::future::Future;
 use std::net::TcpStream;
@@ -20,16 +27,16 @@ use std::time::Duration;
 use log::debug;
 use smol::Async;
 
+use frame::Frame;
+use handshake::Failure;
+use inbound::{Decoder, FrameError, Incoming};
+use link::Link;
+
 use crate::auth::{self, AuthError, Identity};
-use crate::frame::Frame;
-use crate::handshake;
-use crate::handshake::Failure;
 use crate::hub::{CloseReason, ConnId, Outbound};
-use crate::inbound::{Decoder, FrameError, Incoming};
-use crate::link::Link;
 use crate::metrics::Counters;
-use crate::server::{Shared, SocketSlot};
-use crate::timeout;
+use crate::shared::{Shared, SocketSlot};
+use crate::time::{timeout, unix_now};
 
 /// Bytes read from a client per system call, into a stack buffer; only a
 /// partial frame is kept between reads.
@@ -156,7 +163,7 @@ pub(crate) fn serve(
             // answer, so a push sent once it is connected cannot miss it.
             let refused = match (token, &shared.config.auth.secret) {
                 (Some(token), Some(secret)) => {
-                    let verified = auth::verify(&token, secret, auth::unix_now())
+                    let verified = auth::verify(&token, secret, unix_now())
                         .map(|uid| Identity { uid, plain: false })
                         .map_err(AuthError::Token);
                     session.bind(verified).err()
@@ -239,7 +246,7 @@ impl Session {
         loop {
             match std::task::ready!(self.poll_turn(cx)) {
                 Turn::Credential(text) => {
-                    let now = auth::unix_now();
+                    let now = unix_now();
                     match self.bind(auth::authenticate(&self.shared.config.auth, &text, now)) {
                         Err(e) => return Poll::Ready(Ending::Unauthorized(e)),
                         Ok(Identity { uid, plain: true }) => {

@@ -28,10 +28,10 @@ use bytes::Bytes;
 use smol::channel;
 use smol::{LocalExecutor, Timer};
 
-use super::http2::{self, Http2, PostError};
 use super::provider_token::ProviderToken;
 use super::reason::{Kind, Reason};
-use super::registry::DeviceToken;
+use crate::push::http2::{self, Http2, PostError};
+use crate::push::registry::DeviceToken;
 
 /// Apple's limit on a payload (bytes); a larger one is answered 413.
 pub const MAX_PAYLOAD: usize = 4096;
@@ -479,7 +479,7 @@ impl Sender {
                 Auth::Token(token) => Some(RefCell::new(token)),
                 Auth::Certificate => None,
             },
-            clock: Box::new(crate::auth::unix_now),
+            clock: Box::new(crate::time::unix_now),
             on_device_gone: Box::new(on_device_gone),
             queue,
             taken,
@@ -567,7 +567,7 @@ impl Sender {
             }
             let connecting = http2::connect(self.config.addr, &self.config.host, &self.tls);
             let limit = self.config.connect_timeout;
-            let connected = crate::timeout(limit, connecting)
+            let connected = crate::time::timeout(limit, connecting)
                 .await
                 .unwrap_or(Err(http2::ConnectError::TimedOut(limit)));
             let driver = match connected {

@@ -8,6 +8,8 @@
 //! writer), never waiting; a connection it cannot finish, and every wss one,
 //! is woken to drain its own queue.
 
+pub mod queue;
+
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Waker;
@@ -17,9 +19,9 @@ use slab::Slab;
 use smol::Async;
 
 use crate::config::Config;
-use crate::frame::Frame;
+use crate::hub::queue::Queue;
 use crate::metrics::{Counters, Live, Stats};
-use crate::queue::Queue;
+use crate::ws::frame::Frame;
 
 /// A connection's socket, shared by its task and the flusher.
 pub type Socket = Rc<Async<std::net::TcpStream>>;

@@ -13,8 +13,8 @@ use std::task::{Context, Poll};
 
 use serde_json::value::RawValue;
 
-use crate::apns::route::InFlight;
-use crate::protocol::{Reply, write_reply};
+use crate::push::route::InFlight;
+use crate::text_port::protocol::{Reply, write_reply};
 
 /// Replies waiting for APNs on one backend connection before it stops reading.
 pub const MAX_WAITING: usize = 1024;

@@ -12,9 +12,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::apns::registry::{BadDeviceToken, DeviceToken, Registered};
-use crate::apns::sender::{Priority, PushType};
 use crate::metrics::Stats;
+use crate::push::apns::sender::{Priority, PushType};
+use crate::push::registry::{BadDeviceToken, DeviceToken, Registered};
+use crate::push::route::{ApnsPush, ApnsSummary, ApnsWhen};
 
 /// Finds the next complete line at the start of `buf`.
 ///
@@ -91,27 +92,6 @@ pub enum Command<'a> {
     Devices {
         uid: Cow<'a, str>,
     },
-}
-
-/// A push's APNs part: the payload for Apple and how to send it.
-#[derive(Debug, PartialEq)]
-pub struct ApnsPush<'a> {
-    /// The JSON object sent to Apple as is.
-    pub payload: &'a str,
-    pub when: ApnsWhen,
-    pub push_type: PushType,
-    pub priority: Priority,
-    pub expiration: u64,
-    pub collapse_id: Option<Cow<'a, str>>,
-}
-
-/// `apns_when`: when a push also goes to the uid's iPhones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApnsWhen {
-    /// Only when the uid has no WebSocket connection (the default).
-    Offline,
-    Always,
-    Never,
 }
 
 /// The uids a command names: `uid` for one, `uids` for several.
@@ -499,32 +479,6 @@ struct RegisteredBody<'a> {
     registered: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
-}
-
-/// What became of a push's APNs part, in its reply.
-#[derive(Debug, Default, Serialize)]
-pub struct ApnsSummary {
-    /// The devices of the uids it went to.
-    pub devices: usize,
-    pub accepted: usize,
-    pub refused: Vec<Refusal>,
-    /// Why some uids' devices could not be read, if so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// One device that did not get the notification.
-#[derive(Debug, Serialize)]
-pub struct Refusal {
-    pub apns: String,
-    /// Apple's status; absent when Apple never answered for good.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// Apple's reason, or ours.
-    pub reason: String,
-    /// The token was removed from the registry (Apple says it is gone).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub removed: bool,
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,9 @@
 //! in order. `handle_line` is the whole request → hub → reply path with no I/O;
 //! `serve` feeds it from a socket.
 
+pub mod protocol;
+pub mod replies;
+
 use std::collections::HashSet;
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -11,18 +14,19 @@ use log::{debug, warn};
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::apns::route::InFlight;
-use crate::apns::sender::Sender;
-use crate::apns::{Registry, RegistryError};
-use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Counters;
-use crate::protocol::{
-    ApnsPush, ApnsWhen, Command, Presence, Reply, Request, RequestError, Targets, parse_request,
-    split_line, write_reply,
+use crate::push::apns::sender::Sender;
+use crate::push::route::InFlight;
+use crate::push::route::{ApnsPush, ApnsWhen};
+use crate::push::{Registry, RegistryError};
+use crate::shared::Shared;
+use crate::ws::frame::Frame;
+use protocol::{
+    Command, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
+    write_reply,
 };
-use crate::replies::Replies;
-use crate::server::Shared;
+use replies::Replies;
 
 /// Bytes read from a backend at a time; lines longer than this grow the buffer
 /// up to `--max-line-length`.

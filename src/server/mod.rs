@@ -1,0 +1,222 @@
+//! The server's life: accepting on the three listeners (WebSocket, text port,
+//! metrics), the background tasks (`upkeep`), and graceful shutdown, all as
+//! tasks of one `LocalExecutor` on the calling thread.
+
+pub mod fd_limit;
+mod listen;
+pub mod signals;
+mod upkeep;
+
+use std::future::Future;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use smol::channel::Sender;
+use smol::stream::Stream;
+use smol::{Async, LocalExecutor, Timer};
+
+pub use listen::{BACKLOG, Listeners};
+
+use crate::config::Config;
+use crate::hub::CloseReason;
+use crate::push::{self, DeviceToken, Registry};
+use crate::shared::{Refusal, Shared, SocketSlot};
+use crate::time::timeout;
+use crate::{metrics, text_port, ws};
+
+/// What the accept tasks and the signal hand to the main loop.
+enum Event {
+    Ws(Async<TcpStream>, SocketSlot),
+    Text(Async<TcpStream>),
+    Metrics(Async<TcpStream>),
+    Shutdown,
+}
+
+/// Runs the hub until `shutdown` completes, then closes every connection with a
+/// "going away" frame and returns once they are closed or the shutdown timeout
+/// has passed. Each item of `hangups` reloads the wss certificate.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    hangups: impl Stream<Item = ()> + Unpin,
+) -> io::Result<()> {
+    let ws_listener = Async::new(listeners.ws)?;
+    let text_listener = Async::new(listeners.text)?;
+    let metrics_listener = listeners.metrics.map(Async::new).transpose()?;
+    let registry = match &config.apns_db {
+        Some(path) => {
+            let registry = Registry::open(path).map_err(io::Error::other)?;
+            info!("device registry: {}", path.display());
+            Some(Rc::new(registry))
+        }
+        None => None,
+    };
+    let apns = match (&config.apns, &registry) {
+        (Some(settings), Some(registry)) => {
+            let registry = Rc::clone(registry);
+            // Apple says the token is gone (the app was removed): forget it.
+            let forget = move |token: &DeviceToken| match registry.forget(token) {
+                Ok(_) => info!("APNs: device {} is gone; removed", token.as_str()),
+                Err(e) => warn!("APNs: device {} is gone, but {e}", token.as_str()),
+            };
+            let sender =
+                push::apns::settings::build_sender(settings, forget).map_err(io::Error::other)?;
+            info!(
+                "APNs: {}:{} for {}",
+                settings.endpoint.host, settings.endpoint.port, settings.topic
+            );
+            Some(Rc::new(sender))
+        }
+        _ => None,
+    };
+    let tls = match &config.tls {
+        Some(settings) => {
+            let built = settings.acceptor().map_err(io::Error::other)?;
+            info!("wss: certificate from {}", settings.describe());
+            Some(built)
+        }
+        None => None,
+    };
+    let shared = Rc::new(Shared::new(config, registry, apns.clone()));
+    if let Some(built) = tls {
+        shared.install(built);
+    }
+    let (events, incoming) = smol::channel::unbounded();
+    let ex = LocalExecutor::new();
+    ex.run(async {
+        // Everything that waits on a socket or a signal is a task of its own.
+        // The future given to `run` is polled whenever the executor wakes, so
+        // it only waits on this channel, which costs no system call to poll.
+        let sweeper = ex.spawn(upkeep::sweep(Rc::clone(&shared)));
+        let flusher = ex.spawn(upkeep::flush(Rc::clone(&shared)));
+        let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
+        let reloader = ex.spawn(upkeep::reload_on_hangup(Rc::clone(&shared), hangups));
+        let reminder = ex.spawn(upkeep::remind_expiry(Rc::clone(&shared)));
+        let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
+        let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
+        let accept_metrics =
+            metrics_listener.map(|listener| ex.spawn(accept_metrics(listener, events.clone())));
+        let signal = ex.spawn(async move {
+            shutdown.await;
+            let _ = events.send(Event::Shutdown).await;
+        });
+        while let Ok(event) = incoming.recv().await {
+            match event {
+                Event::Ws(stream, slot) => {
+                    ex.spawn(ws::serve(Rc::clone(&shared), stream, slot))
+                        .detach();
+                }
+                Event::Text(stream) => {
+                    ex.spawn(text_port::serve(Rc::clone(&shared), stream))
+                        .detach();
+                }
+                Event::Metrics(stream) => {
+                    ex.spawn(metrics::http::serve(Rc::clone(&shared), stream))
+                        .detach();
+                }
+                Event::Shutdown => break,
+            }
+        }
+
+        // Dropping the accept tasks closes both listeners.
+        drop((accept_ws, accept_text, accept_metrics, signal));
+        // Sockets accepted but not yet served are closed here.
+        while let Ok(event) = incoming.try_recv() {
+            drop(event);
+        }
+        let n = shared.hub.borrow().len();
+        info!("shutting down: closing {n} connections");
+        shared.hub.borrow_mut().close_all(CloseReason::Shutdown);
+        // Wait for the connection tasks themselves, not the hub entries: a task
+        // leaves the hub before it writes its backlog and its close frame.
+        let drained = async {
+            while shared.sockets_open() > 0 {
+                Timer::after(Duration::from_millis(10)).await;
+            }
+        };
+        if timeout(shared.config.shutdown_timeout, drained)
+            .await
+            .is_none()
+        {
+            let left = shared.sockets_open();
+            warn!("shutdown timeout: dropping {left} connections that did not close in time");
+        }
+        drop((sweeper, flusher, apns_sender, reloader, reminder));
+    })
+    .await;
+    Ok(())
+}
+
+async fn accept_ws(shared: Rc<Shared>, listener: Async<TcpListener>, events: Sender<Event>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_failed(&e).await;
+                continue;
+            }
+        };
+        let slot = match shared.claim_slot(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let mut hub = shared.hub.borrow_mut();
+                match refusal {
+                    Refusal::Full => hub.counters.rejected += 1,
+                    Refusal::PerIp => hub.counters.rejected_per_ip += 1,
+                }
+                debug!("refused {peer}: {refusal:?}");
+                continue;
+            }
+        };
+        // Pushes are small and latency matters; batching is done by the writer.
+        if let Err(e) = stream.get_ref().set_nodelay(true) {
+            debug!("{peer}: cannot set TCP_NODELAY: {e}");
+        }
+        if events.send(Event::Ws(stream, slot)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_text(listener: Async<TcpListener>, events: Sender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                debug!("backend connected from {peer}");
+                let _ = stream.get_ref().set_nodelay(true);
+                if events.send(Event::Text(stream)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => accept_failed(&e).await,
+        }
+    }
+}
+
+async fn accept_metrics(listener: Async<TcpListener>, events: Sender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if events.send(Event::Metrics(stream)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => accept_failed(&e).await,
+        }
+    }
+}
+
+/// Keeps an accept loop alive through errors. Running out of file descriptors
+/// would make every retry fail at once, so that case waits a little.
+async fn accept_failed(e: &io::Error) {
+    warn!("accept failed: {e}");
+    if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || e.raw_os_error() == Some(rustix::io::Errno::NFILE.raw_os_error())
+    {
+        Timer::after(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,125 @@
+//! The state every task of the server shares: the configuration, the hub, the
+//! push services, the wss acceptor of the moment, and the count of open
+//! WebSocket sockets against `--max-connections` (and per client address).
+//!
+//! Single-threaded: `Rc` and `RefCell`, and no borrow is ever held across an
+//! await. The tasks that use it (`server`, `ws`, `text_port`, `metrics::http`)
+//! depend on this module, never on each other.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use async_native_tls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::credentials::log_expiry;
+use crate::hub::{Hub, Limits};
+use crate::push::Registry;
+use crate::push::apns::sender::Sender as ApnsSender;
+use crate::ws::tls::Acceptor;
+
+/// State every task of the server shares. Single-threaded: `Rc` and `RefCell`,
+/// and no borrow is ever held across an await.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub hub: RefCell<Hub>,
+    /// The APNs device registry, with `--apns-db`.
+    pub registry: Option<Rc<Registry>>,
+    /// The APNs sender, with the APNs flags.
+    pub apns: Option<Rc<ApnsSender>>,
+    /// wss: the acceptor new connections get (replaced on SIGHUP).
+    pub tls: RefCell<Option<TlsAcceptor>>,
+    /// WebSocket sockets open, including those still in their handshake.
+    sockets: Cell<usize>,
+    /// The same, per client address, when `--max-connections-per-ip` is set.
+    per_ip: RefCell<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        registry: Option<Rc<Registry>>,
+        apns: Option<Rc<ApnsSender>>,
+    ) -> Shared {
+        Shared {
+            hub: RefCell::new(Hub::new(Limits::from_config(&config))),
+            registry,
+            apns,
+            tls: RefCell::new(None),
+            config,
+            sockets: Cell::new(0),
+            per_ip: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Puts `built` in use for new wss connections (at start and on SIGHUP),
+    /// and publishes and logs when its certificate expires.
+    pub(crate) fn install(&self, built: Acceptor) {
+        *self.tls.borrow_mut() = Some(built.acceptor);
+        self.hub.borrow_mut().counters.tls_certificate_expires_at = Some(built.expires_at);
+        log_expiry("the wss certificate", built.expires_at);
+    }
+
+    /// WebSocket sockets open, including those still in their handshake.
+    pub(crate) fn sockets_open(&self) -> usize {
+        self.sockets.get()
+    }
+
+    /// Counts one more WebSocket socket from `ip`, or says which limit it hits.
+    pub(crate) fn claim_slot(self: &Rc<Self>, ip: IpAddr) -> Result<SocketSlot, Refusal> {
+        if self.sockets.get() >= self.config.max_connections {
+            return Err(Refusal::Full);
+        }
+        let counted = match self.config.max_connections_per_ip {
+            Some(limit) => {
+                let mut per_ip = self.per_ip.borrow_mut();
+                let n = per_ip.entry(ip).or_insert(0);
+                if *n >= limit {
+                    return Err(Refusal::PerIp);
+                }
+                *n += 1;
+                Some(ip)
+            }
+            None => None,
+        };
+        self.sockets.set(self.sockets.get() + 1);
+        Ok(SocketSlot {
+            shared: Rc::clone(self),
+            ip: counted,
+        })
+    }
+}
+
+/// Why an accepted socket is closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// At `--max-connections`.
+    Full,
+    /// At `--max-connections-per-ip` for its address.
+    PerIp,
+}
+
+/// A WebSocket socket counted against `--max-connections` while it lives.
+pub(crate) struct SocketSlot {
+    shared: Rc<Shared>,
+    /// The address it counts against, when addresses are counted.
+    ip: Option<IpAddr>,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared.sockets.set(shared.sockets.get() - 1);
+        if let Some(ip) = self.ip
+            && let Ok(mut per_ip) = shared.per_ip.try_borrow_mut()
+            && let Some(n) = per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+}
