@@ -73,6 +73,12 @@ pub struct Flags {
     #[argh(switch)]
     pub allow_plain_uid: bool,
 
+    /// answer a plain-uid login with "login success, your uid is UID" (the
+    /// Workerman manual's variant; the original push.php sends nothing)
+    /// [default: off]
+    #[argh(switch)]
+    pub login_reply: bool,
+
     /// file holding the HS256 token secret (PUSHHUB_SECRET works too) [default: none]
     #[argh(option)]
     pub secret_file: Option<PathBuf>,
@@ -228,6 +234,8 @@ fn parse_metrics(s: &str) -> Result<Option<SocketAddr>, String> {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub auth: AuthConfig,
+    /// `--login-reply`: greet a plain-uid login.
+    pub login_reply: bool,
     pub max_connections: usize,
     /// Most connections from one client address; `None`: no limit.
     pub max_connections_per_ip: Option<usize>,
@@ -257,6 +265,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             auth: AuthConfig::default(),
+            login_reply: false,
             max_connections: 1000,
             max_connections_per_ip: None,
             allow_origins: Vec::new(),
@@ -390,6 +399,7 @@ impl Flags {
                 allow_plain_uid: self.allow_plain_uid,
                 secret,
             },
+            login_reply: self.login_reply,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_connections_per_ip: match self.max_connections_per_ip {
                 Some(0) => return Err(invalid("--max-connections-per-ip must be at least 1")),

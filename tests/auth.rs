@@ -1,5 +1,5 @@
-//! Authentication over real sockets: plain uids (with the Workerman greeting and
-//! original-form backend), HS256 tokens as the first message or in the query,
+//! Authentication over real sockets: plain uids (the original's silent login,
+//! the greeting of `--login-reply`, the original-form backend), HS256 tokens as the first message or in the query,
 //! every kind of refusal (close 4001, nothing bound), mixed mode and the
 //! authentication deadline (close 4002).
 
@@ -92,17 +92,18 @@ fn bad_tokens() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
+/// The original's browser code (`ws.send(uid)` on open, every message read as
+/// a push) and its backend, unchanged: the login is answered with nothing, so
+/// the first message the page gets is the first push.
 #[test]
-fn plain_uid_greeting_and_workerman_backend() {
+fn plain_uid_login_is_silent_and_workerman_backend() {
     let server = Server::start(plain_config());
     run(async {
         let mut backend = Backend::connect(server.text).await;
         let mut client = connect(server.ws, "/").await;
         send_text(&mut client, "uid1").await;
-        assert_eq!(
-            next_text(&mut client).await,
-            "login success, your uid is uid1"
-        );
+        // Fails if anything but the pong comes back (a greeting, say).
+        logged_in(&mut client).await;
         let mut numeric = login_plain(&server, "42").await;
         let mut unicode = login_plain(&server, "用户 1").await;
 
@@ -127,6 +128,33 @@ fn plain_uid_greeting_and_workerman_backend() {
 
         assert_eq!(backend.request(r#"{"uid":"offline","x":1}"#).await, "fail");
         assert_eq!(backend.request(r#"{"percent":"no uid"}"#).await, "fail");
+    });
+}
+
+/// `--login-reply`: the Workerman manual's greeting, before the first push.
+#[test]
+fn login_reply_greets_a_plain_uid_login_first() {
+    let mut config = plain_config();
+    config.login_reply = true;
+    let server = Server::start(config);
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        let mut client = connect(server.ws, "/").await;
+        send_text(&mut client, "uid1").await;
+        assert_eq!(
+            next_text(&mut client).await,
+            "login success, your uid is uid1"
+        );
+        assert_eq!(backend.request(r#"{"uid":"uid1","n":1}"#).await, "ok");
+        assert_eq!(next_text(&mut client).await, r#"{"uid":"uid1","n":1}"#);
+        // Token logins are never greeted, even with the flag.
+        let mut config = token_config();
+        config.login_reply = true;
+        let tokens = Server::start(config);
+        let mut backend = Backend::connect(tokens.text).await;
+        let mut by_token = login_token(&tokens, &mut backend, "t1").await;
+        assert_eq!(backend.push("t1", "first").await, 1);
+        assert_eq!(next_text(&mut by_token).await, "first");
     });
 }
 
@@ -210,10 +238,7 @@ fn plain_mode_ignores_a_query_token() {
         let mut client = connect(server.ws, &format!("/?token={}", token("t"))).await;
         assert_eq!(backend.stats().await["authenticated"], 0);
         send_text(&mut client, "plain").await;
-        assert_eq!(
-            next_text(&mut client).await,
-            "login success, your uid is plain"
-        );
+        logged_in(&mut client).await;
         assert_eq!(backend.connections("t").await, 0);
         assert_eq!(backend.connections("plain").await, 1);
     });
@@ -314,7 +339,7 @@ fn mixed_mode_accepts_tokens_and_plain_uids() {
         let mut by_token = login_token(&server, &mut backend, "t1").await;
         assert_eq!(backend.push("t1", "token user").await, 1);
         assert_eq!(next_text(&mut by_token).await, "token user");
-        // A plain uid: greeted.
+        // A plain uid.
         let mut by_uid = login_plain(&server, "p1").await;
         assert_eq!(backend.push("p1", "plain user").await, 1);
         assert_eq!(next_text(&mut by_uid).await, "plain user");

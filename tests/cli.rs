@@ -49,6 +49,7 @@ fn help_lists_every_flag() {
         "--ws",
         "--text",
         "--allow-plain-uid",
+        "--login-reply",
         "--secret-file",
         "--max-connections",
         "--handshake-timeout",
@@ -263,10 +264,7 @@ fn plain_uid_mode_warns_and_serves() {
         let mut backend = Backend::connect(text).await;
         let mut client = connect(ws, "/").await;
         send_text(&mut client, "uid1").await;
-        assert_eq!(
-            next_text(&mut client).await,
-            "login success, your uid is uid1"
-        );
+        logged_in(&mut client).await;
         assert_eq!(
             backend.request(r#"{"uid":"uid1","percent":"88%"}"#).await,
             "ok"
@@ -274,6 +272,19 @@ fn plain_uid_mode_warns_and_serves() {
         assert_eq!(
             next_text(&mut client).await,
             r#"{"uid":"uid1","percent":"88%"}"#
+        );
+    });
+}
+
+#[test]
+fn login_reply_flag_turns_the_greeting_on() {
+    let hub = Binary::start(&args(&["--allow-plain-uid", "--login-reply"]), &[]);
+    run(async {
+        let mut client = connect(hub.ws, "/").await;
+        send_text(&mut client, "uid1").await;
+        assert_eq!(
+            next_text(&mut client).await,
+            "login success, your uid is uid1"
         );
     });
 }

@@ -40,10 +40,7 @@ fn any_path_is_accepted() {
             let uid = format!("path{i}");
             let mut client = connect(server.ws, path).await;
             send_text(&mut client, &uid).await;
-            assert_eq!(
-                next_text(&mut client).await,
-                format!("login success, your uid is {uid}")
-            );
+            logged_in(&mut client).await;
             assert_eq!(backend.push(&uid, path).await, 1);
             assert_eq!(next_text(&mut client).await, path);
         }
@@ -218,13 +215,10 @@ fn broadcast_reaches_authenticated_connections_only() {
             assert_eq!(next_text(client).await, r#"{"k":[true]}"#);
         }
 
-        // The pending connection got neither: once it logs in, the greeting is
-        // the first thing it reads.
+        // The pending connection got neither: once it logs in, the next
+        // broadcast is the first thing it reads.
         send_text(&mut pending, "late").await;
-        assert_eq!(
-            next_text(&mut pending).await,
-            "login success, your uid is late"
-        );
+        logged_in(&mut pending).await;
         assert_eq!(backend.broadcast("now you too").await, 4);
         for client in [&mut a1, &mut a2, &mut b, &mut pending] {
             assert_eq!(next_text(client).await, "now you too");

@@ -108,10 +108,7 @@ fn the_binary_stops_gracefully_on_sigterm_and_sigint() {
             for uid in ["x", "x", "y"] {
                 let mut client = connect(ws, "/").await;
                 send_text(&mut client, uid).await;
-                assert_eq!(
-                    next_text(&mut client).await,
-                    format!("login success, your uid is {uid}")
-                );
+                logged_in(&mut client).await;
                 clients.push(client);
             }
             clients.push(connect(ws, "/").await); // not authenticated

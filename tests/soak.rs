@@ -34,8 +34,7 @@ impl Reader {
     async fn connect(ws: std::net::SocketAddr, uid: &str) -> Reader {
         let mut client = connect(ws, "/").await;
         send_text(&mut client, uid).await;
-        let greeting = next_text(&mut client).await;
-        assert_eq!(greeting, format!("login success, your uid is {uid}"));
+        logged_in(&mut client).await;
         Reader(client)
     }
 
@@ -71,10 +70,13 @@ async fn churn_once(ws: std::net::SocketAddr, uid: String, how: u64) {
     let Ok(mut client) = try_connect(ws, "/").await else {
         return;
     };
-    if client.send(Message::text(uid)).await.is_err() {
+    if client.send(Message::text(uid)).await.is_err()
+        || client.send(Message::Ping("in?".into())).await.is_err()
+    {
         return;
     }
-    let _ = within(STEP, "a churn greeting", client.next()).await;
+    // The pong: the login was handled.
+    let _ = within(STEP, "a churn login", client.next()).await;
     match how % 4 {
         0 => {
             let _ = client.close(None).await;

@@ -249,9 +249,10 @@ impl Session {
                     let now = unix_now();
                     match self.bind(auth::authenticate(&self.shared.config.auth, &text, now)) {
                         Err(e) => return Poll::Ready(Ending::Unauthorized(e)),
-                        Ok(Identity { uid, plain: true }) => {
-                            // The Workerman original greets a plain-uid login;
-                            // its clients may wait for this line.
+                        // The original's push.php sends nothing on login, so
+                        // its pages read every message as a push; the greeting
+                        // of the Workerman manual is for clients that wait for it.
+                        Ok(Identity { uid, plain: true }) if self.shared.config.login_reply => {
                             let greeting = format!("login success, your uid is {uid}");
                             let mut hub = self.shared.hub.borrow_mut();
                             hub.send(self.id, &Frame::text(&greeting));

@@ -251,15 +251,34 @@ pub async fn send_text(client: &mut WebSocketStream<impl Transport>, text: &str)
         .unwrap_or_else(|e| panic!("sending {text:?} failed: {e}"));
 }
 
-/// Connects in plain-uid mode and waits for the Workerman greeting.
+/// Connects in plain-uid mode and returns once the hub has bound the uid. The
+/// hub answers nothing to a login, but it handles a client's frames in order:
+/// the pong to a ping sent after the uid proves the uid was taken.
 pub async fn login_plain(server: &Server, uid: &str) -> Client {
     let mut client = connect(server.ws, "/").await;
     send_text(&mut client, uid).await;
-    assert_eq!(
-        next_text(&mut client).await,
-        format!("login success, your uid is {uid}")
-    );
+    logged_in(&mut client).await;
     client
+}
+
+/// Sends a ping and waits for its pong, failing on any other message first:
+/// everything sent before the ping has been handled once this returns.
+pub async fn logged_in(client: &mut WebSocketStream<impl Transport>) {
+    const PROBE: &[u8] = b"logged in?";
+    within(
+        STEP,
+        "sending a ping",
+        client.send(Message::Ping(PROBE.into())),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("sending a ping failed: {e}"));
+    loop {
+        match next_message(client).await {
+            Some(Ok(Message::Pong(payload))) if payload.as_ref() == PROBE => return,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected nothing but the pong after a login, got {other:?}"),
+        }
+    }
 }
 
 /// Connects with a token as the first message and waits until the hub has bound

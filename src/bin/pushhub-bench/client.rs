@@ -22,7 +22,7 @@ use smol::lock::Semaphore;
 use smol::{Async, LocalExecutor};
 
 use crate::clock::now_ns;
-use crate::codec::{self, Decoder, Event, FrameError, MASK, OP_CLOSE, OP_PONG, OP_TEXT};
+use crate::codec::{self, Decoder, Event, FrameError, MASK, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use crate::net;
 use crate::notify::Notify;
 use crate::stream::{Stream, Tls, Wire};
@@ -46,9 +46,10 @@ thread_local! {
 /// How a client proves its uid.
 #[derive(Clone)]
 pub enum Credential {
-    /// The uid itself, as the first message; the hub greets it.
+    /// The uid itself, as the first message, followed by a ping: the hub
+    /// answers the login with nothing, and the pong proves it was handled.
     Plain,
-    /// An HS256 token for the uid, as the first message; no greeting.
+    /// An HS256 token for the uid, as the first message; ready once sent.
     Token { secret: Secret, exp: u64 },
 }
 
@@ -60,8 +61,9 @@ impl Credential {
         }
     }
 
-    /// Whether the hub answers a login with a greeting (plain-uid mode).
-    pub fn greets(&self) -> bool {
+    /// Whether a login is confirmed by a ping's pong before the client is
+    /// ready (plain-uid mode, where a push could otherwise outrun the login).
+    fn confirms(&self) -> bool {
         matches!(self, Credential::Plain)
     }
 }
@@ -194,8 +196,8 @@ impl Pool {
         }
     }
 
-    /// Connections that completed their login (plain mode: greeted; token mode:
-    /// credential sent).
+    /// Connections that completed their login (plain mode: the pong to the
+    /// ping after the uid came back; token mode: credential sent).
     pub fn ready(&self) -> u32 {
         self.ctx.ready.get()
     }
@@ -252,7 +254,7 @@ async fn conn_task<W: Wire>(ctx: Rc<Ctx>, idx: u32) {
 }
 
 /// Connects (with --tls, then does the TLS handshake), upgrades and logs in;
-/// in plain mode, until the greeting.
+/// in plain mode, until the pong that confirms the login.
 async fn open<W: Wire>(ctx: &Ctx, idx: u32) -> Result<(W, ConnState), String> {
     let src = net::source(idx, ctx.sources);
     let rcvbuf = match &ctx.rcvbuf {
@@ -295,25 +297,28 @@ async fn open<W: Wire>(ctx: &Ctx, idx: u32) -> Result<(W, ConnState), String> {
     }
 
     let uid = format!("u{idx}");
-    let mut state = ConnState::new(idx, ctx.credential.greets().then(|| uid.clone()));
+    let confirms = ctx.credential.confirms();
+    let mut state = ConnState::new(idx, confirms);
     let credential = ctx.credential.for_uid(&uid);
-    let mut frame = Vec::with_capacity(credential.len() + 14);
+    let mut frame = Vec::with_capacity(credential.len() + 20);
     codec::encode(&mut frame, OP_TEXT, credential.as_bytes(), Some(MASK));
+    if confirms {
+        // A server handles a client's frames in order, so this ping's pong
+        // comes after the login. Any server answers pings; not every one
+        // greets a login (the original does not), so no greeting is awaited.
+        codec::encode(&mut frame, OP_PING, b"", Some(MASK));
+    }
     stream
         .write_all(&frame)
         .await
         .map_err(|e| format!("sending the credential: {e}"))?;
-    // Whatever followed the response head is already frames (the greeting
-    // among them, possibly).
+    // Whatever followed the response head is already frames.
     state
         .ingest(&head[head_end..], now_ns(), &*ctx.listener)
         .map_err(|e| e.to_string())?;
 
     loop {
-        if let Some(message) = state.unexpected.take() {
-            return Err(message);
-        }
-        if state.awaiting_greeting.is_none() {
+        if !state.awaiting_login {
             break;
         }
         state
@@ -322,16 +327,16 @@ async fn open<W: Wire>(ctx: &Ctx, idx: u32) -> Result<(W, ConnState), String> {
             .map_err(|e| format!("writing: {e}"))?;
         if let Some(code) = state.closed {
             return Err(format!(
-                "the hub closed the connection before greeting it (code {code:?})"
+                "the hub closed the connection before the login was confirmed (code {code:?})"
             ));
         }
         let mut chunk = [0u8; 512];
         let n = stream
             .read_with(|s| s.read(&mut chunk))
             .await
-            .map_err(|e| format!("waiting for the greeting: {e}"))?;
+            .map_err(|e| format!("waiting for the login's pong: {e}"))?;
         if n == 0 {
-            return Err("EOF before the greeting".into());
+            return Err("EOF before the login's pong".into());
         }
         state
             .ingest(&chunk[..n], now_ns(), &*ctx.listener)
@@ -410,10 +415,9 @@ async fn read_loop<W: Wire>(ctx: Rc<Ctx>, mut stream: W, mut state: ConnState) {
 struct ConnState {
     idx: u32,
     decoder: Decoder,
-    /// Plain mode, until greeted: the uid the greeting must name.
-    awaiting_greeting: Option<String>,
-    /// A first message that was not the expected greeting.
-    unexpected: Option<String>,
+    /// Plain mode, until the pong that confirms the login. Text before it (a
+    /// greeting, from servers that send one) is not a push and is not counted.
+    awaiting_login: bool,
     /// Pongs and the close reply, not yet written.
     out: Vec<u8>,
     /// Set once a close frame arrived: its code, if any.
@@ -421,12 +425,11 @@ struct ConnState {
 }
 
 impl ConnState {
-    fn new(idx: u32, awaiting_greeting: Option<String>) -> ConnState {
+    fn new(idx: u32, awaiting_login: bool) -> ConnState {
         ConnState {
             idx,
             decoder: Decoder::default(),
-            awaiting_greeting,
-            unexpected: None,
+            awaiting_login,
             out: Vec::new(),
             closed: None,
         }
@@ -436,8 +439,7 @@ impl ConnState {
         let ConnState {
             idx,
             decoder,
-            awaiting_greeting,
-            unexpected,
+            awaiting_login,
             out,
             closed,
         } = self;
@@ -445,19 +447,10 @@ impl ConnState {
             return Ok(());
         }
         decoder.feed(data, &mut |event| match event {
-            Event::Text { prefix, len } => match awaiting_greeting.take() {
-                Some(uid) => {
-                    let greeting = format!("login success, your uid is {uid}");
-                    if prefix != greeting.as_bytes() {
-                        *unexpected = Some(format!(
-                            "expected the greeting, got {:?}",
-                            String::from_utf8_lossy(prefix)
-                        ));
-                    }
-                }
-                None if closed.is_none() => listener.on_text(*idx, prefix, len, now),
-                None => {}
-            },
+            Event::Text { prefix, len } if !*awaiting_login && closed.is_none() => {
+                listener.on_text(*idx, prefix, len, now);
+            }
+            Event::Pong => *awaiting_login = false,
             Event::Ping(payload) if closed.is_none() => {
                 codec::encode(out, OP_PONG, payload, Some(MASK));
             }
@@ -501,10 +494,12 @@ mod tests {
             }
         }
         let listener = Count(Cell::new(0));
-        let mut state = ConnState::new(3, Some("u3".into()));
+        let mut state = ConnState::new(3, true);
         let mut bytes = Vec::new();
         for frame in [
+            // A greeting, from a server that sends one: not a push.
             pushhub::ws::frame::Frame::text("login success, your uid is u3"),
+            pushhub::ws::frame::Frame::pong(b""),
             pushhub::ws::frame::Frame::text("hi"),
             pushhub::ws::frame::Frame::ping(),
             pushhub::ws::frame::Frame::close(1001, "bye"),
@@ -513,7 +508,7 @@ mod tests {
             bytes.extend_from_slice(frame.as_bytes());
         }
         state.ingest(&bytes, 0, &listener).unwrap();
-        assert!(state.awaiting_greeting.is_none() && state.unexpected.is_none());
+        assert!(!state.awaiting_login);
         assert_eq!(listener.0.get(), 1, "nothing after the close frame counts");
         assert_eq!(state.closed, Some(Some(1001)));
         // A masked pong (empty) then a masked close echoing 1001.
@@ -524,11 +519,17 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_greeting_is_reported() {
-        let mut state = ConnState::new(3, Some("u3".into()));
-        let frame = pushhub::ws::frame::Frame::text("login success, your uid is u4");
-        state.ingest(frame.as_bytes(), 0, &Ignore).unwrap();
-        assert!(state.unexpected.is_some());
+    fn nothing_counts_before_the_login_is_confirmed() {
+        struct Never;
+        impl Listener for Never {
+            fn on_text(&self, _: u32, prefix: &[u8], _: u64, _: u64) {
+                panic!("counted {prefix:?} before the pong");
+            }
+        }
+        let mut state = ConnState::new(3, true);
+        let frame = pushhub::ws::frame::Frame::text("hello");
+        state.ingest(frame.as_bytes(), 0, &Never).unwrap();
+        assert!(state.awaiting_login);
     }
 
     #[test]

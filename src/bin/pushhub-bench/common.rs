@@ -235,8 +235,8 @@ impl Env {
     }
 
     /// Polls the hub's `stats` until `authenticated` reaches `target`. Plain-mode
-    /// clients know they are in when greeted; token-mode ones get no answer, so
-    /// this is how a bench knows they are.
+    /// clients know they are in once the ping after their uid is answered;
+    /// token-mode ones get no answer, so this is how a bench knows they are.
     pub async fn wait_authenticated(
         &self,
         backend: &mut Backend,
