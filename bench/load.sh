@@ -5,6 +5,7 @@
 #   bench/load.sh                      # everything, N=18000
 #   N=5000 ONLY="conns broadcast" bench/load.sh
 #   HUB=../old/target/release/pushhub ONLY=pushmax bench/load.sh   # another build, for A/B
+#   HUB_FLAGS=--login-reply bench/load.sh   # extra flags for every hub started
 #
 # Benchmarks: conns conns-token conns-wss broadcast push pushmax slow floor.
 # All but floor run by default (floor runs anyway before the benchmarks that
@@ -32,6 +33,7 @@ ONLY=${ONLY:-"conns conns-token conns-wss broadcast push pushmax slow"}
 WS=${WS:-127.0.0.1:21400}
 TEXT=${TEXT:-127.0.0.1:21401}
 HUB=${HUB:-target/release/pushhub}
+read -ra hub_flags <<< "${HUB_FLAGS:-}"
 GEN=target/release/pushhub-bench
 
 mkdir -p "$(dirname "$OUT")"
@@ -64,7 +66,7 @@ start_hub() {
     stop_hub
     local auth=(--allow-plain-uid)
     [ $# -gt 0 ] && auth=("$@")
-    "${hub_cpu[@]}" "$HUB" "${auth[@]}" --ws "$WS" --text "$TEXT" --metrics off --log-level warn &
+    "${hub_cpu[@]}" "$HUB" "${auth[@]}" "${hub_flags[@]}" --ws "$WS" --text "$TEXT" --metrics off --log-level warn &
     hub_pid=$!
     # Wait (bounded) until the text port answers.
     for _ in $(seq 100); do

@@ -125,6 +125,10 @@ fn plain_uid_login_is_silent_and_workerman_backend() {
             next_text(&mut client).await,
             r#"{"uid":"uid1","crlf":true}"#
         );
+        // Workerman's Text protocol trims every \r before the \n.
+        backend.send(b"{\"uid\":\"uid1\",\"cr\":2}\r\r\n").await;
+        assert_eq!(backend.line().await, "ok");
+        assert_eq!(next_text(&mut client).await, r#"{"uid":"uid1","cr":2}"#);
 
         assert_eq!(backend.request(r#"{"uid":"offline","x":1}"#).await, "fail");
         assert_eq!(backend.request(r#"{"percent":"no uid"}"#).await, "fail");

@@ -19,15 +19,19 @@ use crate::push::route::{ApnsPush, ApnsSummary, ApnsWhen};
 
 /// Finds the next complete line at the start of `buf`.
 ///
-/// Returns `Ok(Some((line, consumed)))` with the line stripped of its `\n` (and a
-/// `\r` before it), `Ok(None)` when more bytes are needed, and `Err` once the line
-/// is known to be longer than `max_len` bytes.
+/// Returns `Ok(Some((line, consumed)))` with the line stripped of its `\n` and of
+/// every `\r` before it (as Workerman's Text protocol trims them, so the
+/// original's clients get the same bytes), `Ok(None)` when more bytes are
+/// needed, and `Err` once the line is known to be longer than `max_len` bytes.
 pub fn split_line(buf: &[u8], max_len: usize) -> Result<Option<(&[u8], usize)>, LineTooLong> {
     let window = &buf[..buf.len().min(max_len.saturating_add(2))];
     match window.iter().position(|&b| b == b'\n') {
         Some(end) => {
-            let line = &buf[..end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let kept = buf[..end]
+                .iter()
+                .rposition(|&b| b != b'\r')
+                .map_or(0, |i| i + 1);
+            let line = &buf[..kept];
             if line.len() > max_len {
                 Err(LineTooLong { max_len })
             } else {
@@ -610,6 +614,9 @@ mod tests {
     fn splits_lines() {
         assert_eq!(split_line(b"abc\ndef", 10), Ok(Some((&b"abc"[..], 4))));
         assert_eq!(split_line(b"abc\r\n", 10), Ok(Some((&b"abc"[..], 5))));
+        assert_eq!(split_line(b"abc\r\r\n", 10), Ok(Some((&b"abc"[..], 6))));
+        assert_eq!(split_line(b"a\rb\n", 10), Ok(Some((&b"a\rb"[..], 4))));
+        assert_eq!(split_line(b"\r\n", 10), Ok(Some((&b""[..], 2))));
         assert_eq!(split_line(b"\n", 10), Ok(Some((&b""[..], 1))));
         assert_eq!(split_line(b"abc", 10), Ok(None));
         assert_eq!(split_line(b"", 10), Ok(None));
