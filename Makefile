@@ -10,6 +10,8 @@ UNITDIR ?= /etc/systemd/system
 BIN     := target/release/pushhub
 WS      ?= 127.0.0.1:1234
 TEXT    ?= 127.0.0.1:5678
+# The client commands' --text, when TEXT is not their default.
+TEXT_FLAG := $(if $(filter 127.0.0.1:5678,$(TEXT)),, --text $(TEXT))
 
 N       ?= 18000
 
@@ -29,9 +31,15 @@ run: build
 	@echo "pushhub demo: plain-uid mode (any client may claim any uid), Ctrl-C to stop."
 	@echo "  1. open examples/web.html in a browser and connect as uid1"
 	@echo "     (it connects to ws://$(WS)/)"
-	@echo "  2. push from a backend:"
+	@echo "  2. push from another shell, with the binary as the backend:"
+	@echo "     $(BIN) push$(TEXT_FLAG) uid1 hello"
+	@echo "     $(BIN) push$(TEXT_FLAG) --raw '{\"uid\":\"uid1\",\"percent\":\"88%\"}'"
+	@echo "     $(BIN) online$(TEXT_FLAG) uid1"
+	@echo "     $(BIN) stats$(TEXT_FLAG)"
+	@echo "     ($(BIN) --help lists the commands; $(BIN) help push says more)"
+	@echo "  3. or with nc, or PHP, if you have them:"
 	@echo "     echo '{\"uid\":\"uid1\",\"percent\":\"88%\"}' | nc -q1 $(subst :, ,$(TEXT))"
-	@echo "     cargo run --example push -- $(TEXT) uid1 hello"
+	@echo "     php -r '\$$c = stream_socket_client(\"tcp://$(TEXT)\"); fwrite(\$$c, json_encode([\"uid\" => \"uid1\", \"percent\" => \"88%\"]) . PHP_EOL); echo fread(\$$c, 8192);'"
 	@echo
 	$(BIN) --allow-plain-uid --ws $(WS) --text $(TEXT)
 

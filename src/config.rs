@@ -5,7 +5,7 @@
 //! file or the environment, never from a flag value (flags are visible in `ps`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use argh::FromArgs;
@@ -343,18 +343,7 @@ impl Flags {
                 "APNs needs --apns-db PATH: the registry of the uids' device tokens",
             ));
         }
-        let secret = match (&self.secret_file, env.secret) {
-            (Some(path), _) => Some(
-                Secret::read(path)
-                    .map_err(|e| ConfigError::SecretFile(path.clone(), e))?
-                    .ok_or_else(|| ConfigError::EmptySecret(path.display().to_string()))?,
-            ),
-            (None, Some(value)) => Some(
-                Secret::from_file_contents(value.as_bytes())
-                    .ok_or_else(|| ConfigError::EmptySecret(SECRET_ENV.to_string()))?,
-            ),
-            (None, None) => None,
-        };
+        let secret = read_secret(self.secret_file.as_deref(), env.secret)?;
         // `--apns-test` sends one notification and exits: no hub, no clients.
         if secret.is_none() && !self.allow_plain_uid && self.apns_test.is_none() {
             return Err(ConfigError::NoAuth);
@@ -465,9 +454,10 @@ impl Flags {
     }
 }
 
-/// Parses this process's command line into `T` (the hub's flags, or the load
-/// generator's). `--help` prints to stdout and exits 0; a bad flag exits 2,
-/// like every other configuration error.
+/// Parses this process's command line into `T` (the load generator's flags;
+/// the hub's go through `cli::dispatch`, which adds the commands and parses
+/// them the same way). `--help` prints to stdout and exits 0; a bad flag exits
+/// 2, like every other configuration error.
 pub fn from_command_line<T: FromArgs>() -> Result<T, std::process::ExitCode> {
     let args: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -484,6 +474,26 @@ pub fn from_command_line<T: FromArgs>() -> Result<T, std::process::ExitCode> {
             std::process::ExitCode::from(2)
         }
     })
+}
+
+/// The token secret: from `file` if one is given, else from `env_value` (that
+/// of [`SECRET_ENV`]); `None` if neither. Surrounding whitespace is not part
+/// of it, and an empty one is an error. The hub and `pushhub token` both read
+/// it here: given the same file or variable, they hold the same key.
+pub fn read_secret(
+    file: Option<&Path>,
+    env_value: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (file, env_value) {
+        (Some(path), _) => Secret::read(path)
+            .map_err(|e| ConfigError::SecretFile(path.to_path_buf(), e))?
+            .ok_or_else(|| ConfigError::EmptySecret(path.display().to_string()))
+            .map(Some),
+        (None, Some(value)) => Secret::from_file_contents(value.as_bytes())
+            .ok_or_else(|| ConfigError::EmptySecret(SECRET_ENV.to_string()))
+            .map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The environment variables that may hold secrets.

@@ -6,6 +6,9 @@
 //! on one thread.
 //!
 //! Map of the crate, in the order a message travels:
+//! - [`cli`]: `pushhub push|broadcast|online|kick|stats|token`: a backend on
+//!   the command line, reaching the text port over a socket; anything else is
+//!   the hub's flags.
 //! - [`config`]: flags → validated [`Config`].
 //! - [`server`]: listeners, accept loops, the flusher, the deadline sweeper,
 //!   SIGHUP reloads, signals and shutdown ([`run`]).
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod hub;

@@ -1,18 +1,20 @@
 //! The `pushhub` binary: flags → validated config → raised open-files limit →
-//! bound listeners → the hub on this thread until SIGINT/SIGTERM.
+//! bound listeners → the hub on this thread until SIGINT/SIGTERM. A command
+//! first on the line (`pushhub push ...`) runs instead, in `pushhub::cli`.
 
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pushhub::config::{self, Config, Env, Flags, RESERVED_FDS};
+use pushhub::config::{Config, Env, Flags, RESERVED_FDS};
 use pushhub::push::apns::sender::{Notification, Outcome};
 use pushhub::push::apns::settings;
 use pushhub::push::{DeviceToken, Registry};
 use pushhub::server::{fd_limit, signals};
-use pushhub::{Listeners, logger};
+use pushhub::{Listeners, cli, logger};
 
 fn main() -> ExitCode {
-    let flags: Flags = match config::from_command_line() {
+    let args: Vec<String> = std::env::args().collect();
+    let flags: Flags = match cli::dispatch(&args) {
         Ok(flags) => flags,
         Err(code) => return code,
     };

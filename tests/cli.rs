@@ -78,10 +78,11 @@ fn help_lists_every_flag() {
 }
 
 /// `--help`'s options as (flag, meaning, default), continuation lines joined.
+/// The section ends at its first empty line (the commands' list follows).
 fn help_entries(help: &str) -> Vec<(String, String, String)> {
     let mut entries: Vec<(String, String)> = Vec::new();
     let options = help.split_once("Options:\n").expect("an Options section").1;
-    for line in options.lines() {
+    for line in options.lines().take_while(|l| !l.trim().is_empty()) {
         if let Some(rest) = line.strip_prefix("  --") {
             let (flag, text) = rest.split_once(' ').unwrap_or((rest, ""));
             entries.push((format!("--{flag}"), text.trim().to_string()));

@@ -1,0 +1,239 @@
+//! The commands' flags and help, parsed by argh. The names are an interface:
+//! the README, the Makefile and people's scripts use them.
+//!
+//! argh has no flattening, so the flags every text-port command shares are
+//! written once, in the `text_port_command!` macro that declares each
+//! command's struct.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::config::parse_duration;
+
+/// How long a command waits for the connection and the reply together, unless
+/// `--timeout` says otherwise: a hub on the same machine answers in
+/// milliseconds, so this only ends waits that would never end.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A token's lifetime, unless `--ttl` says otherwise: long enough to try
+/// things by hand, as short as the README advises for pages.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+/// The commands, each named by the first argument.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Push(Push),
+    Broadcast(Broadcast),
+    Online(Online),
+    Kick(Kick),
+    Stats(Stats),
+    Token(Token),
+}
+
+/// Where a text-port command asks, and how it answers.
+#[derive(Debug, Clone, Copy)]
+pub struct TextPort {
+    pub addr: SocketAddr,
+    /// Print the reply line as it came instead of a sentence.
+    pub json: bool,
+    pub timeout: Duration,
+}
+
+fn default_text() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5678))
+}
+
+/// A duration above zero: a zero timeout could never be met.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("--timeout must be longer than zero".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// Whole seconds, at least one: a token's `exp` counts seconds, and one that
+/// is already due would be refused at once.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.as_secs() == 0 => Err("--ttl must be at least 1s".to_string()),
+        d => Ok(d),
+    }
+}
+
+macro_rules! text_port_command {
+    // The command's own fields pass through as raw tokens: argh must see
+    // `Option<..>` and `Vec<..>` spelled out, which a `ty` fragment would hide.
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($fields:tt)* }
+    ) => {
+        #[derive(FromArgs, Debug)]
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// the hub's text port [default: 127.0.0.1:5678]
+            #[argh(option, arg_name = "addr", default = "default_text()")]
+            pub text: SocketAddr,
+            /// print the hub's reply line exactly as it came, instead of a
+            /// sentence [default: off]
+            #[argh(switch)]
+            pub json: bool,
+            /// give up (exit 2) when connecting and the reply together take
+            /// longer than this [default: 5s]
+            #[argh(
+                option,
+                arg_name = "duration",
+                default = "DEFAULT_TIMEOUT",
+                from_str_fn(parse_timeout)
+            )]
+            pub timeout: Duration,
+        }
+
+        impl $name {
+            pub fn text_port(&self) -> TextPort {
+                TextPort {
+                    addr: self.text,
+                    json: self.json,
+                    timeout: self.timeout,
+                }
+            }
+        }
+    };
+}
+
+text_port_command! {
+    /// push DATA to the connections of UID, or send --raw LINE
+    #[argh(
+        subcommand,
+        name = "push",
+        help_triggers("-h", "--help"),
+        usage = "(<uid> <data> | --raw <line>) [--text <addr>] [--json] [--timeout <duration>]",
+        example = "{command_name} uid1 hello",
+        example = "{command_name} uid1 '{{\"percent\":\"88%\"}}'",
+        example = "{command_name} --raw '{{\"uid\":\"uid1\",\"percent\":\"88%\"}}'",
+        note = "DATA is sent as JSON when it is JSON ({{\"a\":1}}, 42, '\"quoted\"'), and as a\n\
+                string otherwise (hello is \"hello\"). The client receives a string's\n\
+                contents, and any other value as its JSON text. A DATA that starts\n\
+                with - goes after --: {command_name} uid1 -- -5",
+        note = "\nExit status: 0 when at least one connection took it (with --raw: ok, or\n\
+                \"ok\":true); 1 when none did, or the hub answered fail or an error; 2 for\n\
+                bad arguments, and when the hub cannot be reached or does not answer."
+    )]
+    pub struct Push {
+        /// the uid, then the data; neither with --raw
+        #[argh(positional, arg_name = "uid data")]
+        pub args: Vec<String>,
+        /// send this request line as it is and print the reply as it came: the
+        /// Workerman original's {"uid":"uid1",...}, answered ok or fail, or any
+        /// command
+        #[argh(option, arg_name = "line")]
+        pub raw: Option<String>,
+    }
+}
+
+text_port_command! {
+    /// push DATA to every authenticated connection
+    #[argh(
+        subcommand,
+        name = "broadcast",
+        help_triggers("-h", "--help"),
+        example = "{command_name} 'maintenance at 22:00'",
+        note = "DATA is taken as for push: JSON when it is JSON, a string otherwise.",
+        note = "\nExit status: 0 when at least one connection took it; 1 when none did, or\n\
+                the hub answered an error; 2 for bad arguments, and when the hub cannot\n\
+                be reached or does not answer."
+    )]
+    pub struct Broadcast {
+        /// what to send
+        #[argh(positional)]
+        pub data: String,
+    }
+}
+
+text_port_command! {
+    /// say whether each UID is online, with its connections
+    #[argh(
+        subcommand,
+        name = "online",
+        help_triggers("-h", "--help"),
+        example = "{command_name} uid1",
+        example = "{command_name} uid1 uid2 42",
+        note = "Prints one line per uid, in the order given.",
+        note = "\nExit status: 0 when every uid is online; 1 when one is not, or the hub\n\
+                answered an error; 2 for bad arguments, and when the hub cannot be\n\
+                reached or does not answer."
+    )]
+    pub struct Online {
+        /// one uid or several
+        #[argh(positional, arg_name = "uid")]
+        pub uids: Vec<String>,
+    }
+}
+
+text_port_command! {
+    /// close every connection of UID (close code 4000)
+    #[argh(
+        subcommand,
+        name = "kick",
+        help_triggers("-h", "--help"),
+        example = "{command_name} uid1",
+        note = "\nExit status: 0 when a connection was closed; 1 when the uid had none, or\n\
+                the hub answered an error; 2 for bad arguments, and when the hub cannot\n\
+                be reached or does not answer."
+    )]
+    pub struct Kick {
+        /// the uid to disconnect
+        #[argh(positional)]
+        pub uid: String,
+    }
+}
+
+text_port_command! {
+    /// print the hub's counters (--json: all of them)
+    #[argh(
+        subcommand,
+        name = "stats",
+        help_triggers("-h", "--help"),
+        example = "{command_name}",
+        example = "{command_name} --json",
+        note = "Exit status: 0 when the hub answered; 1 when it answered an error; 2 for\n\
+                bad arguments, and when the hub cannot be reached or does not answer."
+    )]
+    pub struct Stats {}
+}
+
+/// print an HS256 token for UID, signed with the hub's secret
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "token",
+    help_triggers("-h", "--help"),
+    example = "{command_name} uid1 --secret-file /etc/pushhub/secret",
+    example = "PUSHHUB_SECRET=... {command_name} uid1 --ttl 10m",
+    note = "The secret is read as the hub reads it: the file's bytes, or the value of\n\
+            PUSHHUB_SECRET, with surrounding whitespace trimmed; the file wins if both\n\
+            are given. It is never a flag's value: command lines are visible in ps.",
+    note = "\nExit status: 0 with the token on stdout; 2 for bad arguments (a uid the\n\
+            hub would refuse), and when there is no secret or it cannot be read."
+)]
+pub struct Token {
+    /// the uid the token proves (its sub claim)
+    #[argh(positional)]
+    pub uid: String,
+    /// how long the token is valid, e.g. 10m [default: 1h]
+    #[argh(
+        option,
+        arg_name = "duration",
+        default = "DEFAULT_TTL",
+        from_str_fn(parse_ttl)
+    )]
+    pub ttl: Duration,
+    /// file holding the HS256 token secret (PUSHHUB_SECRET works too)
+    /// [default: none]
+    #[argh(option, arg_name = "path")]
+    pub secret_file: Option<PathBuf>,
+}

@@ -1,0 +1,73 @@
+//! `pushhub token`: an HS256 token for a uid, minted here with the hub's
+//! secret, so that token mode can be tried without a backend. The secret is
+//! read as the hub reads it (one function does both), and never taken from a
+//! flag's value.
+
+use crate::auth::{AuthError, mint, valid_uid};
+use crate::config::{SECRET_ENV, read_secret};
+
+use super::args;
+use super::{Failure, Outcome};
+
+/// Mints the token at time `now` (Unix seconds). `env_secret` is the value of
+/// [`SECRET_ENV`], passed in so that tests need not touch the environment.
+pub fn run(command: &args::Token, env_secret: Option<String>, now: u64) -> Outcome {
+    if !valid_uid(&command.uid) {
+        // The hub would refuse the token's `sub` with this very reason.
+        return Outcome::failed(Failure::Usage(AuthError::InvalidUid.to_string()));
+    }
+    let secret = match read_secret(command.secret_file.as_deref(), env_secret) {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Outcome::failed(Failure::Config(format!(
+                "no secret: give --secret-file PATH or set {SECRET_ENV}, as for the hub"
+            )));
+        }
+        Err(e) => return Outcome::failed(Failure::Config(e.to_string())),
+    };
+    let exp = now.saturating_add(command.ttl.as_secs());
+    Outcome::with(vec![mint(&secret, &command.uid, exp)], None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::{Secret, verify};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn token(uid: &str) -> args::Token {
+        args::Token {
+            uid: uid.to_string(),
+            ttl: Duration::from_secs(60),
+            secret_file: None,
+        }
+    }
+
+    #[test]
+    fn mints_what_the_hub_verifies_with_the_trimmed_secret() {
+        let outcome = run(&token("uid1"), Some(" s3cret\n".into()), NOW);
+        assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+        let secret = Secret::from_file_contents(b"s3cret").unwrap();
+        assert_eq!(
+            verify(&outcome.out[0], &secret, NOW + 59),
+            Ok("uid1".into())
+        );
+        assert!(verify(&outcome.out[0], &secret, NOW + 60).is_err());
+    }
+
+    #[test]
+    fn refuses_what_the_hub_would_refuse() {
+        for (outcome, says) in [
+            (run(&token("a\nb"), Some("s".into()), NOW), "uid must be"),
+            (run(&token("uid1"), None, NOW), "no secret"),
+            (run(&token("uid1"), Some(" \n".into()), NOW), "is empty"),
+        ] {
+            let failure = outcome.failure.expect("a failure");
+            assert_eq!(failure.exit_code(), 2);
+            assert!(failure.to_string().contains(says), "{failure}");
+        }
+    }
+}
