@@ -17,7 +17,7 @@ N       ?= 18000
 
 FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 300
-FUZZ_TARGETS := text_line token ws_input
+FUZZ_TARGETS := text_line token v1_frame ws_input
 
 HOST    ?=
 

@@ -4,7 +4,7 @@
 //! drains the queues it fills, so that it measures steady-state work.
 
 use divan::Bencher;
-use pushhub::hub::{ConnId, Hub, Limits, Outbound};
+use pushhub::hub::{ConnId, Hub, Limits, Outbound, same};
 use pushhub::text_port::protocol::parse_request;
 use pushhub::text_port::replies::Replies;
 use pushhub::text_port::{Services, handle_line};
@@ -22,10 +22,12 @@ fn hub_with(n: usize) -> (Hub, Vec<ConnId>) {
         auth_timeout_ms: 10_000,
         ping_interval_ms: 25_000,
         idle_timeout_ms: 60_000,
+        max_subscriptions: 128,
+        max_channels: 1000,
     });
     let ids = (0..n)
         .map(|i| {
-            let id = hub.open(0, None);
+            let id = hub.open(0, None, false);
             hub.bind(id, &format!("u{i}"));
             id
         })
@@ -80,9 +82,9 @@ fn handle_push_line_to_online_uid(bencher: Bencher) {
 #[divan::bench]
 fn push_to_uid(bencher: Bencher) {
     let (mut hub, ids) = hub_with(10_000);
-    let frame = Frame::text("{\"percent\":\"88%\"}");
+    let message = same(Frame::text("{\"percent\":\"88%\"}"));
     bencher.bench_local(|| {
-        hub.push(divan::black_box("u777"), &frame);
+        hub.push(divan::black_box("u777"), &message);
         drain_one(&mut hub, ids[777]);
     });
 }
@@ -90,9 +92,9 @@ fn push_to_uid(bencher: Bencher) {
 #[divan::bench(args = [1_000, 10_000])]
 fn broadcast(bencher: Bencher, n: usize) {
     let (mut hub, ids) = hub_with(n);
-    let frame = Frame::text("{\"event\":\"tick\"}");
+    let message = same(Frame::text("{\"event\":\"tick\"}"));
     bencher.bench_local(|| {
-        hub.broadcast(&frame);
+        hub.broadcast(&message);
         drain(&mut hub, &ids);
     });
 }

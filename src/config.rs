@@ -11,6 +11,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::auth::{AuthConfig, Secret};
+use crate::channel::Pattern;
 use crate::push::apns::settings::{self, ApnsFlags, ApnsSettings};
 use crate::ws::tls::{TlsFiles, TlsSettings};
 
@@ -82,6 +83,19 @@ pub struct Flags {
     /// file holding the HS256 token secret (PUSHHUB_SECRET works too) [default: none]
     #[argh(option)]
     pub secret_file: Option<PathBuf>,
+
+    /// a channel pattern every authenticated client may subscribe to, plain-uid
+    /// ones included: a name, or a prefix ending in * (repeatable) [default: none]
+    #[argh(option)]
+    pub public_channel: Vec<String>,
+
+    /// most channels one connection may be subscribed to [default: 128]
+    #[argh(option, default = "128")]
+    pub max_subscriptions_per_connection: usize,
+
+    /// most channels with subscribers at once, hub-wide [default: 100000]
+    #[argh(option, default = "100_000")]
+    pub max_channels: usize,
 
     /// most WebSocket connections held at once [default: open-files limit - 64]
     #[argh(option)]
@@ -236,6 +250,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `--login-reply`: greet a plain-uid login.
     pub login_reply: bool,
+    /// `--public-channel`: channels any authenticated client may subscribe to.
+    pub public_channels: Vec<Pattern>,
+    pub max_subscriptions_per_connection: usize,
+    pub max_channels: usize,
     pub max_connections: usize,
     /// Most connections from one client address; `None`: no limit.
     pub max_connections_per_ip: Option<usize>,
@@ -266,6 +284,9 @@ impl Default for Config {
         Config {
             auth: AuthConfig::default(),
             login_reply: false,
+            public_channels: Vec::new(),
+            max_subscriptions_per_connection: 128,
+            max_channels: 100_000,
             max_connections: 1000,
             max_connections_per_ip: None,
             allow_origins: Vec::new(),
@@ -368,6 +389,24 @@ impl Flags {
                 return Err(invalid(&format!("{name} must be longer than zero")));
             }
         }
+        let public_channels = self
+            .public_channel
+            .iter()
+            .map(|p| {
+                Pattern::parse(p).map_err(|e| invalid(&format!("--public-channel `{p}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (name, n) in [
+            (
+                "--max-subscriptions-per-connection",
+                self.max_subscriptions_per_connection,
+            ),
+            ("--max-channels", self.max_channels),
+        ] {
+            if n == 0 {
+                return Err(invalid(&format!("{name} must be at least 1")));
+            }
+        }
         for (name, n) in [
             ("--max-message-size", self.max_message_size),
             ("--max-queue-messages", self.max_queue_messages),
@@ -389,6 +428,9 @@ impl Flags {
                 secret,
             },
             login_reply: self.login_reply,
+            public_channels,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            max_channels: self.max_channels,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_connections_per_ip: match self.max_connections_per_ip {
                 Some(0) => return Err(invalid("--max-connections-per-ip must be at least 1")),

@@ -18,12 +18,14 @@
 //! - [`ws`]: one WebSocket client: handshakes, frames in and out, TLS, writing its queue.
 //! - [`push`]: devices without a WebSocket: the registry, the route of a push, APNs.
 //! - [`auth`]: HS256 tokens, plain uids, secrets.
+//! - [`channel`]: channel names and the patterns that grant them.
 //! - [`metrics`]: counters, the `stats` snapshot, Prometheus and `/healthz`.
 //! - [`credentials`]: TLS identities from PEM or PKCS#12 files (wss, APNs).
 //! - [`time`], [`logger`]: deadlines and clocks; leveled logging to stderr.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod credentials;

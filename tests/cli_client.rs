@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
+use data_encoding::BASE64URL_NOPAD;
 use pushhub::auth::{Secret, TokenError, verify};
 use pushhub::time::unix_now;
 
@@ -320,7 +321,7 @@ fn a_minted_token_logs_in_with_the_secret_from_a_file_or_the_environment() {
     let key = Secret::from_file_contents(SECRET).unwrap();
     let token = from_env.expect(0).stdout.trim_end();
     assert_eq!(
-        verify(token, &key, before + 599),
+        verify(token, &key, before + 599).map(|v| v.uid),
         Ok("env-user".to_string())
     );
     assert_eq!(verify(token, &key, after + 601), Err(TokenError::Expired));
@@ -342,7 +343,75 @@ fn a_minted_token_logs_in_with_the_secret_from_a_file_or_the_environment() {
         &[("PUSHHUB_SECRET", "another secret")],
     );
     let token = both.expect(0).stdout.trim_end();
-    assert_eq!(verify(token, &key, unix_now()), Ok("u1".to_string()));
+    assert_eq!(
+        verify(token, &key, unix_now()).map(|v| v.uid),
+        Ok("u1".to_string())
+    );
+}
+
+#[test]
+fn a_minted_token_carries_the_grants_given() {
+    let secret = [("PUSHHUB_SECRET", "s3cret")];
+    let claims = |ran: &Ran| -> serde_json::Value {
+        let token = ran.expect(0).stdout.trim_end();
+        let payload = token.split('.').nth(1).expect("three parts");
+        serde_json::from_slice(&BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap()).unwrap()
+    };
+    let before = unix_now();
+    let granted = pushhub(
+        &[
+            "token",
+            "u1",
+            "--channel",
+            "room:*",
+            "--channel",
+            "news",
+            "--publish",
+            "room:42",
+            "--sub",
+            "news",
+            "--sub",
+            "notifications#u1",
+            "--ttl",
+            "2m",
+        ],
+        &secret,
+    );
+    let got = claims(&granted);
+    let exp = got["exp"].as_u64().expect("exp");
+    assert!((before + 120..=unix_now() + 120).contains(&exp), "{got}");
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "sub": "u1",
+            "exp": exp,
+            "channels": ["room:*", "news"],
+            "publish": ["room:42"],
+            "subs": ["news", "notifications#u1"],
+        })
+    );
+    let key = Secret::from_file_contents(b"s3cret").unwrap();
+    let verified = verify(granted.stdout.trim_end(), &key, unix_now()).unwrap();
+    assert_eq!(verified.grants.subs, ["news", "notifications#u1"]);
+    // Without grants, the claims are what they always were.
+    let plain = claims(&pushhub(&["token", "u1"], &secret));
+    assert_eq!(plain, serde_json::json!({"sub": "u1", "exp": plain["exp"]}));
+}
+
+#[test]
+fn token_with_a_bad_pattern_or_channel_exits_2() {
+    let secret = [("PUSHHUB_SECRET", "s3cret")];
+    for (args, says) in [
+        (&["token", "u1", "--channel", "a b"][..], "printable ASCII"),
+        (&["token", "u1", "--channel", "room:*:*"], "`*` is reserved"),
+        (&["token", "u1", "--publish", ""], "must not be empty"),
+        (&["token", "u1", "--sub", "room:*"], "`*` is reserved"),
+        (&["token", "u1", "--channel"], "--channel"),
+    ] {
+        let ran = pushhub(args, &secret);
+        ran.expect(2).says(says);
+        assert_eq!(ran.stdout, "", "{args:?}");
+    }
 }
 
 #[test]
@@ -498,7 +567,15 @@ fn help_for_each_command() {
         assert_eq!(pushhub(&[name, "--help"], &[]).expect(0).stdout, ran.stdout);
     }
     let token = pushhub(&["help", "token"], &[]);
-    for needle in ["--secret-file", "PUSHHUB_SECRET", "--ttl", "[default: 1h]"] {
+    for needle in [
+        "--secret-file",
+        "PUSHHUB_SECRET",
+        "--ttl",
+        "[default: 1h]",
+        "--channel",
+        "--publish",
+        "--sub",
+    ] {
         assert!(token.stdout.contains(needle), "{needle}: {token:?}");
     }
 }

@@ -16,9 +16,11 @@ fuzz_target!(|data: &[u8]| {
         auth_timeout_ms: 1000,
         ping_interval_ms: 1000,
         idle_timeout_ms: 2000,
+        max_subscriptions: 128,
+        max_channels: 1000,
     });
     for uid in ["u1", "u2", "42"] {
-        let id = hub.open(0, None);
+        let id = hub.open(0, None, false);
         hub.bind(id, uid);
     }
     let mut replies = Replies::default();

@@ -1,15 +1,19 @@
-//! Client authentication: who a connection is. A signed token ([`token`]) or,
-//! in plain-uid mode, the first message itself, as in the Workerman original.
+//! Client authentication: who a connection is, and what it may do with
+//! channels. A signed token ([`token`]) or, in plain-uid mode, the first
+//! message itself, as in the Workerman original; a token's [`Grants`] and the
+//! rule that applies them ([`grants`]).
 //!
 //! Pure functions: no I/O, no state.
 
+pub mod grants;
 mod secret;
 pub mod token;
 
 use std::fmt;
 
+pub use grants::{Grants, may_publish, may_subscribe};
 pub use secret::Secret;
-pub use token::{TokenError, mint, verify};
+pub use token::{TokenError, Verified, mint, mint_with_grants, verify};
 
 /// Longest uid accepted, in bytes. Uids are held in memory for every connection,
 /// so they are capped rather than trusted.
@@ -39,6 +43,10 @@ pub enum AuthError {
     InvalidUid,
     /// The first message was binary; credentials are text.
     NotText,
+    /// A token, but this hub has no secret to verify tokens with.
+    NoTokens,
+    /// A bare uid, but this hub runs without `--allow-plain-uid`.
+    NoPlainUids,
 }
 
 impl fmt::Display for AuthError {
@@ -49,6 +57,8 @@ impl fmt::Display for AuthError {
                 f.write_str("uid must be 1 to 256 bytes without control characters")
             }
             AuthError::NotText => f.write_str("send the uid or token as a text message"),
+            AuthError::NoTokens => f.write_str("this hub verifies no tokens: send a uid"),
+            AuthError::NoPlainUids => f.write_str("this hub takes tokens only: send a token"),
         }
     }
 }
@@ -66,8 +76,11 @@ impl AuthError {
             AuthError::Token(TokenError::Expired) => "expired",
             AuthError::Token(TokenError::NotYetValid) => "not_yet_valid",
             AuthError::Token(TokenError::BadSubject) => "bad_sub",
+            AuthError::Token(TokenError::BadGrant(_)) => "bad_grant",
             AuthError::InvalidUid => "bad_uid",
             AuthError::NotText => "not_text",
+            AuthError::NoTokens => "no_tokens",
+            AuthError::NoPlainUids => "no_plain_uids",
         }
     }
 }
@@ -84,24 +97,52 @@ pub fn authenticate(
 ) -> Result<Identity, AuthError> {
     let looks_like_jwt = credential.bytes().filter(|&b| b == b'.').count() == 2;
     match &config.secret {
-        Some(secret) if looks_like_jwt || !config.allow_plain_uid => {
-            verify(credential, secret, now)
-                .map(|uid| Identity { uid, plain: false })
-                .map_err(AuthError::Token)
-        }
-        _ if config.allow_plain_uid && valid_uid(credential) => Ok(Identity {
-            uid: credential.to_string(),
-            plain: true,
-        }),
-        _ => Err(AuthError::InvalidUid),
+        Some(_) if looks_like_jwt || !config.allow_plain_uid => token(config, credential, now),
+        _ => plain_uid(config, credential),
     }
 }
 
-/// Who a client proved to be, and whether by a bare uid (plain-uid mode).
+/// A credential that says it is a token (a v1 `auth` with `token`): verified,
+/// never taken for a uid.
+pub fn token(config: &AuthConfig, token: &str, now: u64) -> Result<Identity, AuthError> {
+    let secret = config.secret.as_ref().ok_or(AuthError::NoTokens)?;
+    verify(token, secret, now)
+        .map(Identity::from)
+        .map_err(AuthError::Token)
+}
+
+/// A credential that says it is a bare uid (a v1 `auth` with `uid`).
+pub fn plain_uid(config: &AuthConfig, uid: &str) -> Result<Identity, AuthError> {
+    if !config.allow_plain_uid {
+        return Err(AuthError::NoPlainUids);
+    }
+    if !valid_uid(uid) {
+        return Err(AuthError::InvalidUid);
+    }
+    Ok(Identity {
+        uid: uid.to_string(),
+        plain: true,
+        grants: Grants::default(),
+    })
+}
+
+/// Who a client proved to be, whether by a bare uid (plain-uid mode), and
+/// what its token grants (a bare uid is granted nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub uid: String,
     pub plain: bool,
+    pub grants: Grants,
+}
+
+impl From<Verified> for Identity {
+    fn from(Verified { uid, grants }: Verified) -> Identity {
+        Identity {
+            uid,
+            plain: false,
+            grants,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +185,7 @@ mod tests {
             Ok(Identity {
                 uid: uid.into(),
                 plain,
+                grants: Grants::default(),
             })
         };
         assert_eq!(authenticate(&plain, "uid1", NOW), id("uid1", true));
@@ -163,6 +205,28 @@ mod tests {
         assert_eq!(
             authenticate(&both, &forged, NOW),
             Err(AuthError::Token(TokenError::BadSignature))
+        );
+    }
+
+    #[test]
+    fn a_token_s_grants_reach_the_identity() {
+        let s = secret();
+        let grants = Grants {
+            channels: vec![crate::channel::Pattern::parse("room:*").unwrap()],
+            ..Grants::default()
+        };
+        let token = mint_with_grants(&s, "u1", NOW + 60, &grants);
+        let both = AuthConfig {
+            allow_plain_uid: true,
+            secret: Some(s),
+        };
+        let identity = authenticate(&both, &token, NOW).unwrap();
+        assert_eq!((identity.plain, identity.grants), (false, grants));
+        let plain = authenticate(&both, "u1", NOW).unwrap();
+        assert!(plain.plain && plain.grants.is_empty());
+        assert_eq!(
+            AuthError::Token(TokenError::BadGrant("subs")).kind(),
+            "bad_grant"
         );
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::channel::{Pattern, check_name};
 use crate::config::parse_duration;
 
 /// How long a command waits for the connection and the reply together, unless
@@ -212,13 +213,20 @@ text_port_command! {
     subcommand,
     name = "token",
     help_triggers("-h", "--help"),
+    usage = "<uid> [--ttl <duration>] [--channel <pattern>...] [--publish <pattern>...] \
+             [--sub <channel>...] [--secret-file <path>]",
     example = "{command_name} uid1 --secret-file /etc/pushhub/secret",
     example = "PUSHHUB_SECRET=... {command_name} uid1 --ttl 10m",
-    note = "The secret is read as the hub reads it: the file's bytes, or the value of\n\
+    example = "{command_name} uid1 --channel 'room:*' --publish room:42 --sub news",
+    note = "A PATTERN is a channel name (printable ASCII, no spaces, 1 to 255 bytes)\n\
+            or a prefix ending in * (room:*; * alone is every channel). The grants\n\
+            are the token's channels, publish and subs claims, left out when empty.",
+    note = "\nThe secret is read as the hub reads it: the file's bytes, or the value of\n\
             PUSHHUB_SECRET, with surrounding whitespace trimmed; the file wins if both\n\
             are given. It is never a flag's value: command lines are visible in ps.",
     note = "\nExit status: 0 with the token on stdout; 2 for bad arguments (a uid the\n\
-            hub would refuse), and when there is no secret or it cannot be read."
+            hub would refuse, a bad pattern or channel name), and when there is no\n\
+            secret or it cannot be read."
 )]
 pub struct Token {
     /// the uid the token proves (its sub claim)
@@ -232,8 +240,29 @@ pub struct Token {
         from_str_fn(parse_ttl)
     )]
     pub ttl: Duration,
+    /// a channel pattern the client may subscribe to (repeatable)
+    #[argh(option, arg_name = "pattern", from_str_fn(parse_pattern))]
+    pub channel: Vec<Pattern>,
+    /// a channel pattern the client may publish to (repeatable)
+    #[argh(option, arg_name = "pattern", from_str_fn(parse_pattern))]
+    pub publish: Vec<Pattern>,
+    /// a channel the connection is subscribed to as it connects (repeatable)
+    #[argh(option, arg_name = "channel", from_str_fn(parse_channel))]
+    pub sub: Vec<String>,
     /// file holding the HS256 token secret (PUSHHUB_SECRET works too)
     /// [default: none]
     #[argh(option, arg_name = "path")]
     pub secret_file: Option<PathBuf>,
+}
+
+/// A pattern by the rules the hub applies to a token's claims, so that a
+/// token minted here is never refused for its grants.
+fn parse_pattern(s: &str) -> Result<Pattern, String> {
+    Pattern::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_channel(s: &str) -> Result<String, String> {
+    check_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }

@@ -1,9 +1,9 @@
-//! `pushhub token`: an HS256 token for a uid, minted here with the hub's
-//! secret, so that token mode can be tried without a backend. The secret is
-//! read as the hub reads it (one function does both), and never taken from a
-//! flag's value.
+//! `pushhub token`: an HS256 token for a uid, with its channel grants, minted
+//! here with the hub's secret, so that token mode and channels can be tried
+//! without a backend. The secret is read as the hub reads it (one function
+//! does both), and never taken from a flag's value.
 
-use crate::auth::{AuthError, mint, valid_uid};
+use crate::auth::{AuthError, Grants, mint_with_grants, valid_uid};
 use crate::config::{SECRET_ENV, read_secret};
 
 use super::args;
@@ -26,7 +26,13 @@ pub fn run(command: &args::Token, env_secret: Option<String>, now: u64) -> Outco
         Err(e) => return Outcome::failed(Failure::Config(e.to_string())),
     };
     let exp = now.saturating_add(command.ttl.as_secs());
-    Outcome::with(vec![mint(&secret, &command.uid, exp)], None)
+    let grants = Grants {
+        channels: command.channel.clone(),
+        publish: command.publish.clone(),
+        subs: command.sub.clone(),
+    };
+    let token = mint_with_grants(&secret, &command.uid, exp, &grants);
+    Outcome::with(vec![token], None)
 }
 
 #[cfg(test)]
@@ -35,6 +41,7 @@ mod tests {
 
     use super::*;
     use crate::auth::{Secret, verify};
+    use crate::channel::Pattern;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -42,6 +49,9 @@ mod tests {
         args::Token {
             uid: uid.to_string(),
             ttl: Duration::from_secs(60),
+            channel: Vec::new(),
+            publish: Vec::new(),
+            sub: Vec::new(),
             secret_file: None,
         }
     }
@@ -51,11 +61,31 @@ mod tests {
         let outcome = run(&token("uid1"), Some(" s3cret\n".into()), NOW);
         assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
         let secret = Secret::from_file_contents(b"s3cret").unwrap();
-        assert_eq!(
-            verify(&outcome.out[0], &secret, NOW + 59),
-            Ok("uid1".into())
-        );
+        let verified = verify(&outcome.out[0], &secret, NOW + 59).unwrap();
+        assert_eq!(verified.uid, "uid1");
+        assert!(verified.grants.is_empty());
         assert!(verify(&outcome.out[0], &secret, NOW + 60).is_err());
+    }
+
+    #[test]
+    fn mints_the_grants_it_is_given() {
+        let command = args::Token {
+            channel: vec![Pattern::parse("room:*").unwrap()],
+            publish: vec![Pattern::parse("room:42").unwrap()],
+            sub: vec!["news".to_string()],
+            ..token("uid1")
+        };
+        let outcome = run(&command, Some("s3cret".into()), NOW);
+        let secret = Secret::from_file_contents(b"s3cret").unwrap();
+        let verified = verify(&outcome.out[0], &secret, NOW).unwrap();
+        assert_eq!(
+            verified.grants,
+            Grants {
+                channels: command.channel.clone(),
+                publish: command.publish.clone(),
+                subs: command.sub.clone(),
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The connection table: a slab of connections, a uid index over it, and each
-//! connection's bounded outbound queue.
+//! The connection table: a slab of connections, a uid index over it, the
+//! channels and their members, and each connection's bounded outbound queue.
 //!
 //! The hub never awaits. Fan-out appends a shared payload to each receiver's
 //! queue and marks it dirty, so a push costs the hub O(receivers) queue
@@ -8,8 +8,10 @@
 //! writer), never waiting; a connection it cannot finish, and every wss one,
 //! is woken to drain its own queue.
 
+mod channels;
 pub mod queue;
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Waker;
@@ -18,10 +20,43 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use smol::Async;
 
+pub use channels::SubscribeError;
+
 use crate::config::Config;
 use crate::hub::queue::Queue;
 use crate::metrics::{Counters, Live, Stats};
 use crate::ws::frame::Frame;
+
+/// One message as each kind of client receives it: raw clients (the
+/// original's) one frame, v1 clients another. Each is encoded at most once,
+/// when its first receiver is reached, and shared by every receiver of its
+/// kind; a kind nobody speaks costs nothing.
+pub struct Fanout<F> {
+    raw: OnceCell<Frame>,
+    v1: OnceCell<Frame>,
+    /// Encodes the frame for v1 clients (`true`) or raw ones (`false`).
+    encode: F,
+}
+
+impl<F: Fn(bool) -> Frame> Fanout<F> {
+    pub fn new(encode: F) -> Fanout<F> {
+        Fanout {
+            raw: OnceCell::new(),
+            v1: OnceCell::new(),
+            encode,
+        }
+    }
+
+    fn for_conn(&self, conn: &Conn) -> &Frame {
+        let cell = if conn.v1 { &self.v1 } else { &self.raw };
+        cell.get_or_init(|| (self.encode)(conn.v1))
+    }
+}
+
+/// The same frame for every client.
+pub fn same(frame: Frame) -> Fanout<impl Fn(bool) -> Frame> {
+    Fanout::new(move |_| frame.clone())
+}
 
 /// A connection's socket, shared by its task and the flusher.
 pub type Socket = Rc<Async<std::net::TcpStream>>;
@@ -73,7 +108,13 @@ struct Conn {
     last_seen_ms: u64,
     /// A ping has been sent since the peer was last heard from.
     pinged: bool,
+    /// Speaks the v1 protocol (`pushhub.v1`), not the original's.
+    v1: bool,
     close: Option<CloseReason>,
+    /// Its channels; `None` (no allocation) without any. Boxed, so that a
+    /// connection without subscriptions pays 8 bytes for them, not a `Vec`'s 24.
+    #[allow(clippy::box_collection)]
+    subs: Option<Box<Vec<channels::Sub>>>,
 }
 
 impl Conn {
@@ -96,6 +137,8 @@ pub struct Limits {
     pub auth_timeout_ms: u64,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
+    pub max_subscriptions: usize,
+    pub max_channels: usize,
 }
 
 impl Limits {
@@ -107,6 +150,8 @@ impl Limits {
             auth_timeout_ms: ms(config.auth_timeout),
             ping_interval_ms: ms(config.ping_interval),
             idle_timeout_ms: ms(config.idle_timeout),
+            max_subscriptions: config.max_subscriptions_per_connection,
+            max_channels: config.max_channels,
         }
     }
 }
@@ -116,6 +161,7 @@ pub struct Hub {
     /// Each online uid's most recent connection; the rest follow through `next`.
     uids: HashMap<Rc<str>, u32>,
     n_authenticated: usize,
+    channels: channels::Channels,
     next_generation: u64,
     /// Set by `close_all`: connections that finish their handshake later are
     /// born closing.
@@ -135,6 +181,7 @@ impl Hub {
             conns: Slab::new(),
             uids: HashMap::new(),
             n_authenticated: 0,
+            channels: channels::Channels::default(),
             next_generation: 0,
             closing_all: None,
             dirty: Vec::new(),
@@ -151,8 +198,8 @@ impl Hub {
     }
 
     /// Adds a connection that has completed its WebSocket handshake but not yet
-    /// authenticated.
-    pub fn open(&mut self, now_ms: u64, socket: Option<Socket>) -> ConnId {
+    /// authenticated; `v1` if it speaks the v1 protocol.
+    pub fn open(&mut self, now_ms: u64, socket: Option<Socket>, v1: bool) -> ConnId {
         let generation = self.next_generation;
         self.next_generation += 1;
         let key = self.conns.insert(Conn {
@@ -166,7 +213,9 @@ impl Hub {
             opened_ms: now_ms,
             last_seen_ms: now_ms,
             pinged: false,
+            v1,
             close: self.closing_all,
+            subs: None,
         });
         // Slab keys stay below the connection limit, which the accept loop keeps
         // far under u32::MAX (it is bounded by the open-files limit).
@@ -210,8 +259,10 @@ impl Hub {
         true
     }
 
-    /// Takes a connection out of its uid's chain, so that it is offline at once.
+    /// Takes a connection out of its uid's chain and its channels, so that it
+    /// is offline at once.
     fn unlink(&mut self, key: u32) {
+        self.channels.unsubscribe_all(&mut self.conns, key);
         let conn = &mut self.conns[key as usize];
         let Some(uid) = conn.uid.take() else { return };
         let (prev, next) = (conn.prev, conn.next);
@@ -318,13 +369,14 @@ impl Hub {
         self.get(id).is_some_and(|c| c.close.is_none()) && self.enqueue(id.key, frame)
     }
 
-    /// Queues `frame` for every connection of `uid`; returns how many took it.
-    pub fn push(&mut self, uid: &str, frame: &Frame) -> usize {
+    /// Queues `message` for every connection of `uid`; returns how many took it.
+    pub fn push(&mut self, uid: &str, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
         let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
         let mut n = 0;
         while key != NIL {
             // Read the successor first: enqueue may unlink this connection.
-            let next = self.conns[key as usize].next;
+            let conn = &self.conns[key as usize];
+            let (next, frame) = (conn.next, message.for_conn(conn));
             n += usize::from(self.enqueue(key, frame));
             key = next;
         }
@@ -332,16 +384,161 @@ impl Hub {
         n
     }
 
-    /// Queues `frame` for every authenticated connection; returns how many took it.
-    pub fn broadcast(&mut self, frame: &Frame) -> usize {
+    /// Queues `message` for every authenticated connection; returns how many took it.
+    pub fn broadcast(&mut self, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
         let mut n = 0;
         for key in 0..self.conns.capacity() {
-            if self.conns.get(key).is_some_and(Conn::is_live) {
-                n += usize::from(self.enqueue(key as u32, frame));
+            let frame = match self.conns.get(key) {
+                Some(conn) if conn.is_live() => message.for_conn(conn),
+                _ => continue,
+            };
+            n += usize::from(self.enqueue(key as u32, frame));
+        }
+        self.counters.delivered += n as u64;
+        n
+    }
+
+    /// Queues `message` for every member of channel `name`; returns how many
+    /// took it. One pass over the members, one shared frame per kind.
+    pub fn publish(&mut self, name: &str, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
+        let Some(ch) = self.channels.find(name) else {
+            return 0;
+        };
+        let mut n = 0;
+        let mut pos = 0;
+        while let Some(key) = self.channels.member(ch, pos) {
+            let frame = message.for_conn(&self.conns[key as usize]);
+            let queued = self.enqueue(key, frame);
+            n += usize::from(queued);
+            // A slow consumer left every channel as it was dropped: the last
+            // member, not yet reached, now sits at `pos` (and if it was the
+            // last one, the channel is gone and `member` finds nothing).
+            if queued {
+                pos += 1;
             }
         }
         self.counters.delivered += n as u64;
         n
+    }
+
+    /// Subscribes a live connection to `name`: `Ok(true)` if newly, `Ok(false)`
+    /// if it already was (or is gone or closing, which its task will see).
+    pub fn subscribe(&mut self, id: ConnId, name: &str) -> Result<bool, SubscribeError> {
+        if !self.get(id).is_some_and(Conn::is_live) {
+            return Ok(false);
+        }
+        let Limits {
+            max_subscriptions,
+            max_channels,
+            ..
+        } = self.limits;
+        self.channels.subscribe(
+            &mut self.conns,
+            id.key,
+            name,
+            max_subscriptions,
+            max_channels,
+        )
+    }
+
+    /// Unsubscribes a connection from `name`; false if it was not subscribed.
+    pub fn unsubscribe(&mut self, id: ConnId, name: &str) -> bool {
+        self.get(id).is_some() && self.channels.unsubscribe(&mut self.conns, id.key, name)
+    }
+
+    /// Subscribes every connection of `uid` to `name`, queueing `notice` (the
+    /// v1 `subbed` frame) for each newly subscribed v1 connection. Returns how
+    /// many were newly subscribed, and the refusals.
+    pub fn subscribe_uid(
+        &mut self,
+        uid: &str,
+        name: &str,
+        notice: &Frame,
+    ) -> (usize, Vec<SubscribeError>) {
+        let (mut added, mut refused) = (0, Vec::new());
+        for key in self.chain(uid) {
+            let Limits {
+                max_subscriptions,
+                max_channels,
+                ..
+            } = self.limits;
+            match self.channels.subscribe(
+                &mut self.conns,
+                key,
+                name,
+                max_subscriptions,
+                max_channels,
+            ) {
+                Ok(true) => {
+                    added += 1;
+                    if self.conns[key as usize].v1 {
+                        self.enqueue(key, notice);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => refused.push(e),
+            }
+        }
+        (added, refused)
+    }
+
+    /// Unsubscribes every connection of `uid` from `name`, queueing `notice`
+    /// (the v1 `unsubbed` frame) for each v1 one; returns how many.
+    pub fn unsubscribe_uid(&mut self, uid: &str, name: &str, notice: &Frame) -> usize {
+        let mut n = 0;
+        for key in self.chain(uid) {
+            if self.channels.unsubscribe(&mut self.conns, key, name) {
+                n += 1;
+                if self.conns[key as usize].v1 {
+                    self.enqueue(key, notice);
+                }
+            }
+        }
+        n
+    }
+
+    /// The slab keys of `uid`'s connections (newest first), taken before
+    /// acting on them: acting may close one, and so end the chain early.
+    fn chain(&self, uid: &str) -> Vec<u32> {
+        let mut keys = Vec::new();
+        let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
+        while key != NIL {
+            keys.push(key);
+            key = self.conns[key as usize].next;
+        }
+        keys
+    }
+
+    /// The channels a connection is subscribed to, in the order it joined them.
+    pub fn subscriptions_of(&self, id: ConnId) -> Vec<Rc<str>> {
+        match self.get(id) {
+            Some(_) => self.channels.of(&self.conns, id.key),
+            None => Vec::new(),
+        }
+    }
+
+    /// Channels whose name starts with `prefix`, by name, with their member
+    /// (connection) counts.
+    pub fn channel_list(&self, prefix: &str) -> Vec<(Rc<str>, usize)> {
+        self.channels.list(prefix)
+    }
+
+    /// A channel's distinct uids (in no particular order) and its connections.
+    pub fn members(&self, name: &str) -> (Vec<Rc<str>>, usize) {
+        let Some(ch) = self.channels.find(name) else {
+            return (Vec::new(), 0);
+        };
+        let mut uids: Vec<Rc<str>> = Vec::new();
+        let mut connections = 0;
+        for key in self.channels.members(ch) {
+            connections += 1;
+            if let Some(uid) = &self.conns[key as usize].uid {
+                uids.push(Rc::clone(uid));
+            }
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        (uids, connections)
     }
 
     /// Whether `uid` has at least one connection.
@@ -464,6 +661,8 @@ impl Hub {
                 connections: self.conns.len(),
                 authenticated: self.n_authenticated,
                 uids: self.uids.len(),
+                channels: self.channels.len(),
+                subscriptions: self.channels.subscriptions(),
             },
         )
     }
@@ -496,11 +695,18 @@ mod tests {
             auth_timeout_ms: 1000,
             ping_interval_ms: 2000,
             idle_timeout_ms: 5000,
+            max_subscriptions: 3,
+            max_channels: 4,
         }
     }
 
     fn text(s: &str) -> Frame {
         Frame::text(s)
+    }
+
+    /// A message that raw and v1 clients receive alike.
+    fn msg(s: &str) -> Fanout<impl Fn(bool) -> Frame> {
+        same(Frame::text(s))
     }
 
     /// Everything queued for `id`, frame by frame, as if the socket took it all.
@@ -530,12 +736,12 @@ mod tests {
     #[test]
     fn routes_to_every_connection_of_a_uid() {
         let mut hub = Hub::new(limits());
-        let a1 = hub.open(0, None);
-        let a2 = hub.open(0, None);
-        let b = hub.open(0, None);
+        let a1 = hub.open(0, None, false);
+        let a2 = hub.open(0, None, false);
+        let b = hub.open(0, None, false);
         assert!(hub.bind(a1, "a") && hub.bind(a2, "a") && hub.bind(b, "b"));
-        assert_eq!(hub.push("a", &text("x")), 2);
-        assert_eq!(hub.push("nobody", &text("x")), 0);
+        assert_eq!(hub.push("a", &msg("x")), 2);
+        assert_eq!(hub.push("nobody", &msg("x")), 0);
         assert_eq!(drain(&mut hub, a1), [text("x").as_bytes()]);
         assert_eq!(drain(&mut hub, a2), [text("x").as_bytes()]);
         assert!(drain(&mut hub, b).is_empty());
@@ -552,14 +758,14 @@ mod tests {
     #[test]
     fn removal_from_any_place_in_the_chain() {
         let mut hub = Hub::new(limits());
-        let ids: Vec<ConnId> = (0..4).map(|_| hub.open(0, None)).collect();
+        let ids: Vec<ConnId> = (0..4).map(|_| hub.open(0, None, false)).collect();
         for &id in &ids {
             hub.bind(id, "u");
         }
         hub.remove(ids[1]); // middle
         hub.remove(ids[3]); // head (bound last)
         assert_eq!(hub.connections_of("u"), 2);
-        assert_eq!(hub.push("u", &text("m")), 2);
+        assert_eq!(hub.push("u", &msg("m")), 2);
         hub.remove(ids[0]);
         hub.remove(ids[2]);
         assert_eq!(hub.connections_of("u"), 0);
@@ -570,9 +776,9 @@ mod tests {
     #[test]
     fn stale_handle_cannot_touch_a_reused_key() {
         let mut hub = Hub::new(limits());
-        let old = hub.open(0, None);
+        let old = hub.open(0, None, false);
         hub.remove(old);
-        let new = hub.open(0, None);
+        let new = hub.open(0, None, false);
         assert_eq!(old.key, new.key);
         assert!(!hub.bind(old, "u"));
         assert!(hub.remove(old).is_none());
@@ -583,26 +789,26 @@ mod tests {
     #[test]
     fn unauthenticated_connections_get_no_broadcast() {
         let mut hub = Hub::new(limits());
-        let pending = hub.open(0, None);
-        let bound = hub.open(0, None);
+        let pending = hub.open(0, None, false);
+        let bound = hub.open(0, None, false);
         hub.bind(bound, "u");
-        assert_eq!(hub.broadcast(&text("all")), 1);
+        assert_eq!(hub.broadcast(&msg("all")), 1);
         assert!(drain(&mut hub, pending).is_empty());
     }
 
     #[test]
     fn slow_consumer_is_closed_and_others_keep_receiving() {
         let mut hub = Hub::new(limits());
-        let slow = hub.open(0, None);
-        let fast = hub.open(0, None);
+        let slow = hub.open(0, None, false);
+        let fast = hub.open(0, None, false);
         hub.bind(slow, "s");
         hub.bind(fast, "f");
         for i in 0..3 {
-            assert_eq!(hub.broadcast(&text(&format!("m{i}"))), 2);
+            assert_eq!(hub.broadcast(&msg(&format!("m{i}"))), 2);
             drain(&mut hub, fast);
         }
         // The fourth message overflows the slow queue (3 messages).
-        assert_eq!(hub.broadcast(&text("m3")), 1);
+        assert_eq!(hub.broadcast(&msg("m3")), 1);
         assert_eq!(closing(&mut hub, slow), Some(CloseReason::SlowConsumer));
         assert_eq!(hub.connections_of("s"), 0);
         assert_eq!(hub.counters.dropped, 1);
@@ -614,24 +820,24 @@ mod tests {
     #[test]
     fn byte_bound_but_an_empty_queue_takes_a_big_message() {
         let mut hub = Hub::new(limits());
-        let c = hub.open(0, None);
+        let c = hub.open(0, None, false);
         hub.bind(c, "u");
-        assert_eq!(hub.push("u", &text(&"x".repeat(500))), 1);
-        assert_eq!(hub.push("u", &text("y")), 0);
+        assert_eq!(hub.push("u", &msg(&"x".repeat(500))), 1);
+        assert_eq!(hub.push("u", &msg("y")), 0);
         assert_eq!(hub.counters.dropped, 1);
     }
 
     #[test]
     fn kick_closes_all_and_takes_them_offline() {
         let mut hub = Hub::new(limits());
-        let a = hub.open(0, None);
-        let b = hub.open(0, None);
+        let a = hub.open(0, None, false);
+        let b = hub.open(0, None, false);
         hub.bind(a, "u");
         hub.bind(b, "u");
-        hub.push("u", &text("before"));
+        hub.push("u", &msg("before"));
         assert_eq!(hub.kick("u"), 2);
         assert_eq!(hub.connections_of("u"), 0);
-        assert_eq!(hub.push("u", &text("late")), 0);
+        assert_eq!(hub.push("u", &msg("late")), 0);
         for id in [a, b] {
             assert_eq!(closing(&mut hub, id), Some(CloseReason::Kicked));
         }
@@ -644,22 +850,22 @@ mod tests {
     #[test]
     fn shutdown_keeps_queued_messages_for_delivery() {
         let mut hub = Hub::new(limits());
-        let c = hub.open(0, None);
+        let c = hub.open(0, None, false);
         hub.bind(c, "u");
-        hub.push("u", &text("last words"));
+        hub.push("u", &msg("last words"));
         hub.close_all(CloseReason::Shutdown);
         assert_eq!(closing(&mut hub, c), Some(CloseReason::Shutdown));
         assert_eq!(hub.remove(c).unwrap().len(), 1);
-        let late = hub.open(0, None);
+        let late = hub.open(0, None, false);
         assert_eq!(closing(&mut hub, late), Some(CloseReason::Shutdown));
     }
 
     #[test]
     fn deadlines() {
         let mut hub = Hub::new(limits());
-        let pending = hub.open(0, None);
-        let quiet = hub.open(0, None);
-        let chatty = hub.open(0, None);
+        let pending = hub.open(0, None, false);
+        let quiet = hub.open(0, None, false);
+        let chatty = hub.open(0, None, false);
         hub.bind(quiet, "q");
         hub.bind(chatty, "c");
         hub.sweep(999);
@@ -691,5 +897,185 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(hub.counters.idle_closed, 1);
         assert_eq!(hub.counters.auth_failures, 1);
+    }
+
+    /// Raw clients get "raw:<s>", v1 clients "v1:<s>".
+    fn split(s: &str) -> Fanout<impl Fn(bool) -> Frame + '_> {
+        Fanout::new(move |v1| Frame::text(&format!("{}:{s}", if v1 { "v1" } else { "raw" })))
+    }
+
+    fn live(hub: &mut Hub, uid: &str, v1: bool) -> ConnId {
+        let id = hub.open(0, None, v1);
+        assert!(hub.bind(id, uid));
+        id
+    }
+
+    #[test]
+    fn publish_reaches_members_only_in_their_protocol() {
+        let mut hub = Hub::new(limits());
+        let raw = live(&mut hub, "a", false);
+        let v1 = live(&mut hub, "b", true);
+        let outsider = live(&mut hub, "c", true);
+        assert_eq!(hub.subscribe(raw, "room"), Ok(true));
+        assert_eq!(hub.subscribe(v1, "room"), Ok(true));
+        assert_eq!(hub.subscribe(v1, "room"), Ok(false));
+        assert_eq!(hub.publish("room", &split("x")), 2);
+        assert_eq!(hub.publish("empty", &split("x")), 0);
+        assert_eq!(drain(&mut hub, raw), [text("raw:x").as_bytes()]);
+        assert_eq!(drain(&mut hub, v1), [text("v1:x").as_bytes()]);
+        assert!(drain(&mut hub, outsider).is_empty());
+        // Pushes and broadcasts choose the frame the same way.
+        assert_eq!(hub.push("b", &split("p")), 1);
+        assert_eq!(drain(&mut hub, v1), [text("v1:p").as_bytes()]);
+        assert_eq!(hub.broadcast(&split("all")), 3);
+        assert_eq!(drain(&mut hub, raw), [text("raw:all").as_bytes()]);
+        let stats = hub.stats();
+        assert_eq!((stats.channels, stats.subscriptions), (1, 2));
+        assert_eq!(hub.channel_list(""), [(Rc::from("room"), 2)]);
+        let (uids, n) = hub.members("room");
+        assert_eq!((uids, n), (vec![Rc::from("a"), Rc::from("b")], 2));
+        assert!(hub.unsubscribe(raw, "room"));
+        assert!(!hub.unsubscribe(raw, "room"));
+        assert_eq!(hub.publish("room", &split("y")), 1);
+    }
+
+    #[test]
+    fn subscriptions_need_a_live_connection_and_respect_the_limits() {
+        let mut hub = Hub::new(limits());
+        let pending = hub.open(0, None, true);
+        assert_eq!(hub.subscribe(pending, "a"), Ok(false));
+        let id = live(&mut hub, "u", true);
+        for ch in ["a", "b", "c"] {
+            assert_eq!(hub.subscribe(id, ch), Ok(true));
+        }
+        assert_eq!(
+            hub.subscribe(id, "d"),
+            Err(SubscribeError::TooManySubscriptions)
+        );
+        // Already subscribed: not a new subscription, so not over the limit.
+        assert_eq!(hub.subscribe(id, "a"), Ok(false));
+        let other = live(&mut hub, "v", false);
+        assert_eq!(hub.subscribe(other, "d"), Ok(true));
+        assert_eq!(
+            hub.subscribe(other, "e"),
+            Err(SubscribeError::TooManyChannels)
+        );
+        // An existing channel is not a new one.
+        assert_eq!(hub.subscribe(other, "a"), Ok(true));
+        assert_eq!(
+            hub.subscriptions_of(id),
+            [Rc::from("a"), Rc::from("b"), Rc::from("c")]
+        );
+    }
+
+    #[test]
+    fn closing_leaves_every_channel_and_frees_empty_ones() {
+        let mut hub = Hub::new(limits());
+        let a = live(&mut hub, "a", true);
+        let b = live(&mut hub, "b", true);
+        for ch in ["x", "y"] {
+            hub.subscribe(a, ch).unwrap();
+        }
+        hub.subscribe(b, "y").unwrap();
+        hub.close(a, CloseReason::Kicked);
+        assert_eq!(hub.channel_list(""), [(Rc::from("y"), 1)]);
+        assert_eq!(hub.publish("x", &msg("m")), 0);
+        assert_eq!(hub.publish("y", &msg("m")), 1);
+        hub.remove(b);
+        let stats = hub.stats();
+        assert_eq!((stats.channels, stats.subscriptions), (0, 0));
+    }
+
+    #[test]
+    fn a_slow_consumer_dropped_mid_publication_costs_nobody_else_the_message() {
+        let mut hub = Hub::new(limits());
+        let ids: Vec<ConnId> = (0..4)
+            .map(|i| live(&mut hub, &format!("u{i}"), false))
+            .collect();
+        for &id in &ids {
+            hub.subscribe(id, "ch").unwrap();
+        }
+        // The second member's queue is full: the publication drops it.
+        for _ in 0..3 {
+            hub.push("u1", &msg("fill"));
+        }
+        assert_eq!(hub.publish("ch", &msg("news")), 3);
+        assert_eq!(closing(&mut hub, ids[1]), Some(CloseReason::SlowConsumer));
+        for i in [0, 2, 3] {
+            assert_eq!(drain(&mut hub, ids[i]), [text("news").as_bytes()], "u{i}");
+        }
+        assert_eq!(hub.members("ch").1, 3);
+    }
+
+    #[test]
+    fn membership_stays_exact_through_any_order_of_leaving() {
+        // Many connections on a few channels, leaving in an order that moves
+        // entries on both sides: every publication must reach exactly the
+        // members left.
+        let mut hub = Hub::new(Limits {
+            max_queue_messages: 1 << 20,
+            max_queue_bytes: 1 << 30,
+            max_subscriptions: 8,
+            max_channels: 8,
+            ..limits()
+        });
+        let ids: Vec<ConnId> = (0..50)
+            .map(|i| live(&mut hub, &format!("u{i}"), false))
+            .collect();
+        let chs = ["c0", "c1", "c2", "c3", "c4"];
+        for (i, &id) in ids.iter().enumerate() {
+            for (j, ch) in chs.iter().enumerate() {
+                if !(i + j).is_multiple_of(3) {
+                    hub.subscribe(id, ch).unwrap();
+                }
+            }
+        }
+        let member = |i: usize, j: usize| !(i + j).is_multiple_of(3);
+        let mut gone = vec![false; ids.len()];
+        let mut left = vec![[false; 5]; ids.len()];
+        // A pseudo-random order of unsubscribes and closes.
+        let mut x: u64 = 0x9e37_79b9;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % ids.len() as u64) as usize;
+            let j = ((x >> 8) % chs.len() as u64) as usize;
+            if gone[i] {
+                continue;
+            }
+            if x.is_multiple_of(11) {
+                hub.remove(ids[i]);
+                gone[i] = true;
+            } else {
+                let was = member(i, j) && !left[i][j];
+                assert_eq!(hub.unsubscribe(ids[i], chs[j]), was);
+                left[i][j] = true;
+            }
+            for (j, ch) in chs.iter().enumerate() {
+                let expected = (0..ids.len())
+                    .filter(|&i| !gone[i] && member(i, j) && !left[i][j])
+                    .count();
+                assert_eq!(hub.members(ch).1, expected, "{ch}");
+                assert_eq!(hub.publish(ch, &msg("m")), expected, "{ch}");
+            }
+        }
+    }
+
+    #[test]
+    fn backend_subscriptions_notify_v1_connections_only() {
+        let mut hub = Hub::new(limits());
+        let raw = live(&mut hub, "u", false);
+        let v1 = live(&mut hub, "u", true);
+        let notice = text("subbed");
+        let (added, refused) = hub.subscribe_uid("u", "room", &notice);
+        assert_eq!((added, refused.len()), (2, 0));
+        assert_eq!(hub.subscribe_uid("u", "room", &notice).0, 0);
+        assert!(drain(&mut hub, raw).is_empty());
+        assert_eq!(drain(&mut hub, v1), [text("subbed").as_bytes()]);
+        assert_eq!(hub.unsubscribe_uid("u", "room", &text("unsubbed")), 2);
+        assert_eq!(drain(&mut hub, v1), [text("unsubbed").as_bytes()]);
+        assert_eq!(hub.stats().channels, 0);
+        assert_eq!(hub.subscribe_uid("nobody", "room", &notice).0, 0);
     }
 }

@@ -16,6 +16,12 @@ pub struct Counters {
     /// Push requests handled (original form and `push` commands).
     pub pushes: u64,
     pub broadcasts: u64,
+    /// Channel publications handled (text-port `publish` and v1 `pub`).
+    pub publications: u64,
+    /// Channel operations refused (bad name, no grant, a limit), by reason.
+    pub channel_errors: BTreeMap<&'static str, u64>,
+    /// Other v1 requests refused (malformed, unknown op, before `auth`), by kind.
+    pub v1_errors: BTreeMap<&'static str, u64>,
     /// Messages queued to a connection.
     pub delivered: u64,
     /// Connections dropped because their outbound queue overflowed.
@@ -56,6 +62,10 @@ pub struct Stats {
     pub authenticated: usize,
     /// Distinct uids online.
     pub uids: usize,
+    /// Channels with at least one subscriber.
+    pub channels: usize,
+    /// Subscriptions of all connections to all channels.
+    pub subscriptions: usize,
     #[serde(flatten)]
     pub counters: Counters,
     pub uptime_secs: u64,
@@ -72,6 +82,8 @@ impl Stats {
             connections: live.connections,
             authenticated: live.authenticated,
             uids: live.uids,
+            channels: live.channels,
+            subscriptions: live.subscriptions,
             counters: counters.clone(),
             uptime_secs: started.elapsed().as_secs(),
             rss_bytes: rss_bytes().unwrap_or(0),
@@ -86,6 +98,10 @@ pub struct Live {
     pub connections: usize,
     pub authenticated: usize,
     pub uids: usize,
+    /// Channels with at least one subscriber.
+    pub channels: usize,
+    /// Subscriptions of all connections to all channels.
+    pub subscriptions: usize,
 }
 
 /// This process's resident set size, read from `/proc/self/status`.
@@ -141,6 +157,18 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         &[("", stats.uids as f64)],
     );
     metric(
+        "channels",
+        "gauge",
+        "Channels with at least one subscriber.",
+        &[("", stats.channels as f64)],
+    );
+    metric(
+        "subscriptions",
+        "gauge",
+        "Subscriptions of all connections to all channels.",
+        &[("", stats.subscriptions as f64)],
+    );
+    metric(
         "queued_bytes",
         "gauge",
         "Bytes waiting in outbound queues.",
@@ -192,6 +220,26 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "Broadcast requests handled.",
         &one(c.broadcasts),
+    );
+    metric(
+        "publications_total",
+        "counter",
+        "Channel publications handled.",
+        &one(c.publications),
+    );
+    let channel_errors = labelled(&c.channel_errors, "reason");
+    metric(
+        "channel_errors_total",
+        "counter",
+        "Channel operations refused, by reason.",
+        &as_refs(&channel_errors),
+    );
+    let v1_errors = labelled(&c.v1_errors, "reason");
+    metric(
+        "v1_errors_total",
+        "counter",
+        "v1 requests refused for another reason than their channel, by reason.",
+        &as_refs(&v1_errors),
     );
     metric(
         "delivered_total",

@@ -5,16 +5,18 @@
 pub mod protocol;
 pub mod replies;
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::task::Poll;
 
 use log::{debug, warn};
+use serde_json::value::RawValue;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::hub::Hub;
+use crate::hub::{Fanout, Hub};
 use crate::metrics::Counters;
 use crate::push::apns::sender::Sender;
 use crate::push::route::InFlight;
@@ -22,8 +24,9 @@ use crate::push::route::{ApnsPush, ApnsWhen};
 use crate::push::{Registry, RegistryError};
 use crate::shared::Shared;
 use crate::ws::frame::Frame;
+use crate::ws::v1;
 use protocol::{
-    Command, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
+    Command, Data, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
     write_reply,
 };
 use replies::Replies;
@@ -51,7 +54,7 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], replies: &mut
         Request::Legacy { uid, line } => {
             hub.counters.pushes += 1;
             // Offline uids, the common `fail`, cost no frame.
-            let delivered = hub.is_online(&uid) && hub.push(&uid, &Frame::text(line)) > 0;
+            let delivered = hub.is_online(&uid) && hub.push(&uid, &original(line)) > 0;
             write_reply(replies.ready(), None, &Reply::Legacy(delivered));
         }
         Request::LegacyInvalid(e) => {
@@ -98,16 +101,16 @@ fn push_with_apns(
     registry: &Registry,
     sender: &Sender,
     to: &Targets,
-    data: &str,
+    data: &Data,
     apns: &ApnsPush,
 ) -> (usize, InFlight) {
     hub.counters.pushes += 1;
-    let frame = Frame::text(data);
+    let message = to_uid(data);
     let mut delivered = 0;
     let mut to_apns = Vec::new();
     for uid in each_uid(to) {
         let online = hub.is_online(uid);
-        delivered += hub.push(uid, &frame);
+        delivered += hub.push(uid, &message);
         let wanted = match apns.when {
             ApnsWhen::Always => true,
             ApnsWhen::Offline => !online,
@@ -134,12 +137,58 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
         }
         Command::Push { to, data, .. } => {
             hub.counters.pushes += 1;
-            let frame = Frame::text(&data);
-            Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &frame)).sum())
+            let message = to_uid(&data);
+            Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &message)).sum())
         }
         Command::Broadcast { data } => {
             hub.counters.broadcasts += 1;
-            Reply::Delivered(hub.broadcast(&Frame::text(&data)))
+            let message = Fanout::new(|v1| match v1 {
+                true => v1::msg_broadcast(data.json),
+                false => Frame::text(&data.text),
+            });
+            Reply::Delivered(hub.broadcast(&message))
+        }
+        Command::Publish { chs, data } => {
+            hub.counters.publications += 1;
+            let mut delivered = 0;
+            for ch in distinct(&chs) {
+                let message = Fanout::new(|v1| match v1 {
+                    true => v1::msg_channel(ch, data.json),
+                    false => Frame::text(&data.text),
+                });
+                delivered += hub.publish(ch, &message);
+            }
+            Reply::Delivered(delivered)
+        }
+        Command::Subscribe { who, chs } => {
+            let (mut added, mut refused) = (0, BTreeMap::new());
+            for ch in distinct(&chs) {
+                let notice = v1::subbed(ch, None);
+                for uid in each_uid(&who) {
+                    let (n, errors) = hub.subscribe_uid(uid, ch, &notice);
+                    added += n;
+                    for e in errors {
+                        Counters::bump(&mut hub.counters.channel_errors, e.kind());
+                        *refused.entry(e.kind()).or_insert(0) += 1;
+                    }
+                }
+            }
+            Reply::Subscribed(added, refused)
+        }
+        Command::Unsubscribe { who, chs } => {
+            let mut removed = 0;
+            for ch in distinct(&chs) {
+                let notice = v1::unsubbed(ch, None);
+                for uid in each_uid(&who) {
+                    removed += hub.unsubscribe_uid(uid, ch, &notice);
+                }
+            }
+            Reply::Unsubscribed(removed)
+        }
+        Command::Channels { prefix } => Reply::Channels(hub.channel_list(&prefix)),
+        Command::Members { ch } => {
+            let (uids, connections) = hub.members(&ch);
+            Reply::Members(uids, connections)
         }
         Command::Online {
             who: Targets::One(uid),
@@ -165,6 +214,35 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
             Reply::Stats(Box::new(stats))
         }
     }
+}
+
+/// The original form's line as a push: raw clients get the line as it was
+/// sent; v1 clients get it as the `d` of a `msg`.
+fn original(line: &str) -> Fanout<impl Fn(bool) -> Frame + '_> {
+    Fanout::new(move |v1| match v1 {
+        // The parser read `line` as one JSON object, so it is a JSON value.
+        true => match RawValue::from_string(line.to_owned()) {
+            Ok(json) => v1::msg(&json),
+            Err(_) => Frame::text(line),
+        },
+        false => Frame::text(line),
+    })
+}
+
+/// A command's data as a push to a uid.
+fn to_uid<'d>(data: &'d Data) -> Fanout<impl Fn(bool) -> Frame + 'd> {
+    Fanout::new(move |v1| match v1 {
+        true => v1::msg(data.json),
+        false => Frame::text(&data.text),
+    })
+}
+
+/// The distinct channels of a command, in order.
+fn distinct<'c>(chs: &'c [Cow<'c, str>]) -> impl Iterator<Item = &'c str> {
+    let mut seen = HashSet::new();
+    chs.iter()
+        .map(|ch| ch.as_ref())
+        .filter(move |ch| chs.len() == 1 || seen.insert(*ch))
 }
 
 /// Runs a device command against the registry. Its reply is written only once

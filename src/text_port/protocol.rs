@@ -7,11 +7,14 @@
 //! - commands, a JSON object with `cmd`, answered by a JSON object with `"ok"`.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::channel::{BadName, check_name};
 use crate::metrics::Stats;
 use crate::push::apns::sender::{Priority, PushType};
 use crate::push::registry::{BadDeviceToken, DeviceToken, Registered};
@@ -69,11 +72,33 @@ pub enum Request<'a> {
 pub enum Command<'a> {
     Push {
         to: Targets<'a>,
-        data: Cow<'a, str>,
+        data: Data<'a>,
         apns: Option<ApnsPush<'a>>,
     },
     Broadcast {
-        data: Cow<'a, str>,
+        data: Data<'a>,
+    },
+    /// Sends `data` to every subscriber of each channel.
+    Publish {
+        chs: Vec<Cow<'a, str>>,
+        data: Data<'a>,
+    },
+    /// Subscribes the uids' current connections to the channels.
+    Subscribe {
+        who: Targets<'a>,
+        chs: Vec<Cow<'a, str>>,
+    },
+    Unsubscribe {
+        who: Targets<'a>,
+        chs: Vec<Cow<'a, str>>,
+    },
+    /// The channels (whose names start with `prefix`) and their subscribers.
+    Channels {
+        prefix: Cow<'a, str>,
+    },
+    /// A channel's uids and connections.
+    Members {
+        ch: Cow<'a, str>,
     },
     Online {
         who: Targets<'a>,
@@ -96,6 +121,21 @@ pub enum Command<'a> {
     Devices {
         uid: Cow<'a, str>,
     },
+}
+
+/// A command's `data`: the text raw clients receive (a JSON string's contents,
+/// or any other value's JSON text as written) and the JSON value itself, as
+/// written, for v1 clients.
+#[derive(Debug)]
+pub struct Data<'a> {
+    pub text: Cow<'a, str>,
+    pub json: &'a RawValue,
+}
+
+impl PartialEq for Data<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.json.get() == other.json.get()
+    }
 }
 
 /// The uids a command names: `uid` for one, `uids` for several.
@@ -128,6 +168,8 @@ pub enum RequestError {
         expected: &'static str,
     },
     UidAndUids,
+    ChAndChs,
+    BadChannel(BadName),
     LineTooLong(usize),
     BadDeviceToken(BadDeviceToken),
     /// A push with `apns`, but the hub runs without APNs credentials.
@@ -147,14 +189,17 @@ impl fmt::Display for RequestError {
             RequestError::NotAnObject => f.write_str("a request must be a JSON object"),
             RequestError::UnknownCmd(cmd) => write!(
                 f,
-                "unknown cmd `{cmd}`: expected push, broadcast, online, kick, stats, \
-                 register, unregister or devices"
+                "unknown cmd `{cmd}`: expected push, broadcast, publish, subscribe, \
+                 unsubscribe, channels, members, online, kick, stats, register, \
+                 unregister or devices"
             ),
             RequestError::MissingField(field) => write!(f, "missing field `{field}`"),
             RequestError::WrongType { field, expected } => {
                 write!(f, "`{field}` must be {expected}")
             }
             RequestError::UidAndUids => f.write_str("give `uid` or `uids`, not both"),
+            RequestError::ChAndChs => f.write_str("give `ch` or `chs`, not both"),
+            RequestError::BadChannel(e) => write!(f, "bad channel name: {e}"),
             RequestError::LineTooLong(max) => {
                 write!(f, "line longer than {max} bytes; closing the connection")
             }
@@ -185,6 +230,8 @@ impl RequestError {
             RequestError::MissingField(_) => "missing_field",
             RequestError::WrongType { .. } => "wrong_type",
             RequestError::UidAndUids => "uid_and_uids",
+            RequestError::ChAndChs => "ch_and_chs",
+            RequestError::BadChannel(_) => "bad_channel",
             RequestError::LineTooLong(_) => "line_too_long",
             RequestError::BadDeviceToken(_) => "bad_device_token",
             RequestError::NoApns => "no_apns",
@@ -206,6 +253,12 @@ struct Fields<'a> {
     uids: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    ch: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    chs: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    prefix: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -272,6 +325,27 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
         }),
         "broadcast" => Ok(Command::Broadcast {
             data: data(fields)?,
+        }),
+        "publish" => Ok(Command::Publish {
+            chs: channels(fields)?,
+            data: data(fields)?,
+        }),
+        "subscribe" => Ok(Command::Subscribe {
+            who: targets(fields)?,
+            chs: channels(fields)?,
+        }),
+        "unsubscribe" => Ok(Command::Unsubscribe {
+            who: targets(fields)?,
+            chs: channels(fields)?,
+        }),
+        "channels" => Ok(Command::Channels {
+            prefix: match fields.prefix {
+                Some(raw) => string(raw, "prefix")?,
+                None => Cow::Borrowed(""),
+            },
+        }),
+        "members" => Ok(Command::Members {
+            ch: channel(fields.ch.ok_or(RequestError::MissingField("ch"))?, "ch")?,
         }),
         "online" => Ok(Command::Online {
             who: targets(fields)?,
@@ -410,15 +484,48 @@ fn uid<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, Reque
     }
 }
 
-/// The text a push delivers: a JSON string's contents, or any other value's JSON text.
-fn data<'a>(fields: &Fields<'a>) -> Result<Cow<'a, str>, RequestError> {
-    let raw = fields.data.ok_or(RequestError::MissingField("data"))?;
-    let text = raw.get();
-    if text.starts_with('"') {
-        serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))
+/// What a push delivers: for raw clients a JSON string's contents, or any
+/// other value's JSON text; for v1 clients the value as written.
+fn data<'a>(fields: &Fields<'a>) -> Result<Data<'a>, RequestError> {
+    let json = fields.data.ok_or(RequestError::MissingField("data"))?;
+    let text = json.get();
+    let text = if text.starts_with('"') {
+        serde_json::from_str(text).map_err(|e| RequestError::InvalidJson(e.to_string()))?
     } else {
-        Ok(Cow::Borrowed(text))
+        Cow::Borrowed(text)
+    };
+    Ok(Data { text, json })
+}
+
+/// The channels a command names: `ch` for one, `chs` for several.
+fn channels<'a>(fields: &Fields<'a>) -> Result<Vec<Cow<'a, str>>, RequestError> {
+    match (fields.ch, fields.chs) {
+        (Some(_), Some(_)) => Err(RequestError::ChAndChs),
+        (Some(raw), None) => Ok(vec![channel(raw, "ch")?]),
+        (None, Some(raw)) => {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+                    field: "chs",
+                    expected: "an array of channel names",
+                })?;
+            items.into_iter().map(|item| channel(item, "chs")).collect()
+        }
+        (None, None) => Err(RequestError::MissingField("ch")),
     }
+}
+
+/// One channel name, checked.
+fn channel<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, RequestError> {
+    let name = string(raw, field)?;
+    check_name(&name).map_err(RequestError::BadChannel)?;
+    Ok(name)
+}
+
+fn string<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, RequestError> {
+    serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+        field,
+        expected: "a string",
+    })
 }
 
 /// One uid's presence, in a reply to `online` with `uids`.
@@ -445,6 +552,12 @@ pub enum Reply<'a> {
     Devices(Vec<DeviceToken>),
     /// A push that also went to APNs: connections reached, and Apple's answers.
     DeliveredApns(usize, ApnsSummary),
+    /// Connections newly subscribed, and the refusals by reason.
+    Subscribed(usize, BTreeMap<&'static str, usize>),
+    Unsubscribed(usize),
+    Channels(Vec<(Rc<str>, usize)>),
+    /// A channel's uids and connections.
+    Members(Vec<Rc<str>>, usize),
     Error(RequestError),
 }
 
@@ -489,6 +602,35 @@ struct RegisteredBody<'a> {
 struct DeliveredApnsBody<'a> {
     delivered: usize,
     apns: &'a ApnsSummary,
+}
+
+#[derive(Serialize)]
+struct SubscribedBody<'a> {
+    subscribed: usize,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    refused: &'a BTreeMap<&'static str, usize>,
+}
+
+#[derive(Serialize)]
+struct UnsubscribedBody {
+    unsubscribed: usize,
+}
+
+#[derive(Serialize)]
+struct ChannelsBody<'a> {
+    channels: Vec<ChannelEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChannelEntry<'a> {
+    ch: &'a str,
+    connections: usize,
+}
+
+#[derive(Serialize)]
+struct MembersBody<'a> {
+    uids: Vec<&'a str>,
+    connections: usize,
 }
 
 #[derive(Serialize)]
@@ -545,6 +687,39 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
             put(out, true, id, RegisteredBody { registered, from })
         }
         Reply::Removed(removed) => put(out, true, id, RemovedBody { removed: *removed }),
+        Reply::Subscribed(subscribed, refused) => put(
+            out,
+            true,
+            id,
+            SubscribedBody {
+                subscribed: *subscribed,
+                refused,
+            },
+        ),
+        Reply::Unsubscribed(n) => put(out, true, id, UnsubscribedBody { unsubscribed: *n }),
+        Reply::Channels(list) => put(
+            out,
+            true,
+            id,
+            ChannelsBody {
+                channels: list
+                    .iter()
+                    .map(|(ch, connections)| ChannelEntry {
+                        ch,
+                        connections: *connections,
+                    })
+                    .collect(),
+            },
+        ),
+        Reply::Members(uids, connections) => put(
+            out,
+            true,
+            id,
+            MembersBody {
+                uids: uids.iter().map(|u| &**u).collect(),
+                connections: *connections,
+            },
+        ),
         Reply::DeliveredApns(delivered, apns) => put(
             out,
             true,
@@ -662,13 +837,24 @@ mod tests {
         );
     }
 
+    /// A command's data as the parser makes it from `json`.
+    fn data(json: &str) -> Data<'_> {
+        let line = format!(r#"{{"data":{json}}}"#);
+        let fields: Fields = serde_json::from_str(&line).unwrap();
+        let data = super::data(&fields).unwrap();
+        Data {
+            text: Cow::Owned(data.text.into_owned()),
+            json: Box::leak(data.json.to_owned()),
+        }
+    }
+
     #[test]
     fn commands() {
         assert_eq!(
             cmd(r#"{"cmd":"push","uid":"u1","data":"hi \"you\""}"#),
             Ok(Command::Push {
                 to: Targets::One("u1".into()),
-                data: "hi \"you\"".into(),
+                data: data(r#""hi \"you\"""#),
                 apns: None,
             })
         );
@@ -676,7 +862,7 @@ mod tests {
             cmd(r#"{"cmd":"push","uids":["u1",2],"data":{"a": [1, 2]}}"#),
             Ok(Command::Push {
                 to: Targets::Many(vec!["u1".into(), "2".into()]),
-                data: r#"{"a": [1, 2]}"#.into(),
+                data: data(r#"{"a": [1, 2]}"#),
                 apns: None,
             })
         );
@@ -713,7 +899,7 @@ mod tests {
         }
         assert_eq!(
             cmd(r#"{"cmd":"broadcast","data":7}"#),
-            Ok(Command::Broadcast { data: "7".into() })
+            Ok(Command::Broadcast { data: data("7") })
         );
         assert_eq!(
             cmd(r#"{"cmd":"online","uids":[]}"#),
@@ -730,9 +916,7 @@ mod tests {
         assert_eq!(cmd(r#"{"cmd":"stats","extra":[1]}"#), Ok(Command::Stats));
         assert_eq!(
             cmd(r#"{"cmd":"broadcast","data":null}"#),
-            Ok(Command::Broadcast {
-                data: "null".into()
-            })
+            Ok(Command::Broadcast { data: data("null") })
         );
         match parse_request(br#"{"cmd":"stats","id":null}"#) {
             Request::Command { id, .. } => assert_eq!(id.unwrap().get(), "null"),

@@ -5,11 +5,15 @@
 //! `accept` does the I/O, and hands back any bytes the client sent after its
 //! request (a client may send its first frame without waiting for our answer).
 //! A request that is not an upgrade gets a short, correct HTTP answer, not a hang.
+//! A client that offers the subprotocol `pushhub.v1` gets it back and
+//! speaks v1; any other client gets today's answer, byte for byte.
 
 use std::io;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::v1::SUBPROTOCOL;
 
 /// Largest request head accepted. Browsers send well under 2 KiB.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -25,6 +29,9 @@ pub struct Upgrade {
     pub token: Option<String>,
     /// The `Origin` header, which browsers always send.
     pub origin: Option<String>,
+    /// The client offered [`SUBPROTOCOL`]: it is answered with it and
+    /// speaks v1.
+    pub v1: bool,
 }
 
 /// Why a request gets an HTTP error instead of a WebSocket.
@@ -70,7 +77,7 @@ impl Rejection {
             Rejection::MethodNotAllowed => {
                 b"HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nAllow: GET\r\nContent-Length: 0\r\n\r\n"
             }
-Rejection::ForbiddenOrigin => {
+            Rejection::ForbiddenOrigin => {
                 b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\norigin not allowed\n"
             }
             Rejection::TooLarge => {
@@ -118,6 +125,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Upgrade, usize)>, Rejection> {
         return Err(Rejection::UnsupportedVersion);
     }
     let key = header("sec-websocket-key").ok_or(Rejection::NotUpgrade)?;
+    // A list that may be split over several header lines (RFC 7230, section
+    // 3.2.2); subprotocol names are tokens, compared exactly (RFC 6455, 4.2.2).
+    let v1 = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|value| value.split(','))
+        .any(|offered| offered.trim() == SUBPROTOCOL);
     let token = request
         .path
         .and_then(|path| path.split_once('?'))
@@ -128,6 +144,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Upgrade, usize)>, Rejection> {
             accept: derive_accept_key(key.as_bytes()),
             token,
             origin: header("origin").map(str::to_string),
+            v1,
         },
         len,
     )))
@@ -146,12 +163,21 @@ pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     }
 }
 
-/// The `101` answer that completes the handshake.
-pub fn switching_protocols(accept: &str) -> String {
-    format!(
+/// The `101` answer that completes the handshake; with `v1`, it selects
+/// [`SUBPROTOCOL`]. A client that offered only other subprotocols gets
+/// none selected, which RFC 6455 allows and browsers accept.
+pub fn switching_protocols(accept: &str, v1: bool) -> String {
+    let mut answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
+         Sec-WebSocket-Accept: {accept}\r\n"
+    );
+    if v1 {
+        answer.push_str("Sec-WebSocket-Protocol: ");
+        answer.push_str(SUBPROTOCOL);
+        answer.push_str("\r\n");
+    }
+    answer.push_str("\r\n");
+    answer
 }
 
 /// How a handshake ended without a WebSocket.
@@ -207,7 +233,7 @@ pub async fn accept(
             Ok(None) => continue,
             Ok(Some((upgrade, len))) => {
                 stream
-                    .write_all(switching_protocols(&upgrade.accept).as_bytes())
+                    .write_all(switching_protocols(&upgrade.accept, upgrade.v1).as_bytes())
                     .await
                     .map_err(Failure::Io)?;
                 buf.truncate(filled);
@@ -240,6 +266,104 @@ mod tests {
         assert_eq!(len, GOOD.len());
         let with_frame = format!("{GOOD}\u{81}");
         assert_eq!(parse(with_frame.as_bytes()).unwrap().unwrap().1, GOOD.len());
+    }
+
+    #[test]
+    fn negotiates_v1_only_when_offered_exactly() {
+        let offering = |lines: &str| {
+            let request = GOOD.replacen("Host: h\r\n", &format!("Host: h\r\n{lines}"), 1);
+            parse(request.as_bytes()).unwrap().unwrap().0.v1
+        };
+        assert!(!offering(""));
+        assert!(offering("Sec-WebSocket-Protocol: pushhub.v1\r\n"));
+        assert!(offering("sec-websocket-protocol:pushhub.v1\r\n"));
+        assert!(offering(
+            "Sec-WebSocket-Protocol: chat, pushhub.v1 ,mqtt\r\n"
+        ));
+        assert!(offering(
+            "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: pushhub.v1\r\n"
+        ));
+        assert!(!offering("Sec-WebSocket-Protocol: chat, mqtt\r\n"));
+        assert!(!offering("Sec-WebSocket-Protocol: PushHub.V1\r\n"));
+        assert!(!offering(
+            "Sec-WebSocket-Protocol: pushhub.v1x, pushhub.v\r\n"
+        ));
+        assert!(!offering("Sec-WebSocket-Protocol: \"pushhub.v1\"\r\n"));
+        assert!(!offering("X-Protocol: pushhub.v1\r\n"));
+    }
+
+    #[test]
+    fn the_answer_names_v1_only_for_v1_clients() {
+        let accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+        assert_eq!(
+            switching_protocols(accept, false),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+        assert_eq!(
+            switching_protocols(accept, true),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: pushhub.v1\r\n\r\n"
+        );
+    }
+
+    /// `accept` on a real socket: what the client reads back, and the
+    /// upgrade and the bytes after the request that the hub keeps.
+    fn accept_over_a_socket(request: &str) -> (Upgrade, Vec<u8>, String) {
+        use std::io::{Read, Write};
+        use std::time::Duration;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.write_all(request.as_bytes()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut server = smol::Async::new(server).unwrap();
+        let accepted = smol::block_on(crate::time::timeout(
+            Duration::from_secs(5),
+            accept(&mut server, &[]),
+        ))
+        .expect("accept within 5s")
+        .unwrap();
+        drop(server);
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        (accepted.0, accepted.1, answer)
+    }
+
+    #[test]
+    fn accept_answers_each_kind_of_client_over_a_socket() {
+        let raw = format!("{GOOD}\u{81}");
+        let (upgrade, tail, answer) = accept_over_a_socket(&raw);
+        assert!(!upgrade.v1);
+        assert_eq!(tail, "\u{81}".as_bytes());
+        assert_eq!(answer, switching_protocols(&upgrade.accept, false));
+        assert!(!answer.contains("Protocol:"), "{answer}");
+
+        let offering = GOOD.replacen(
+            "Host: h\r\n",
+            "Host: h\r\nSec-WebSocket-Protocol: chat, pushhub.v1\r\n",
+            1,
+        );
+        let (upgrade, tail, answer) = accept_over_a_socket(&offering);
+        assert!(upgrade.v1);
+        assert!(tail.is_empty());
+        assert!(
+            answer.ends_with("\r\nSec-WebSocket-Protocol: pushhub.v1\r\n\r\n"),
+            "{answer}"
+        );
+
+        let others = GOOD.replacen(
+            "Host: h\r\n",
+            "Host: h\r\nSec-WebSocket-Protocol: chat\r\n",
+            1,
+        );
+        let (upgrade, _, answer) = accept_over_a_socket(&others);
+        assert!(!upgrade.v1);
+        assert_eq!(answer, switching_protocols(&upgrade.accept, false));
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub mod frame;
 pub mod handshake;
 pub mod inbound;
 mod link;
+mod requests;
 pub mod tls;
+pub mod v1;
 pub mod writer;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use log::debug;
+use serde_json::value::RawValue;
 use smol::Async;
 
 use frame::Frame;
@@ -54,6 +57,7 @@ const CODE_KICKED: u16 = 4000;
 const CODE_UNAUTHORIZED: u16 = 4001;
 const CODE_AUTH_TIMEOUT: u16 = 4002;
 const CODE_IDLE_TIMEOUT: u16 = 4003;
+const CODE_NOT_V1: u16 = 4004;
 
 /// How a connection ends; each but `Gone` sends a close frame.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +65,9 @@ enum Ending {
     Hub(CloseReason),
     Unauthorized(AuthError),
     Broken(FrameError),
+    /// A v1 client sent what no v1 client sends (a binary frame, text that
+    /// is not JSON): it does not speak the protocol it asked for.
+    NotV1(&'static str),
     /// The client sent a close frame (with this code): we answer it.
     PeerClosed(Option<u16>),
     /// The socket is finished (EOF, reset, write error): nothing more to send.
@@ -84,6 +91,7 @@ impl Ending {
             Ending::Broken(FrameError::TooBig) => (1009, "message too big"),
             Ending::Broken(FrameError::BadUtf8) => (1007, "invalid UTF-8"),
             Ending::Broken(FrameError::Protocol(_)) => (1002, "protocol error"),
+            Ending::NotV1(reason) => (CODE_NOT_V1, reason),
             Ending::PeerClosed(code) => (code.unwrap_or(1000), ""),
             Ending::Gone => return None,
         };
@@ -106,8 +114,8 @@ impl Ending {
 }
 
 /// What the handshakes hand over: the client's link, the `token` of its
-/// request's URL, and whatever it sent after the request.
-type Opened = (Link, Option<String>, Vec<u8>);
+/// request's URL, whatever it sent after the request, and whether it speaks v1.
+type Opened = (Link, Option<String>, Vec<u8>, bool);
 
 /// Serves one accepted socket until it closes. `slot` counts it against
 /// `--max-connections` until then.
@@ -126,7 +134,7 @@ pub(crate) fn serve(
     let handshake = Box::pin(timeout(limit, open(Rc::clone(&shared), stream)));
     async move {
         let (mut session, refused) = {
-            let (link, token, tail) = match handshake.await {
+            let (link, token, tail, v1) = match handshake.await {
                 Some(Ok(opened)) => opened,
                 Some(Err(e)) => {
                     let mut hub = shared.hub.borrow_mut();
@@ -148,7 +156,7 @@ pub(crate) fn serve(
                 let mut hub = shared.hub.borrow_mut();
                 let now = hub.now_ms();
                 hub.counters.handshakes += 1;
-                hub.open(now, link.flusher_socket())
+                hub.open(now, link.flusher_socket(), v1)
             };
             let mut session = Session {
                 decoder: Decoder::new(shared.config.max_message_size),
@@ -157,6 +165,7 @@ pub(crate) fn serve(
                 link,
                 pending: tail,
                 authenticated: false,
+                v1: v1.then(Box::default),
             };
             // A `token` in the URL is always a signed token, never a plain
             // uid. The client is bound before it can act on the handshake's
@@ -164,9 +173,9 @@ pub(crate) fn serve(
             let refused = match (token, &shared.config.auth.secret) {
                 (Some(token), Some(secret)) => {
                     let verified = auth::verify(&token, secret, unix_now())
-                        .map(|uid| Identity { uid, plain: false })
+                        .map(Identity::from)
                         .map_err(AuthError::Token);
-                    session.bind(verified).err()
+                    session.bind(verified, None).err()
                 }
                 _ => None,
             };
@@ -192,12 +201,12 @@ async fn open(shared: Rc<Shared>, stream: Async<TcpStream>) -> Result<Opened, Fa
         None => {
             let mut stream = stream;
             let (upgrade, tail) = handshake::accept(&mut stream, origins).await?;
-            Ok((Link::plain(stream), upgrade.token, tail))
+            Ok((Link::plain(stream), upgrade.token, tail, upgrade.v1))
         }
         Some(acceptor) => {
             let mut tls = acceptor.accept(stream).await.map_err(Failure::Tls)?;
             let (upgrade, tail) = handshake::accept(&mut tls, origins).await?;
-            Ok((Link::Tls(Box::new(tls)), upgrade.token, tail))
+            Ok((Link::Tls(Box::new(tls)), upgrade.token, tail, upgrade.v1))
         }
     }
 }
@@ -211,11 +220,15 @@ struct Session {
     /// holding no allocation).
     pending: Vec<u8>,
     authenticated: bool,
+    /// A v1 client's uid and grants (once authenticated); `None` for a raw
+    /// client, which costs no allocation.
+    v1: Option<Box<requests::V1Client>>,
 }
 
 /// What a turn of the connection loop produced.
 enum Turn {
-    Credential(String),
+    /// A text message to act on: a raw client's credential, or any v1 frame.
+    Text(String),
     End(Ending),
 }
 
@@ -230,12 +243,19 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Binds the connection to the uid that `identity` proves, or says why not.
-    fn bind(&mut self, identity: Result<Identity, AuthError>) -> Result<Identity, AuthError> {
+    /// Binds the connection to the uid that `identity` proves, or says why
+    /// not; subscribes it to its token's `subs`, and welcomes a v1 client
+    /// (answering the `auth` request `id`, if it sent one).
+    fn bind(
+        &mut self,
+        identity: Result<Identity, AuthError>,
+        id: Option<&RawValue>,
+    ) -> Result<Identity, AuthError> {
         let identity = identity?;
         self.shared.hub.borrow_mut().bind(self.id, &identity.uid);
         self.authenticated = true;
         debug!("{} authenticated", identity.uid);
+        self.join_granted(&identity, id);
         Ok(identity)
     }
 
@@ -245,14 +265,22 @@ impl Session {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
         loop {
             match std::task::ready!(self.poll_turn(cx)) {
-                Turn::Credential(text) => {
+                Turn::Text(text) if self.v1.is_some() => {
+                    if let Some(ending) = self.on_v1_frame(&text) {
+                        return Poll::Ready(ending);
+                    }
+                }
+                Turn::Text(text) => {
                     let now = unix_now();
-                    match self.bind(auth::authenticate(&self.shared.config.auth, &text, now)) {
+                    let identity = auth::authenticate(&self.shared.config.auth, &text, now);
+                    match self.bind(identity, None) {
                         Err(e) => return Poll::Ready(Ending::Unauthorized(e)),
                         // The original's push.php sends nothing on login, so
                         // its pages read every message as a push; the greeting
                         // of the Workerman manual is for clients that wait for it.
-                        Ok(Identity { uid, plain: true }) if self.shared.config.login_reply => {
+                        Ok(Identity {
+                            uid, plain: true, ..
+                        }) if self.shared.config.login_reply => {
                             let greeting = format!("login success, your uid is {uid}");
                             let mut hub = self.shared.hub.borrow_mut();
                             hub.send(self.id, &Frame::text(&greeting));
@@ -287,14 +315,18 @@ impl Session {
                 }
             }
             match message {
-                Incoming::Text(text) if !self.authenticated => {
-                    return Poll::Ready(Turn::Credential(text));
+                Incoming::Text(text) if !self.authenticated || self.v1.is_some() => {
+                    return Poll::Ready(Turn::Text(text));
+                }
+                Incoming::Binary if self.v1.is_some() => {
+                    return Poll::Ready(Turn::End(Ending::NotV1("v1 frames are text frames")));
                 }
                 Incoming::Binary if !self.authenticated => {
                     return Poll::Ready(Turn::End(Ending::Unauthorized(AuthError::NotText)));
                 }
                 Incoming::Close(code) => return Poll::Ready(Turn::End(Ending::PeerClosed(code))),
-                // Messages after authentication are accepted and ignored.
+                // A raw client's messages after authentication are accepted
+                // and ignored, as the original's are.
                 _ => {}
             }
         }
