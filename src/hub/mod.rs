@@ -69,7 +69,7 @@ const NIL: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId {
     key: u32,
-    generation: u64,
+    generation: u32,
 }
 
 /// Why the hub wants a connection closed; each maps to a WebSocket close frame.
@@ -93,7 +93,7 @@ pub enum Outbound<'a> {
 }
 
 struct Conn {
-    generation: u64,
+    generation: u32,
     /// Set once authenticated; shares its allocation with the uid index key.
     uid: Option<Rc<str>>,
     /// Neighbours in the uid's chain of connections (slab keys).
@@ -162,7 +162,7 @@ pub struct Hub {
     uids: HashMap<Rc<str>, u32>,
     n_authenticated: usize,
     channels: channels::Channels,
-    next_generation: u64,
+    next_generation: u32,
     /// Set by `close_all`: connections that finish their handshake later are
     /// born closing.
     closing_all: Option<CloseReason>,
@@ -201,7 +201,11 @@ impl Hub {
     /// authenticated; `v1` if it speaks the v1 protocol.
     pub fn open(&mut self, now_ms: u64, socket: Option<Socket>, v1: bool) -> ConnId {
         let generation = self.next_generation;
-        self.next_generation += 1;
+        // Wrapping: a stale handle could only meet its key's new tenant after
+        // 2^32 opens, and nothing holds a handle that long (a handle lives
+        // in its connection's task, and in the dirty list until the next
+        // flush).
+        self.next_generation = generation.wrapping_add(1);
         let key = self.conns.insert(Conn {
             generation,
             uid: None,
