@@ -21,6 +21,11 @@ fn metrics_follow_the_hub() {
         assert!(backend.request("not json").await.contains("invalid JSON"));
         let push = json!({"cmd": "push", "uid": "u1", "data": "x"});
         backend.json(push).await;
+        // A channel with its member, a publication, a refusal at a limit.
+        let subscribe = json!({"cmd": "subscribe", "uid": "u1", "ch": "room"});
+        assert_eq!(backend.json(subscribe).await["subscribed"], 1);
+        let publish = json!({"cmd": "publish", "ch": "room", "data": 1});
+        assert_eq!(backend.json(publish).await["delivered"], 1);
         // Read while the client is still connected.
         let response = http(server.metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         check_exposition(&response);
@@ -47,7 +52,18 @@ fn check_exposition(response: &str) {
         Some(1.0)
     );
     assert_eq!(sample(body, "pushhub_pushes_total"), Some(1.0));
-    assert_eq!(sample(body, "pushhub_delivered_total"), Some(1.0));
+    assert_eq!(sample(body, "pushhub_delivered_total"), Some(2.0));
+    assert_eq!(sample(body, "pushhub_channels"), Some(1.0));
+    assert_eq!(sample(body, "pushhub_subscriptions"), Some(1.0));
+    assert_eq!(sample(body, "pushhub_publications_total"), Some(1.0));
+    assert!(
+        body.contains("# TYPE pushhub_channel_errors_total counter"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE pushhub_v1_errors_total counter"),
+        "{body}"
+    );
     assert_eq!(
         sample(body, "pushhub_rejected_total{limit=\"per_ip\"}"),
         Some(0.0)
