@@ -7,12 +7,14 @@
 #   HUB=../old/target/release/pushhub ONLY=pushmax bench/load.sh   # another build, for A/B
 #   HUB_FLAGS=--login-reply bench/load.sh   # extra flags for every hub started
 #
-# Benchmarks: conns conns-token conns-wss broadcast push pushmax slow floor.
-# All but floor run by default (floor runs anyway before the benchmarks that
-# compare with it). conns-wss is `conns` over wss: a hub with a throwaway
-# self-signed certificate (EC P-256, made with the openssl CLI in a temporary
-# directory that is removed), clients doing a TLS handshake first; about 15 s
-# at N=18000, hence in the default list.
+# Benchmarks: conns conns-token conns-wss subs broadcast publish push pushmax
+# slow floor. All but floor run by default (floor runs anyway before the
+# benchmarks that compare with it). conns-wss is `conns` over wss: a hub with
+# a throwaway self-signed certificate (EC P-256, made with the openssl CLI in
+# a temporary directory that is removed), clients doing a TLS handshake first;
+# about 15 s at N=18000, hence in the default list. subs subscribes every
+# client to 10 of 1000 channels (memory and CPU per subscription); publish is
+# broadcast's measurements with publications to a channel every client is in.
 #
 # Loopback only. Every step is bounded by the generator's own --timeout-secs.
 # Where `taskset` exists, the hub runs on CPU 0 and the generator on CPU 1, so
@@ -29,7 +31,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-18000}
 OUT=${OUT:-bench/results/load.jsonl}
-ONLY=${ONLY:-"conns conns-token conns-wss broadcast push pushmax slow"}
+ONLY=${ONLY:-"conns conns-token conns-wss subs broadcast publish push pushmax slow"}
 WS=${WS:-127.0.0.1:21400}
 TEXT=${TEXT:-127.0.0.1:21401}
 HUB=${HUB:-target/release/pushhub}
@@ -135,10 +137,17 @@ for bench in $ONLY; do
         rm -rf "$tls_dir"
         tls_dir=
         ;;
-    broadcast)
+    subs)
+        # Each client in 10 channels of 1000 (channels shared by N/100
+        # clients), subscribed through the text port in batches of 500 uids.
+        start_hub
+        run subs --n "$N" --per-client 10 --channels 1000 --batch 500
+        ;;
+    broadcast | publish)
+        # publish: the same, every client subscribed to one channel first.
         measure_floor "$N"
         start_hub
-        run broadcast --n "$N" --repeats 10 --size 32 --burst 20 --floor-us "$floor_us"
+        run "$bench" --n "$N" --repeats 10 --size 32 --burst 20 --floor-us "$floor_us"
         ;;
     push)
         pn=$(( N < 10000 ? N : 10000 ))

@@ -26,6 +26,8 @@ pub enum Cmd {
     Push(PushArgs),
     PushMax(PushMaxArgs),
     Broadcast(BroadcastArgs),
+    Publish(PublishArgs),
+    Subs(SubsArgs),
     Slow(SlowArgs),
     Floor(FloorArgs),
     Chart(ChartArgs),
@@ -212,23 +214,92 @@ hub_bench! {
     }
 }
 
-hub_bench! {
+/// The flags of the fan-out benches (`broadcast`, `publish`), as one value.
+#[derive(Debug, Clone, Copy)]
+pub struct FanArgs {
+    pub n: u32,
+    pub repeats: u32,
+    pub size: usize,
+    pub burst: u32,
+}
+
+/// Declares a fan-out bench: the flags of [`FanArgs`], then the shared ones.
+macro_rules! fan_bench {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {}
+    ) => {
+        hub_bench! {
+            $(#[$meta])*
+            pub struct $name {
+                /// connections (default 18000)
+                #[argh(option, default = "18000")]
+                pub n: u32,
+                /// single messages, one after the other (default 10)
+                #[argh(option, default = "10")]
+                pub repeats: u32,
+                /// bytes of data per message (default 32)
+                #[argh(option, default = "32")]
+                pub size: usize,
+                /// messages written back to back (default 20)
+                #[argh(option, default = "20")]
+                pub burst: u32,
+            }
+        }
+
+        impl $name {
+            pub fn fan(&self) -> FanArgs {
+                FanArgs {
+                    n: self.n,
+                    repeats: self.repeats,
+                    size: self.size,
+                    burst: self.burst,
+                }
+            }
+        }
+    };
+}
+
+fan_bench! {
     /// Broadcasts to every client: time until all have one, and a burst
     /// written in one go; hub CPU per delivered message.
     #[argh(subcommand, name = "broadcast")]
-    pub struct BroadcastArgs {
+    pub struct BroadcastArgs {}
+}
+
+fan_bench! {
+    /// `broadcast`, but every client is first subscribed (through the text
+    /// port) to one channel, c0, and the messages are publications to it.
+    #[argh(subcommand, name = "publish")]
+    pub struct PublishArgs {}
+}
+
+hub_bench! {
+    /// Memory and CPU per channel subscription: N clients connect, then each is
+    /// subscribed server-side to --per-client channels among --channels; the
+    /// hub's RSS before and after, and a check that publications reach exactly
+    /// their channels' members.
+    #[argh(subcommand, name = "subs")]
+    pub struct SubsArgs {
         /// connections (default 18000)
         #[argh(option, default = "18000")]
         pub n: u32,
-        /// single broadcasts, one after the other (default 10)
+        /// channels each client is subscribed to (default 10)
         #[argh(option, default = "10")]
-        pub repeats: u32,
-        /// bytes of data per broadcast (default 32)
-        #[argh(option, default = "32")]
-        pub size: usize,
-        /// broadcasts written back to back (default 20)
-        #[argh(option, default = "20")]
-        pub burst: u32,
+        pub per_client: u32,
+        /// channels in all, c0..c{channels-1}: client i's j-th is
+        /// c{(i*per_client + j) % channels} (default 1000)
+        #[argh(option, default = "1000")]
+        pub channels: u32,
+        /// uids per subscribe request (default 500)
+        #[argh(option, default = "500")]
+        pub batch: u32,
+        /// channels published to in the final check (default 4)
+        #[argh(option, default = "4")]
+        pub check: u32,
+        /// wait this long before each idle RSS reading (default 1000)
+        #[argh(option, default = "1000")]
+        pub settle_ms: u64,
     }
 }
 

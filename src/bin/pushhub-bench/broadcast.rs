@@ -1,11 +1,14 @@
-//! `broadcast`: fan-out to every client. (a) Single broadcasts, one at a time:
-//! the time until the last of the N clients has it; p50 and max over
-//! `--repeats`, and the hub's CPU per delivered message. (b) `--burst`
-//! broadcasts written in one go: the time until every client has all of them,
-//! delivered messages per second, and the hub's CPU per delivered message.
+//! `broadcast` and `publish`: fan-out to every client, by a `broadcast`, or
+//! by a `publish` to one channel that every client is first subscribed to
+//! (server-side, through the text port; see [`crate::channels`]).
+//! (a) Single messages, one at a time: the time until the last of the N
+//! clients has it; p50 and max over `--repeats`, and the hub's CPU per
+//! delivered message. (b) `--burst` messages written in one go: the time until
+//! every client has all of them, delivered messages per second, and the hub's
+//! CPU per delivered message.
 //!
 //! The hub keeps each connection's messages in order, so a client's k-th
-//! message must be broadcast k: each message's `b<k>-` prefix is checked
+//! message must be message k: each message's `b<k>-` prefix is checked
 //! against that, so that a lost or extra message fails the run instead of
 //! being counted as another one.
 
@@ -14,14 +17,44 @@ use std::rc::Rc;
 
 use smol::future::try_zip;
 
-use crate::args::BroadcastArgs;
+use crate::args::FanArgs;
+use crate::channels::{Plan, check_counts, name, subscribe_round};
 use crate::client::Listener;
 use crate::clock::{ms, now_ns};
 use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::stats::Summary;
-use crate::textport::{Backend, Replies, broadcast_index, broadcast_line, delivered};
+use crate::textport::{Backend, Replies, broadcast_index, broadcast_line, delivered, publish_line};
+
+/// Uids per subscribe request, in `publish` mode.
+const SUBSCRIBE_BATCH: u32 = 500;
+
+/// How the messages reach the clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fan {
+    /// `broadcast`: to every authenticated connection.
+    Broadcast,
+    /// `publish` to channel c0, which every client is subscribed to.
+    Publish,
+}
+
+impl Fan {
+    /// The request line of message `k`.
+    fn line(self, k: u32, size: usize) -> Vec<u8> {
+        match self {
+            Fan::Broadcast => broadcast_line(k, size),
+            Fan::Publish => publish_line(&name(0), k, size),
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Fan::Broadcast => "broadcast",
+            Fan::Publish => "publication",
+        }
+    }
+}
 
 /// Per message index: how many clients have it and when the last one got it.
 struct Fanout {
@@ -30,7 +63,7 @@ struct Fanout {
     per_client: RefCell<Vec<u32>>,
     have: RefCell<Vec<u32>>,
     last_ns: RefCell<Vec<u64>>,
-    /// Messages that were not the broadcast expected next at their client.
+    /// Messages that were not the one expected next at their client.
     misplaced: Cell<u64>,
     /// Clients the hub closed.
     closed: Cell<u32>,
@@ -63,8 +96,8 @@ impl Fanout {
             .await;
         if self.closed.get() > 0 || self.misplaced.get() > 0 {
             return Err(format!(
-                "waiting for broadcast {k}: the hub closed {} clients; {} messages were not \
-                 the broadcast expected next",
+                "waiting for message {k}: the hub closed {} clients; {} messages were not \
+                 the one expected next",
                 self.closed.get(),
                 self.misplaced.get()
             ));
@@ -105,20 +138,20 @@ impl Listener for Fanout {
     }
 }
 
-/// Reads `count` broadcast replies; each must say it reached all `n` clients.
-/// Read while the clients are awaited, so that a refused or short broadcast
-/// fails the run at once rather than at --timeout-secs.
+/// Reads `count` replies; each must say it reached all `n` clients. Read
+/// while the clients are awaited, so that a refused or short message fails
+/// the run at once rather than at --timeout-secs.
 async fn check_replies(replies: &mut Replies, count: u32, n: u32) -> Result<(), String> {
     for _ in 0..count {
         let reached = delivered(replies.next().await?)?;
         if reached != u64::from(n) {
-            return Err(format!("a broadcast reached {reached} of {n} clients"));
+            return Err(format!("a message reached {reached} of {n} clients"));
         }
     }
     Ok(())
 }
 
-pub async fn run(env: Rc<Env>, a: &BroadcastArgs) -> Result<(), String> {
+pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
     let hub = env.hub()?;
     if a.n == 0 || a.repeats == 0 || a.burst == 0 {
         return Err("--n, --repeats and --burst must be at least 1".into());
@@ -130,6 +163,19 @@ pub async fn run(env: Rc<Env>, a: &BroadcastArgs) -> Result<(), String> {
     let fanout = Rc::new(Fanout::new(a.n, a.repeats + a.burst));
     let mut backend = Backend::connect(env.text).await?;
     let pool = env.open_clients(a.n, fanout.clone(), &mut backend).await?;
+    if fan == Fan::Publish {
+        let plan = Plan::new(a.n, 1, 1)?;
+        let t0 = now_ns();
+        env.bounded(async {
+            subscribe_round(&mut backend, &plan, 0, SUBSCRIBE_BATCH).await?;
+            check_counts(&mut backend, &plan).await
+        })
+        .await
+        .unwrap_or_else(|| Err(env.timed_out()))?;
+        report.set("channel", name(0));
+        report.num("subscribe_ms", ms(now_ns() - t0), 1);
+        say(&format!("{} clients subscribed to {}", a.n, name(0)));
+    }
     let (requests, mut replies) = backend.split();
     let deliveries = f64::from(a.n);
 
@@ -138,7 +184,7 @@ pub async fn run(env: Rc<Env>, a: &BroadcastArgs) -> Result<(), String> {
         let mut times = Vec::new();
         let cpu0 = hub.cpu_ns()?;
         for k in 0..a.repeats {
-            let line = broadcast_line(k, a.size);
+            let line = fan.line(k, a.size);
             let sent = now_ns();
             requests.send(&line).await?;
             let (last, ()) = try_zip(
@@ -154,7 +200,8 @@ pub async fn run(env: Rc<Env>, a: &BroadcastArgs) -> Result<(), String> {
             report.num("single_p50_ms", ms(s.p50), 3);
             report.num("single_max_ms", ms(s.max), 3);
             say(&format!(
-                "single broadcast to {}: p50 {:.2} ms, max {:.2} ms, {single_cpu_us:.3} µs hub CPU per delivery",
+                "single {} to {}: p50 {:.2} ms, max {:.2} ms, {single_cpu_us:.3} µs hub CPU per delivery",
+                fan.noun(),
                 a.n,
                 ms(s.p50),
                 ms(s.max)
@@ -166,7 +213,7 @@ pub async fn run(env: Rc<Env>, a: &BroadcastArgs) -> Result<(), String> {
         // (b) Back to back, in one write.
         let mut lines = Vec::new();
         for k in a.repeats..a.repeats + a.burst {
-            lines.extend_from_slice(&broadcast_line(k, a.size));
+            lines.extend_from_slice(&fan.line(k, a.size));
         }
         report.set("burst", a.burst);
         let cpu0 = hub.cpu_ns()?;

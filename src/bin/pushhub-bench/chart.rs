@@ -1,5 +1,7 @@
 //! `chart`: draws the hub's RSS against its connection count as an SVG, from
-//! the `conns` results the generator wrote (one JSON line per run).
+//! the `conns` results the generator wrote (one JSON line per run), and the
+//! latest `subs` result as a bar at its connection count: the hub's RSS with
+//! those connections idle, and once each has its subscriptions.
 //!
 //! Hand-written SVG: a few lines and labels do not need a plotting library.
 //! The reference lines are the per-connection costs the project aims at and the
@@ -32,7 +34,8 @@ pub fn main(args: &ChartArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if let Err(e) = std::fs::write(&args.output, svg(&series)) {
+    let subs = subs_from_results(&results);
+    if let Err(e) = std::fs::write(&args.output, svg(&series, subs.as_ref())) {
         eprintln!(
             "pushhub-bench chart: cannot write {}: {e}",
             args.output.display()
@@ -74,6 +77,35 @@ pub fn series_from_results(jsonl: &str) -> Vec<Series> {
     by_mode
 }
 
+/// A `subs` result: the hub's RSS at `n` connections, before and after each
+/// was subscribed to `per_client` channels.
+#[derive(Debug, PartialEq)]
+pub struct Subs {
+    pub n: f64,
+    pub per_client: u64,
+    pub connected: f64,
+    pub subscribed: f64,
+    pub bytes_per_subscription: f64,
+}
+
+/// The latest `subs` line of `jsonl` that succeeded (not over wss), if any.
+pub fn subs_from_results(jsonl: &str) -> Option<Subs> {
+    jsonl
+        .lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| v["bench"] == "subs" && v["tls"] != true && v.get("error").is_none())
+        .find_map(|v| {
+            Some(Subs {
+                n: v["n"].as_f64()?,
+                per_client: v["per_client"].as_u64()?,
+                connected: v["rss_connected_bytes"].as_f64()?,
+                subscribed: v["rss_subscribed_bytes"].as_f64()?,
+                bytes_per_subscription: v["bytes_per_subscription"].as_f64()?,
+            })
+        })
+}
+
 /// Per-connection costs drawn as dashed lines from the idle RSS: (label, KiB).
 const REFERENCES: [(&str, f64); 4] = [
     ("Workerman+event 5.4 KiB/conn", 5.4),
@@ -93,8 +125,8 @@ fn nice_step(max: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// The SVG document for `series`.
-pub fn svg(series: &[Series]) -> String {
+/// The SVG document for `series`, and `subs` as a bar.
+pub fn svg(series: &[Series], subs: Option<&Subs>) -> String {
     const W: f64 = 720.0;
     const H: f64 = 440.0;
     const LEFT: f64 = 70.0;
@@ -116,6 +148,7 @@ pub fn svg(series: &[Series]) -> String {
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(REFERENCES.iter().map(|r| idle + r.1 * 1024.0 * max_n))
+        .chain(subs.map(|s| s.subscribed))
         .fold(1.0, f64::max);
     let rss_step = nice_step(max_rss / (1024.0 * 1024.0)) * 1024.0 * 1024.0;
     let max_rss = (max_rss / rss_step).ceil() * rss_step;
@@ -212,6 +245,21 @@ pub fn svg(series: &[Series]) -> String {
         }
         legend(&mut out, color, "", &s.label);
     }
+    if let Some(s) = subs {
+        const COLOR: &str = "#a60";
+        let _ = writeln!(
+            out,
+            r#"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="{COLOR}" stroke-width="3"/><circle cx="{0:.1}" cy="{2:.1}" r="4" fill="{COLOR}"/>"#,
+            x(s.n),
+            y(s.connected),
+            y(s.subscribed)
+        );
+        let label = format!(
+            "+{} subscriptions each: {:.0} B/sub",
+            s.per_client, s.bytes_per_subscription
+        );
+        legend(&mut out, COLOR, "", &label);
+    }
     out.push_str("</svg>\n");
     out
 }
@@ -239,9 +287,30 @@ mod tests {
             series[0].points,
             [(0.0, 1000.0), (10.0, 1500.0), (20.0, 2500.0)]
         );
-        let svg = svg(&series);
+        let svg = svg(&series, None);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains("pushhub, plain mode"));
+    }
+
+    #[test]
+    fn keeps_the_latest_successful_subs_run() {
+        let jsonl = concat!(
+            r#"{"bench":"subs","n":10,"per_client":2,"rss_connected_bytes":100,"rss_subscribed_bytes":200,"bytes_per_subscription":5.0}"#,
+            "\n",
+            r#"{"bench":"subs","n":20,"per_client":10,"rss_connected_bytes":1000,"rss_subscribed_bytes":8000,"bytes_per_subscription":35.2}"#,
+            "\n",
+            // A run that failed is not drawn.
+            r#"{"bench":"subs","n":30,"per_client":10,"rss_connected_bytes":1000,"rss_subscribed_bytes":9000,"bytes_per_subscription":40.0,"error":"x"}"#,
+            "\n"
+        );
+        let subs = subs_from_results(jsonl).unwrap();
+        assert_eq!((subs.n, subs.subscribed), (20.0, 8000.0));
+        let series = [Series {
+            label: "pushhub, plain mode".into(),
+            points: vec![(0.0, 500.0), (20.0, 1000.0)],
+        }];
+        assert!(svg(&series, Some(&subs)).contains("+10 subscriptions each: 35 B/sub"));
+        assert_eq!(subs_from_results(r#"{"bench":"conns"}"#), None);
     }
 
     #[test]

@@ -19,13 +19,16 @@
 //! - [`proc`]: the hub's RSS and CPU time from /proc.
 //! - [`stats`]: percentiles and slopes; [`rng`]: uid choice; [`clock`]: clocks.
 //! - [`notify`]: task wake-ups; [`report`]: the JSON line and the summary.
+//! - [`channels`]: which client is in which channel, and the pipelined
+//!   `subscribe` requests that put them there.
 //! - one module per subcommand: [`conns`] (with [`worker`]), [`push`],
-//!   [`pushmax`], [`broadcast`], [`slow`], [`floor`]; [`chart`] draws the
-//!   RSS chart from `conns` results.
+//!   [`pushmax`], [`broadcast`] (and `publish`, its channel mode), [`subs`],
+//!   [`slow`], [`floor`]; [`chart`] draws the RSS chart from `conns` results.
 #![forbid(unsafe_code)]
 
 mod args;
 mod broadcast;
+mod channels;
 mod chart;
 mod client;
 mod clock;
@@ -43,6 +46,7 @@ mod rng;
 mod slow;
 mod stats;
 mod stream;
+mod subs;
 mod textport;
 mod worker;
 
@@ -54,6 +58,7 @@ use std::time::Duration;
 use smol::{LocalExecutor, Timer};
 
 use crate::args::{Cmd, CommonArgs, TopLevel};
+use crate::broadcast::Fan;
 use crate::common::Env;
 use crate::report::Report;
 
@@ -79,7 +84,13 @@ fn main() -> ExitCode {
             pushmax::run(env, &a).await
         }),
         Cmd::Broadcast(a) => run_bench("broadcast", a.common(), async move |env| {
-            broadcast::run(env, &a).await
+            broadcast::run(env, &a.fan(), Fan::Broadcast).await
+        }),
+        Cmd::Publish(a) => run_bench("publish", a.common(), async move |env| {
+            broadcast::run(env, &a.fan(), Fan::Publish).await
+        }),
+        Cmd::Subs(a) => run_bench("subs", a.common(), async move |env| {
+            subs::run(env, &a).await
         }),
         Cmd::Slow(a) => run_bench("slow", a.common(), async move |env| {
             slow::run(env, &a).await

@@ -4,13 +4,16 @@
 //! split with `pushhub::text_port::protocol::split_line`, the line codec the hub itself
 //! uses.
 
-use std::io::{self, Write};
+use std::collections::BTreeMap;
+use std::io;
 use std::net::{SocketAddrV4, TcpStream};
 use std::rc::Rc;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use smol::Async;
+use smol::future::try_zip;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use pushhub::text_port::protocol::split_line;
@@ -141,6 +144,24 @@ impl Backend {
         serde_json::from_value(value).map_err(|e| format!("unexpected stats reply: {e}"))
     }
 
+    /// Writes `lines`, `count` requests, while reading their replies, and
+    /// hands each reply to `on_reply` in order; stops at the first error.
+    pub async fn pipeline(
+        &mut self,
+        lines: &[u8],
+        count: usize,
+        mut on_reply: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let replies = &mut self.replies;
+        let read = async move {
+            for _ in 0..count {
+                on_reply(replies.next().await?)?;
+            }
+            Ok(())
+        };
+        try_zip(self.requests.send(lines), read).await.map(|_| ())
+    }
+
     /// Splits into the pipelined halves.
     pub fn split(self) -> (Requests, Replies) {
         (self.requests, self.replies)
@@ -153,25 +174,26 @@ pub struct Stats {
     pub connections: u64,
     pub authenticated: u64,
     pub dropped: u64,
+    /// Channels that have subscribers (0 from a hub without channels).
+    #[serde(default)]
+    pub channels: u64,
+    #[serde(default)]
+    pub subscriptions: u64,
 }
 
-/// The `delivered` count of a `push` or `broadcast` reply.
-pub fn delivered(reply: &[u8]) -> Result<u64, String> {
+/// The body of an `"ok":true` reply; an error naming the hub's reason otherwise.
+fn answer<T: DeserializeOwned>(reply: &[u8]) -> Result<T, String> {
     #[derive(Deserialize)]
-    struct Delivered {
+    struct Envelope<T> {
         ok: bool,
         #[serde(default)]
-        delivered: u64,
-        #[serde(default)]
         error: Option<String>,
+        #[serde(flatten)]
+        body: T,
     }
-    match serde_json::from_slice::<Delivered>(reply) {
-        Ok(Delivered {
-            ok: true,
-            delivered,
-            ..
-        }) => Ok(delivered),
-        Ok(Delivered { error, .. }) => Err(format!(
+    match serde_json::from_slice::<Envelope<T>>(reply) {
+        Ok(Envelope { ok: true, body, .. }) => Ok(body),
+        Ok(Envelope { error, .. }) => Err(format!(
             "the hub refused a request: {}",
             error.unwrap_or_default()
         )),
@@ -182,20 +204,108 @@ pub fn delivered(reply: &[u8]) -> Result<u64, String> {
     }
 }
 
-/// The request line of broadcast `k`: `size` bytes of data starting with
-/// `b<k>-` (cut to `size`), so that a client can tell which broadcast it got.
-pub fn broadcast_line(k: u32, size: usize) -> Vec<u8> {
+/// The `delivered` count of a `push`, `broadcast` or `publish` reply.
+pub fn delivered(reply: &[u8]) -> Result<u64, String> {
+    #[derive(Deserialize)]
+    struct Delivered {
+        #[serde(default)]
+        delivered: u64,
+    }
+    answer::<Delivered>(reply).map(|d| d.delivered)
+}
+
+/// The `subscribed` count of a `subscribe` reply; an error if the hub refused
+/// any subscription (at one of its limits), since the benches need them all.
+pub fn subscribed(reply: &[u8]) -> Result<u64, String> {
+    #[derive(Deserialize)]
+    struct Subscribed {
+        #[serde(default)]
+        subscribed: u64,
+        #[serde(default)]
+        refused: BTreeMap<String, u64>,
+    }
+    let body = answer::<Subscribed>(reply)?;
+    if !body.refused.is_empty() {
+        let reasons: Vec<String> = body
+            .refused
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        return Err(format!(
+            "the hub refused subscriptions: {} (--max-subscriptions-per-connection, \
+             --max-channels)",
+            reasons.join(", ")
+        ));
+    }
+    Ok(body.subscribed)
+}
+
+/// The requests the benches send, typed as the hub reads them.
+#[derive(Serialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+enum Command<'a> {
+    Broadcast {
+        data: &'a str,
+    },
+    Publish {
+        ch: &'a str,
+        data: &'a str,
+    },
+    Subscribe {
+        uids: Vec<String>,
+        chs: &'a [&'a str],
+    },
+}
+
+impl Command<'_> {
+    fn line(&self) -> Vec<u8> {
+        // Strings and arrays of them always serialize.
+        let mut line = serde_json::to_vec(self).expect("requests serialize");
+        line.push(b'\n');
+        line
+    }
+}
+
+/// `size` bytes of data starting with `b<k>-` (cut to `size`), so that a
+/// client can tell which message it got.
+fn tagged_data(k: u32, size: usize) -> String {
     let mut data = format!("b{k}-");
     data.truncate(size);
     data.extend(std::iter::repeat_n('x', size - data.len()));
-    let mut line = Vec::with_capacity(size + 32);
-    // Writing to a Vec cannot fail.
-    let _ = writeln!(line, r#"{{"cmd":"broadcast","data":"{data}"}}"#);
-    line
+    data
 }
 
-/// Which broadcast a message is, from its first bytes; `None` when they do not
-/// say (data shorter than `b<k>-`, or not a broadcast of [`broadcast_line`]).
+/// The request line of broadcast `k`, its data tagged as [`tagged_data`].
+pub fn broadcast_line(k: u32, size: usize) -> Vec<u8> {
+    Command::Broadcast {
+        data: &tagged_data(k, size),
+    }
+    .line()
+}
+
+/// The request line of publication `k` to channel `ch`, its data tagged as a
+/// broadcast's is.
+pub fn publish_line(ch: &str, k: u32, size: usize) -> Vec<u8> {
+    Command::Publish {
+        ch,
+        data: &tagged_data(k, size),
+    }
+    .line()
+}
+
+/// The request line that subscribes every connection of the uids `u<i>`, for
+/// `i` in `uids`, to each of the channels `chs`.
+pub fn subscribe_line(uids: impl IntoIterator<Item = u32>, chs: &[&str]) -> Vec<u8> {
+    Command::Subscribe {
+        uids: uids.into_iter().map(|i| format!("u{i}")).collect(),
+        chs,
+    }
+    .line()
+}
+
+/// Which message `k` of [`broadcast_line`] or [`publish_line`] a message is,
+/// from its first bytes; `None` when they do not say (data shorter than
+/// `b<k>-`, or not tagged so).
 pub fn broadcast_index(prefix: &[u8]) -> Option<u32> {
     let digits = prefix.strip_prefix(b"b")?;
     let end = digits.iter().position(|&b| b == b'-')?;
@@ -221,6 +331,41 @@ mod tests {
         let empty: Value = serde_json::from_slice(&broadcast_line(1, 0)).unwrap();
         assert_eq!(empty["data"], "");
         assert_eq!(broadcast_index(b"17 123"), None);
+    }
+
+    #[test]
+    fn publish_and_subscribe_lines() {
+        let line = publish_line("c7", 3, 16);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["cmd"], "publish");
+        assert_eq!(v["ch"], "c7");
+        assert_eq!(v["data"], "b3-xxxxxxxxxxxxx");
+        let line = subscribe_line([0, 5, 10], &["c1", "c2"]);
+        assert_eq!(
+            line,
+            b"{\"cmd\":\"subscribe\",\"uids\":[\"u0\",\"u5\",\"u10\"],\"chs\":[\"c1\",\"c2\"]}\n"
+        );
+        let v: Value = serde_json::from_slice(&broadcast_line(2, 8)).unwrap();
+        assert_eq!(
+            (&v["cmd"], &v["data"]),
+            (&"broadcast".into(), &"b2-xxxxx".into())
+        );
+    }
+
+    #[test]
+    fn reads_subscribed() {
+        assert_eq!(subscribed(br#"{"ok":true,"subscribed":180}"#), Ok(180));
+        let refused =
+            subscribed(br#"{"ok":true,"subscribed":3,"refused":{"too_many_subscriptions":1}}"#)
+                .unwrap_err();
+        assert!(refused.contains("1 too_many_subscriptions"), "{refused}");
+        assert!(
+            subscribed(br#"{"ok":false,"error":"bad channel name"}"#)
+                .unwrap_err()
+                .contains("bad channel name")
+        );
+        assert!(subscribed(b"fail").is_err());
     }
 
     #[test]
