@@ -271,6 +271,51 @@ fn kick_closes_the_uids_connections_with_4000() {
 }
 
 #[test]
+fn channels_from_the_command_line() {
+    let server = Server::start(plain_config());
+    run(async {
+        let mut a = login(&server, "a").await;
+        let mut b = login(&server, "b").await;
+        let ran = ask(server.text, &["subscribe", "a", "room:1", "news"]);
+        assert_eq!(ran.expect(0).stdout, "subscribed 2 connections\n");
+        ask(server.text, &["subscribe", "b", "room:1"]).expect(0);
+        ask(server.text, &["subscribe", "b", "room:1"])
+            .expect(1)
+            .says("no connection of b was newly subscribed");
+        let ran = ask(server.text, &["publish", "room:1", r#"{"t":1}"#]);
+        assert_eq!(ran.expect(0).stdout, "delivered to 2 connections\n");
+        for client in [&mut a, &mut b] {
+            assert_eq!(next_text(client).await, r#"{"t":1}"#);
+        }
+        let ran = ask(server.text, &["channels"]);
+        assert_eq!(
+            ran.expect(0).stdout,
+            "news: 1 connection\nroom:1: 2 connections\n"
+        );
+        assert_eq!(
+            ask(server.text, &["channels", "room"]).expect(0).stdout,
+            "room:1: 2 connections\n"
+        );
+        let ran = ask(server.text, &["members", "room:1"]);
+        assert_eq!(ran.expect(0).stdout, "room:1: 2 connections\na\nb\n");
+        let ran = ask(server.text, &["unsubscribe", "a", "room:1"]);
+        assert_eq!(ran.expect(0).stdout, "unsubscribed 1 connection\n");
+        ask(server.text, &["members", "empty"])
+            .expect(1)
+            .says("empty has no subscriber");
+        ask(server.text, &["publish", "empty", "x"])
+            .expect(1)
+            .says("empty has no subscriber");
+        ask(server.text, &["publish", "a b", "x"])
+            .expect(1)
+            .says("bad channel name");
+        ask(server.text, &["subscribe", "a"])
+            .expect(2)
+            .says("give the uid, then one channel or more");
+    });
+}
+
+#[test]
 fn stats_prints_one_counter_per_line_from_the_binarys_hub() {
     // The hub here is the binary too, started with its flags as ever.
     let hub = Binary::start(

@@ -31,6 +31,11 @@ pub enum Command {
     Broadcast(Broadcast),
     Online(Online),
     Kick(Kick),
+    Publish(Publish),
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Channels(Channels),
+    Members(Members),
     Stats(Stats),
     Token(Token),
 }
@@ -190,6 +195,105 @@ text_port_command! {
         /// the uid to disconnect
         #[argh(positional)]
         pub uid: String,
+    }
+}
+
+text_port_command! {
+    /// publish DATA to every subscriber of the channel CH
+    #[argh(
+        subcommand,
+        name = "publish",
+        help_triggers("-h", "--help"),
+        example = "{command_name} room:42 '{{\"text\":\"hi\"}}'",
+        note = "DATA is taken as for push: JSON when it is JSON, a string otherwise.",
+        note = "\nExit status: 0 when at least one connection took it; 1 when none did, or\n\
+                the hub answered an error (a bad channel name); 2 for bad arguments, and\n\
+                when the hub cannot be reached or does not answer."
+    )]
+    pub struct Publish {
+        /// the channel
+        #[argh(positional)]
+        pub ch: String,
+        /// what to send
+        #[argh(positional)]
+        pub data: String,
+    }
+}
+
+text_port_command! {
+    /// subscribe the connections of UID to the channels CH...
+    #[argh(
+        subcommand,
+        name = "subscribe",
+        help_triggers("-h", "--help"),
+        example = "{command_name} uid1 room:42 news",
+        note = "Only the uid's connections open now are subscribed, raw clients too\n\
+                (they then receive the channels' publications as plain messages).",
+        note = "\nExit status: 0 when a connection was newly subscribed; 1 when none was\n\
+                (the uid is offline, already subscribed, or at a limit), or the hub\n\
+                answered an error; 2 for bad arguments, and when the hub cannot be\n\
+                reached or does not answer."
+    )]
+    pub struct Subscribe {
+        /// the uid, then one channel or several
+        #[argh(positional, arg_name = "uid ch")]
+        pub args: Vec<String>,
+    }
+}
+
+text_port_command! {
+    /// unsubscribe the connections of UID from the channels CH...
+    #[argh(
+        subcommand,
+        name = "unsubscribe",
+        help_triggers("-h", "--help"),
+        example = "{command_name} uid1 room:42",
+        note = "\nExit status: 0 when a connection was unsubscribed; 1 when none was, or\n\
+                the hub answered an error; 2 for bad arguments, and when the hub cannot\n\
+                be reached or does not answer."
+    )]
+    pub struct Unsubscribe {
+        /// the uid, then one channel or several
+        #[argh(positional, arg_name = "uid ch")]
+        pub args: Vec<String>,
+    }
+}
+
+text_port_command! {
+    /// list the channels that have subscribers (starting with PREFIX)
+    #[argh(
+        subcommand,
+        name = "channels",
+        help_triggers("-h", "--help"),
+        example = "{command_name}",
+        example = "{command_name} room:",
+        note = "Prints one line per channel: its name and its connections.",
+        note = "\nExit status: 0 when the hub answered; 1 when it answered an error; 2 for\n\
+                bad arguments, and when the hub cannot be reached or does not answer."
+    )]
+    pub struct Channels {
+        /// only the channels whose name starts with this
+        #[argh(positional, default = "String::new()")]
+        pub prefix: String,
+    }
+}
+
+text_port_command! {
+    /// list the uids subscribed to the channel CH
+    #[argh(
+        subcommand,
+        name = "members",
+        help_triggers("-h", "--help"),
+        example = "{command_name} room:42",
+        note = "Prints the connection count, then one uid per line.",
+        note = "\nExit status: 0 when the channel has subscribers; 1 when it has none, or\n\
+                the hub answered an error; 2 for bad arguments, and when the hub cannot\n\
+                be reached or does not answer."
+    )]
+    pub struct Members {
+        /// the channel
+        #[argh(positional)]
+        pub ch: String,
     }
 }
 

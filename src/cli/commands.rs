@@ -1,4 +1,5 @@
-//! The text-port commands: push, broadcast, online, kick and stats. Each one's
+//! The text-port commands: push, broadcast, publish, subscribe, unsubscribe,
+//! channels, members, online, kick and stats. Each one's
 //! request is a serde type, sent through [`client::exchange`]; its reply is
 //! read back with serde into the lines to print (or the line as it came, with
 //! `--json`) and whether the command failed.
@@ -19,6 +20,11 @@ enum Request<'a> {
     Broadcast { data: &'a RawValue },
     Online(Targets<'a>),
     Kick { uid: &'a str },
+    Publish { ch: &'a str, data: &'a RawValue },
+    Subscribe { uid: &'a str, chs: &'a [String] },
+    Unsubscribe { uid: &'a str, chs: &'a [String] },
+    Channels { prefix: &'a str },
+    Members { ch: &'a str },
     Stats,
 }
 
@@ -65,6 +71,33 @@ struct UidPresence {
 #[derive(Deserialize)]
 struct Kicked {
     kicked: u64,
+}
+
+#[derive(Deserialize)]
+struct Subscribed {
+    subscribed: u64,
+}
+
+#[derive(Deserialize)]
+struct Unsubscribed {
+    unsubscribed: u64,
+}
+
+#[derive(Deserialize)]
+struct ChannelList {
+    channels: Vec<ChannelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ChannelEntry {
+    ch: String,
+    connections: u64,
+}
+
+#[derive(Deserialize)]
+struct MemberList {
+    uids: Vec<String>,
+    connections: u64,
 }
 
 /// The `stats` figures printed without `--json`: the connection counts and
@@ -177,6 +210,72 @@ pub fn kick(command: &args::Kick) -> Outcome {
                 vec![format!("kicked {}", connections(reply.kicked))],
                 (reply.kicked == 0)
                     .then(|| Failure::Answer(format!("{uid} is offline: nobody to kick"))),
+            )
+        })
+}
+
+pub fn publish(command: &args::Publish) -> Outcome {
+    let data = json_or_string(&command.data);
+    let ch = command.ch.as_str();
+    command
+        .text_port()
+        .ask(&Request::Publish { ch, data: &data }, |reply: Delivered| {
+            Outcome::with(
+                vec![delivered(reply.delivered)],
+                (reply.delivered == 0)
+                    .then(|| Failure::Answer(format!("nobody took it: {ch} has no subscriber"))),
+            )
+        })
+}
+
+/// `subscribe` (`join`) or `unsubscribe`: the uid, then its channels.
+pub fn subscribe(port: TextPort, args: &[String], join: bool) -> Outcome {
+    let Some((uid, chs)) = args.split_first().filter(|(_, chs)| !chs.is_empty()) else {
+        return usage("give the uid, then one channel or more");
+    };
+    let none = |what: &str| Failure::Answer(format!("no connection of {uid} was {what}"));
+    if join {
+        port.ask(&Request::Subscribe { uid, chs }, |reply: Subscribed| {
+            Outcome::with(
+                vec![format!("subscribed {}", connections(reply.subscribed))],
+                (reply.subscribed == 0).then(|| none("newly subscribed")),
+            )
+        })
+    } else {
+        port.ask(&Request::Unsubscribe { uid, chs }, |reply: Unsubscribed| {
+            Outcome::with(
+                vec![format!("unsubscribed {}", connections(reply.unsubscribed))],
+                (reply.unsubscribed == 0).then(|| none("subscribed")),
+            )
+        })
+    }
+}
+
+pub fn channels(command: &args::Channels) -> Outcome {
+    let prefix = command.prefix.as_str();
+    command
+        .text_port()
+        .ask(&Request::Channels { prefix }, |reply: ChannelList| {
+            let lines = reply
+                .channels
+                .iter()
+                .map(|c| format!("{}: {}", c.ch, connections(c.connections)))
+                .collect();
+            Outcome::with(lines, None)
+        })
+}
+
+pub fn members(command: &args::Members) -> Outcome {
+    let ch = command.ch.as_str();
+    command
+        .text_port()
+        .ask(&Request::Members { ch }, |reply: MemberList| {
+            let mut lines = vec![format!("{ch}: {}", connections(reply.connections))];
+            lines.extend(reply.uids);
+            Outcome::with(
+                lines,
+                (reply.connections == 0)
+                    .then(|| Failure::Answer(format!("{ch} has no subscriber"))),
             )
         })
 }

@@ -1,5 +1,6 @@
 //! `pushhub COMMAND ...`: the binary as a command-line client of its own text
-//! port (`push`, `broadcast`, `online`, `kick`, `stats`) and as a token minter
+//! port (`push`, `broadcast`, `publish`, `subscribe`, `unsubscribe`,
+//! `channels`, `members`, `online`, `kick`, `stats`) and as a token minter
 //! (`token`), so that trying the hub needs nothing but the binary.
 //!
 //! The command line is sorted here, once, by its first argument: a command
@@ -123,6 +124,11 @@ fn run(program: &str, name: &str, rest: &[&str]) -> ExitCode {
         Command::Broadcast(c) => commands::broadcast(c),
         Command::Online(c) => commands::online(c),
         Command::Kick(c) => commands::kick(c),
+        Command::Publish(c) => commands::publish(c),
+        Command::Subscribe(c) => commands::subscribe(c.text_port(), &c.args, true),
+        Command::Unsubscribe(c) => commands::subscribe(c.text_port(), &c.args, false),
+        Command::Channels(c) => commands::channels(c),
+        Command::Members(c) => commands::members(c),
         Command::Stats(c) => commands::stats(c),
         Command::Token(c) => token::run(c, std::env::var(SECRET_ENV).ok(), unix_now()),
     };
