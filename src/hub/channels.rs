@@ -149,7 +149,11 @@ impl Channels {
                 ch
             }
         };
-        let subs = conns[key as usize].subs.get_or_insert_with(Box::default);
+        // Room for one to start with: many connections join a single channel,
+        // and a `Vec`'s first growth would reserve four.
+        let subs = conns[key as usize]
+            .subs
+            .get_or_insert_with(|| Box::new(Vec::with_capacity(1)));
         let members = &mut self.slab[ch as usize].members;
         // Both lists are bounded by u32 keys: members by the connection
         // table, subscriptions by the per-connection limit.
