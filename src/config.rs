@@ -406,6 +406,10 @@ impl Flags {
             if n == 0 {
                 return Err(invalid(&format!("{name} must be at least 1")));
             }
+            // The channel table indexes both in 32 bits.
+            if u32::try_from(n).is_err() {
+                return Err(invalid(&format!("{name} must be at most {}", u32::MAX)));
+            }
         }
         for (name, n) in [
             ("--max-message-size", self.max_message_size),

@@ -178,6 +178,18 @@ fn refuses_bad_flags_and_settings() {
             "--max-connections",
         ),
         (
+            args(&["--allow-plain-uid", "--max-channels", "0"]),
+            "--max-channels must be at least 1",
+        ),
+        (
+            args(&["--allow-plain-uid", "--max-channels", "4294967296"]),
+            "--max-channels must be at most 4294967295",
+        ),
+        (
+            args(&["--allow-plain-uid", "--public-channel", "a b"]),
+            "--public-channel `a b`",
+        ),
+        (
             args(&["--secret-file", missing]),
             "pushhub-test-no-such-secret",
         ),

@@ -69,15 +69,27 @@ impl std::fmt::Display for SubscribeError {
 
 impl std::error::Error for SubscribeError {}
 
-#[derive(Default)]
 pub(super) struct Channels {
     slab: Slab<Channel>,
     index: HashMap<Rc<str>, u32>,
     /// Subscriptions in all, for stats.
     n_subscriptions: usize,
+    /// `--max-subscriptions-per-connection` and `--max-channels`.
+    max_per_conn: usize,
+    max_channels: usize,
 }
 
 impl Channels {
+    pub(super) fn new(max_per_conn: usize, max_channels: usize) -> Channels {
+        Channels {
+            slab: Slab::new(),
+            index: HashMap::new(),
+            n_subscriptions: 0,
+            max_per_conn,
+            max_channels,
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.slab.len()
     }
@@ -120,20 +132,18 @@ impl Channels {
         conns: &mut Slab<Conn>,
         key: u32,
         name: &str,
-        max_per_conn: usize,
-        max_channels: usize,
     ) -> Result<bool, SubscribeError> {
         let conn = &conns[key as usize];
         let subs = conn.subs.as_deref().map_or(&[][..], Vec::as_slice);
         if subs.iter().any(|s| *self.slab[s.ch as usize].name == *name) {
             return Ok(false);
         }
-        if subs.len() >= max_per_conn {
+        if subs.len() >= self.max_per_conn {
             return Err(SubscribeError::TooManySubscriptions);
         }
         let ch = match self.index.get(name) {
             Some(&ch) => ch,
-            None if self.slab.len() >= max_channels => {
+            None if self.slab.len() >= self.max_channels => {
                 return Err(SubscribeError::TooManyChannels);
             }
             None => {
@@ -142,8 +152,8 @@ impl Channels {
                     name: Rc::clone(&name),
                     members: Vec::new(),
                 });
-                // Below `max_channels`, itself a usize the operator chose;
-                // slab keys of live channels stay far under u32::MAX.
+                // Below `max_channels`, which the configuration keeps within
+                // u32 (so are the per-connection lists, by the same rule).
                 let ch = u32::try_from(ch).expect("channel table within u32 keys");
                 self.index.insert(name, ch);
                 ch

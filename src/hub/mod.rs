@@ -181,7 +181,7 @@ impl Hub {
             conns: Slab::new(),
             uids: HashMap::new(),
             n_authenticated: 0,
-            channels: channels::Channels::default(),
+            channels: channels::Channels::new(limits.max_subscriptions, limits.max_channels),
             next_generation: 0,
             closing_all: None,
             dirty: Vec::new(),
@@ -368,22 +368,19 @@ impl Hub {
         true
     }
 
-    /// Queues a frame for one connection (the plain-uid greeting).
+    /// Queues a frame for one connection: the `--login-reply` greeting, a v1
+    /// client's answers.
     pub fn send(&mut self, id: ConnId, frame: &Frame) -> bool {
         self.get(id).is_some_and(|c| c.close.is_none()) && self.enqueue(id.key, frame)
     }
 
     /// Queues `message` for every connection of `uid`; returns how many took it.
     pub fn push(&mut self, uid: &str, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
-        let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
         let mut n = 0;
-        while key != NIL {
-            // Read the successor first: enqueue may unlink this connection.
-            let conn = &self.conns[key as usize];
-            let (next, frame) = (conn.next, message.for_conn(conn));
-            n += usize::from(self.enqueue(key, frame));
-            key = next;
-        }
+        self.each_of_uid(uid, |hub, key| {
+            let frame = message.for_conn(&hub.conns[key as usize]);
+            n += usize::from(hub.enqueue(key, frame));
+        });
         self.counters.delivered += n as u64;
         n
     }
@@ -431,18 +428,7 @@ impl Hub {
         if !self.get(id).is_some_and(Conn::is_live) {
             return Ok(false);
         }
-        let Limits {
-            max_subscriptions,
-            max_channels,
-            ..
-        } = self.limits;
-        self.channels.subscribe(
-            &mut self.conns,
-            id.key,
-            name,
-            max_subscriptions,
-            max_channels,
-        )
+        self.channels.subscribe(&mut self.conns, id.key, name)
     }
 
     /// Unsubscribes a connection from `name`; false if it was not subscribed.
@@ -460,29 +446,16 @@ impl Hub {
         notice: &Frame,
     ) -> (usize, Vec<SubscribeError>) {
         let (mut added, mut refused) = (0, Vec::new());
-        for key in self.chain(uid) {
-            let Limits {
-                max_subscriptions,
-                max_channels,
-                ..
-            } = self.limits;
-            match self.channels.subscribe(
-                &mut self.conns,
-                key,
-                name,
-                max_subscriptions,
-                max_channels,
-            ) {
+        self.each_of_uid(uid, |hub, key| {
+            match hub.channels.subscribe(&mut hub.conns, key, name) {
                 Ok(true) => {
                     added += 1;
-                    if self.conns[key as usize].v1 {
-                        self.enqueue(key, notice);
-                    }
+                    hub.notify_v1(key, notice);
                 }
                 Ok(false) => {}
                 Err(e) => refused.push(e),
             }
-        }
+        });
         (added, refused)
     }
 
@@ -490,27 +463,32 @@ impl Hub {
     /// (the v1 `unsubbed` frame) for each v1 one; returns how many.
     pub fn unsubscribe_uid(&mut self, uid: &str, name: &str, notice: &Frame) -> usize {
         let mut n = 0;
-        for key in self.chain(uid) {
-            if self.channels.unsubscribe(&mut self.conns, key, name) {
+        self.each_of_uid(uid, |hub, key| {
+            if hub.channels.unsubscribe(&mut hub.conns, key, name) {
                 n += 1;
-                if self.conns[key as usize].v1 {
-                    self.enqueue(key, notice);
-                }
+                hub.notify_v1(key, notice);
             }
-        }
+        });
         n
     }
 
-    /// The slab keys of `uid`'s connections (newest first), taken before
-    /// acting on them: acting may close one, and so end the chain early.
-    fn chain(&self, uid: &str) -> Vec<u32> {
-        let mut keys = Vec::new();
+    /// Queues `notice` for connection `key` if it speaks v1.
+    fn notify_v1(&mut self, key: u32, notice: &Frame) {
+        if self.conns[key as usize].v1 {
+            self.enqueue(key, notice);
+        }
+    }
+
+    /// Runs `f` on each of `uid`'s connections, newest first. Each one's
+    /// successor is read before `f` runs: `f` may close it (a slow consumer),
+    /// which takes it out of the chain.
+    fn each_of_uid(&mut self, uid: &str, mut f: impl FnMut(&mut Hub, u32)) {
         let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
         while key != NIL {
-            keys.push(key);
-            key = self.conns[key as usize].next;
+            let next = self.conns[key as usize].next;
+            f(self, key);
+            key = next;
         }
-        keys
     }
 
     /// The channels a connection is subscribed to, in the order it joined them.
@@ -527,7 +505,7 @@ impl Hub {
         self.channels.list(prefix)
     }
 
-    /// A channel's distinct uids (in no particular order) and its connections.
+    /// A channel's distinct uids, sorted, and its connections.
     pub fn members(&self, name: &str) -> (Vec<Rc<str>>, usize) {
         let Some(ch) = self.channels.find(name) else {
             return (Vec::new(), 0);

@@ -6,6 +6,7 @@ pub mod protocol;
 pub mod replies;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -150,11 +151,14 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
         }
         Command::Publish { chs, data } => {
             hub.counters.publications += 1;
+            // Raw clients get the same frame from every channel; v1 clients
+            // one per channel, which it names.
+            let raw = OnceCell::new();
             let mut delivered = 0;
             for ch in distinct(&chs) {
                 let message = Fanout::new(|v1| match v1 {
                     true => v1::msg_channel(ch, data.json),
-                    false => Frame::text(&data.text),
+                    false => raw.get_or_init(|| Frame::text(&data.text)).clone(),
                 });
                 delivered += hub.publish(ch, &message);
             }
@@ -237,12 +241,14 @@ fn to_uid<'d>(data: &'d Data) -> Fanout<impl Fn(bool) -> Frame + 'd> {
     })
 }
 
-/// The distinct channels of a command, in order.
-fn distinct<'c>(chs: &'c [Cow<'c, str>]) -> impl Iterator<Item = &'c str> {
+/// The distinct names of a command (uids or channels), in order, so that a
+/// name listed twice is served once.
+fn distinct<'c>(names: &'c [Cow<'c, str>]) -> impl Iterator<Item = &'c str> {
     let mut seen = HashSet::new();
-    chs.iter()
-        .map(|ch| ch.as_ref())
-        .filter(move |ch| chs.len() == 1 || seen.insert(*ch))
+    names
+        .iter()
+        .map(|name| name.as_ref())
+        .filter(move |name| names.len() == 1 || seen.insert(*name))
 }
 
 /// Runs a device command against the registry. Its reply is written only once
@@ -260,14 +266,9 @@ fn with_registry<'a>(
     })
 }
 
-/// The distinct uids of a command, so that a uid listed twice is served once.
+/// The distinct uids of a command.
 fn each_uid<'t>(targets: &'t Targets) -> impl Iterator<Item = &'t str> {
-    let mut seen = HashSet::new();
-    targets
-        .as_slice()
-        .iter()
-        .map(|uid| uid.as_ref())
-        .filter(move |uid| targets.as_slice().len() == 1 || seen.insert(*uid))
+    distinct(targets.as_slice())
 }
 
 /// Serves one backend connection until it closes or sends an over-long line.

@@ -170,11 +170,9 @@ pub(crate) fn serve(
             // A `token` in the URL is always a signed token, never a plain
             // uid. The client is bound before it can act on the handshake's
             // answer, so a push sent once it is connected cannot miss it.
-            let refused = match (token, &shared.config.auth.secret) {
-                (Some(token), Some(secret)) => {
-                    let verified = auth::verify(&token, secret, unix_now())
-                        .map(Identity::from)
-                        .map_err(AuthError::Token);
+            let refused = match token {
+                Some(token) if shared.config.auth.secret.is_some() => {
+                    let verified = auth::token(&shared.config.auth, &token, unix_now());
                     session.bind(verified, None).err()
                 }
                 _ => None,
@@ -251,11 +249,11 @@ impl Session {
         identity: Result<Identity, AuthError>,
         id: Option<&RawValue>,
     ) -> Result<Identity, AuthError> {
-        let identity = identity?;
+        let mut identity = identity?;
         self.shared.hub.borrow_mut().bind(self.id, &identity.uid);
         self.authenticated = true;
         debug!("{} authenticated", identity.uid);
-        self.join_granted(&identity, id);
+        self.join_granted(&mut identity, id);
         Ok(identity)
     }
 

@@ -95,8 +95,9 @@ impl Session {
     }
 
     /// After a bind: joins the channels of the token's `subs`, and welcomes a
-    /// v1 client with its uid and channels.
-    pub(super) fn join_granted(&mut self, identity: &Identity, id: Option<&RawValue>) {
+    /// v1 client with its uid and channels. A v1 session takes the grants
+    /// over (all but the `subs`, used up here).
+    pub(super) fn join_granted(&mut self, identity: &mut Identity, id: Option<&RawValue>) {
         let mut hub = self.shared.hub.borrow_mut();
         for ch in &identity.grants.subs {
             if let Err(e) = hub.subscribe(self.id, ch) {
@@ -108,7 +109,8 @@ impl Session {
             return;
         };
         client.uid.clone_from(&identity.uid);
-        client.grants = identity.grants.clone();
+        client.grants = std::mem::take(&mut identity.grants);
+        client.grants.subs = Vec::new();
         let subs = hub.subscriptions_of(self.id);
         let subs: Vec<&str> = subs.iter().map(|ch| &**ch).collect();
         hub.send(self.id, &v1::welcome(&identity.uid, &subs, id));
