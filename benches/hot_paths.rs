@@ -6,8 +6,8 @@
 use divan::Bencher;
 use pushhub::hub::{ConnId, Hub, Limits, Outbound, same};
 use pushhub::text_port::protocol::parse_request;
-use pushhub::text_port::replies::Replies;
-use pushhub::text_port::{Services, handle_line};
+
+use pushhub::text_port::{Backend, Services, handle_line};
 use pushhub::ws::frame::Frame;
 
 fn main() {
@@ -24,6 +24,8 @@ fn hub_with(n: usize) -> (Hub, Vec<ConnId>) {
         idle_timeout_ms: 60_000,
         max_subscriptions: 128,
         max_channels: 1000,
+        max_listener_buffer: 1 << 20,
+        history: Default::default(),
     });
     let ids = (0..n)
         .map(|i| {
@@ -70,11 +72,11 @@ fn parse_push_command() -> bool {
 #[divan::bench]
 fn handle_push_line_to_online_uid(bencher: Bencher) {
     let (mut hub, ids) = hub_with(10_000);
-    let mut replies = Replies::default();
+    let mut backend = Backend::default();
     bencher.bench_local(|| {
-        replies.output().clear();
+        backend.replies.output().clear();
         let line = br#"{"uid":"u4242","percent":"88%"}"#;
-        handle_line(&mut hub, Services::default(), line, &mut replies);
+        handle_line(&mut hub, Services::default(), line, &mut backend);
         drain_one(&mut hub, ids[4242]);
     });
 }

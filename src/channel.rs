@@ -98,10 +98,13 @@ impl fmt::Display for Pattern {
 }
 
 /// Whether `name` is a user channel of `uid`: it ends in `#<uid>`
-/// (`notifications#u1`), and only that uid may subscribe to it.
+/// (`notifications#u1`), and only that uid may subscribe to it. An
+/// anonymous connection (no uid, given as "") has none.
 pub fn is_user_channel_of(name: &str, uid: &str) -> bool {
-    name.strip_suffix(uid)
-        .is_some_and(|rest| rest.ends_with('#'))
+    !uid.is_empty()
+        && name
+            .strip_suffix(uid)
+            .is_some_and(|rest| rest.ends_with('#'))
 }
 
 #[cfg(test)]
@@ -139,6 +142,7 @@ mod tests {
     fn user_channels() {
         assert!(is_user_channel_of("notifications#u1", "u1"));
         assert!(is_user_channel_of("#u1", "u1"));
+        assert!(!is_user_channel_of("notifications#", ""));
         assert!(!is_user_channel_of("notifications#u12", "u1"));
         assert!(!is_user_channel_of("notifications#xu1", "u1"));
         assert!(!is_user_channel_of("u1", "u1"));

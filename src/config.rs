@@ -84,6 +84,61 @@ pub struct Flags {
     #[argh(option)]
     pub secret_file: Option<PathBuf>,
 
+    /// let clients connect without credentials: live at once, with a
+    /// connection id and no uid; they get broadcasts and public channels and
+    /// may send up. Alone, no message is ever taken as a credential [default: off]
+    #[argh(switch)]
+    pub allow_anonymous: bool,
+
+    /// send a raw client's messages after it authenticated (text and binary)
+    /// up to the listening backends ({"cmd":"listen"}) [default: off]
+    #[argh(switch)]
+    pub upstream: bool,
+
+    /// bytes of events held for one listening backend that does not read;
+    /// events past it are dropped and counted [default: 4MiB]
+    #[argh(option, default = "4 << 20", from_str_fn(parse_size))]
+    pub max_listener_buffer: usize,
+
+    /// messages kept per stream (a uid's, a channel's, the broadcasts) for
+    /// v1 clients to recover after a reconnect; 0 turns history off [default: 100]
+    #[argh(option, default = "100")]
+    pub history_size: usize,
+
+    /// the same for uid streams only, overriding --history-size [default: --history-size]
+    #[argh(option)]
+    pub history_size_uid: Option<usize>,
+
+    /// the same for channel streams only [default: --history-size]
+    #[argh(option)]
+    pub history_size_channel: Option<usize>,
+
+    /// the same for the broadcast stream [default: --history-size]
+    #[argh(option)]
+    pub history_size_broadcast: Option<usize>,
+
+    /// how long a kept message stays recoverable [default: 10m]
+    #[argh(
+        option,
+        default = "Duration::from_secs(600)",
+        from_str_fn(parse_duration)
+    )]
+    pub history_ttl: Duration,
+
+    /// bytes the whole history may hold, hub-wide; the oldest messages are
+    /// evicted past it [default: 16MiB]
+    #[argh(option, default = "16 << 20", from_str_fn(parse_size))]
+    pub history_memory: usize,
+
+    /// most messages one recovery replays; a client further behind is told
+    /// it was not recovered [default: 500]
+    #[argh(option, default = "500")]
+    pub replay_max_messages: usize,
+
+    /// most bytes one recovery replays [default: 128KiB]
+    #[argh(option, default = "128 * 1024", from_str_fn(parse_size))]
+    pub replay_max_bytes: usize,
+
     /// a channel pattern every authenticated client may subscribe to, plain-uid
     /// ones included: a name, or a prefix ending in * (repeatable) [default: none]
     #[argh(option)]
@@ -244,6 +299,35 @@ fn parse_metrics(s: &str) -> Result<Option<SocketAddr>, String> {
         .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:5679, or off"))
 }
 
+/// The bounds of the history kept for recovery (`--history-*`, `--replay-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept per stream of each kind; 0: none, and no positions.
+    pub size_uid: usize,
+    pub size_channel: usize,
+    pub size_broadcast: usize,
+    pub ttl: Duration,
+    /// Bytes of the whole history, hub-wide.
+    pub memory: usize,
+    /// Most messages and bytes one recovery may replay.
+    pub replay_messages: usize,
+    pub replay_bytes: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            size_uid: 100,
+            size_channel: 100,
+            size_broadcast: 100,
+            ttl: Duration::from_secs(600),
+            memory: 16 << 20,
+            replay_messages: 500,
+            replay_bytes: 128 * 1024,
+        }
+    }
+}
+
 /// Everything the hub needs to run, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -252,6 +336,12 @@ pub struct Config {
     pub login_reply: bool,
     /// `--public-channel`: channels any authenticated client may subscribe to.
     pub public_channels: Vec<Pattern>,
+    /// `--allow-anonymous`: connections are live without credentials.
+    pub allow_anonymous: bool,
+    /// `--upstream`: raw clients' messages go to the listeners.
+    pub upstream: bool,
+    pub max_listener_buffer: usize,
+    pub history: HistoryLimits,
     pub max_subscriptions_per_connection: usize,
     pub max_channels: usize,
     pub max_connections: usize,
@@ -285,6 +375,10 @@ impl Default for Config {
             auth: AuthConfig::default(),
             login_reply: false,
             public_channels: Vec::new(),
+            allow_anonymous: false,
+            upstream: false,
+            max_listener_buffer: 4 << 20,
+            history: HistoryLimits::default(),
             max_subscriptions_per_connection: 128,
             max_channels: 100_000,
             max_connections: 1000,
@@ -323,8 +417,9 @@ impl std::fmt::Display for ConfigError {
             ConfigError::NoAuth => write!(
                 f,
                 "no way for clients to authenticate: give --secret-file PATH (or set \
-                 {SECRET_ENV}) to verify signed tokens, or --allow-plain-uid to accept \
-                 bare uids as the Workerman original did"
+                 {SECRET_ENV}) to verify signed tokens, --allow-plain-uid to accept \
+                 bare uids as the Workerman original did, or --allow-anonymous to \
+                 let clients in without credentials"
             ),
             ConfigError::SecretFile(path, e) => {
                 write!(f, "cannot read the secret file {}: {e}", path.display())
@@ -343,6 +438,7 @@ impl Flags {
     /// the process environment; `fd_limit` is the open-files limit the process
     /// runs with.
     pub fn into_config(self, env: Env, fd_limit: u64) -> Result<Config, ConfigError> {
+        let history = self.history_limits()?;
         let tls = self.tls_settings(env.tls_password)?;
         let apns = settings::from_flags(
             ApnsFlags {
@@ -366,7 +462,11 @@ impl Flags {
         }
         let secret = read_secret(self.secret_file.as_deref(), env.secret)?;
         // `--apns-test` sends one notification and exits: no hub, no clients.
-        if secret.is_none() && !self.allow_plain_uid && self.apns_test.is_none() {
+        if secret.is_none()
+            && !self.allow_plain_uid
+            && !self.allow_anonymous
+            && self.apns_test.is_none()
+        {
             return Err(ConfigError::NoAuth);
         }
         let max_connections = match self.max_connections {
@@ -416,6 +516,7 @@ impl Flags {
             ("--max-queue-messages", self.max_queue_messages),
             ("--max-queue-bytes", self.max_queue_bytes),
             ("--max-line-length", self.max_line_length),
+            ("--max-listener-buffer", self.max_listener_buffer),
         ] {
             if n == 0 {
                 return Err(invalid(&format!("{name} must be at least 1")));
@@ -433,6 +534,10 @@ impl Flags {
             },
             login_reply: self.login_reply,
             public_channels,
+            allow_anonymous: self.allow_anonymous,
+            upstream: self.upstream,
+            max_listener_buffer: self.max_listener_buffer,
+            history,
             max_subscriptions_per_connection: self.max_subscriptions_per_connection,
             max_channels: self.max_channels,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
@@ -463,6 +568,42 @@ impl Flags {
 }
 
 impl Flags {
+    /// The `--history-*` and `--replay-*` flags, checked.
+    fn history_limits(&self) -> Result<HistoryLimits, ConfigError> {
+        let size = |kind: Option<usize>| kind.unwrap_or(self.history_size);
+        let limits = HistoryLimits {
+            size_uid: size(self.history_size_uid),
+            size_channel: size(self.history_size_channel),
+            size_broadcast: size(self.history_size_broadcast),
+            ttl: self.history_ttl,
+            memory: self.history_memory,
+            replay_messages: self.replay_max_messages,
+            replay_bytes: self.replay_max_bytes,
+        };
+        for (name, n) in [
+            ("--history-size", limits.size_uid),
+            ("--history-size", limits.size_channel),
+            ("--history-size", limits.size_broadcast),
+            ("--history-memory", limits.memory),
+            ("--replay-max-bytes", limits.replay_bytes),
+        ] {
+            if n > MAX_SIZE {
+                return Err(invalid(&format!(
+                    "{name} must be at most {MAX_SIZE} (1GiB)"
+                )));
+            }
+        }
+        if limits.ttl.is_zero() {
+            return Err(invalid("--history-ttl must be longer than zero"));
+        }
+        if limits.replay_messages == 0 || limits.replay_bytes == 0 {
+            return Err(invalid(
+                "--replay-max-messages and --replay-max-bytes must be at least 1",
+            ));
+        }
+        Ok(limits)
+    }
+
     /// The `--tls-*` flags, checked, with the password read. The files
     /// themselves are read when the acceptor is built.
     fn tls_settings(

@@ -8,7 +8,10 @@
 //! writer), never waiting; a connection it cannot finish, and every wss one,
 //! is woken to drain its own queue.
 
+mod acks;
 mod channels;
+mod history;
+pub mod listeners;
 pub mod queue;
 
 use std::cell::OnceCell;
@@ -20,9 +23,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use smol::Async;
 
+pub use acks::{AckError, AckWatch};
 pub use channels::SubscribeError;
+pub use history::{MESSAGE_OVERHEAD, Pos, Recovery, StreamKey};
 
-use crate::config::Config;
+use crate::config::{Config, HistoryLimits};
+use crate::hub::listeners::{Event, Interests, Listeners, Payload, WireId};
 use crate::hub::queue::Queue;
 use crate::metrics::{Counters, Live, Stats};
 use crate::ws::frame::Frame;
@@ -51,6 +57,48 @@ impl<F: Fn(bool) -> Frame> Fanout<F> {
         let cell = if conn.v1 { &self.v1 } else { &self.raw };
         cell.get_or_init(|| (self.encode)(conn.v1))
     }
+
+    /// The v1 frame, encoded now if no v1 client needed it: what history keeps.
+    fn v1_frame(&self) -> &Frame {
+        self.v1.get_or_init(|| (self.encode)(true))
+    }
+}
+
+/// Where a message goes: the stream it belongs to, and its receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Every connection of a uid (its personal stream).
+    Uid(&'a str),
+    /// Every subscriber of a channel.
+    Channel(&'a str),
+    /// Every live connection.
+    All,
+}
+
+impl<'a> Target<'a> {
+    fn stream(self) -> StreamKey<'a> {
+        match self {
+            Target::Uid(uid) => StreamKey::Uid(uid),
+            Target::Channel(ch) => StreamKey::Channel(ch),
+            Target::All => StreamKey::All,
+        }
+    }
+}
+
+/// What the rest of a request may still replay (see [`Hub::replay_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayBudget {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// Why a message could not go up to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// No backend listens for messages.
+    NoListener,
+    /// Every listener is full: the message was dropped.
+    Full,
 }
 
 /// The same frame for every client.
@@ -70,6 +118,20 @@ const NIL: u32 = u32::MAX;
 pub struct ConnId {
     key: u32,
     generation: u32,
+}
+
+impl ConnId {
+    /// Its id in event lines and in `push` with `conn`.
+    pub fn wire(self) -> WireId {
+        WireId(u64::from(self.generation) << 32 | u64::from(self.key))
+    }
+
+    pub fn from_wire(id: WireId) -> ConnId {
+        ConnId {
+            key: id.0 as u32,
+            generation: (id.0 >> 32) as u32,
+        }
+    }
 }
 
 /// Why the hub wants a connection closed; each maps to a WebSocket close frame.
@@ -108,6 +170,8 @@ struct Conn {
     last_seen_ms: u64,
     /// A ping has been sent since the peer was last heard from.
     pinged: bool,
+    /// Authenticated, or anonymous (`--allow-anonymous`): it receives.
+    live: bool,
     /// Speaks the v1 protocol (`pushhub.v1`), not the original's.
     v1: bool,
     close: Option<CloseReason>,
@@ -125,7 +189,7 @@ impl Conn {
     }
 
     fn is_live(&self) -> bool {
-        self.uid.is_some() && self.close.is_none()
+        self.live && self.close.is_none()
     }
 }
 
@@ -139,6 +203,8 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     pub max_subscriptions: usize,
     pub max_channels: usize,
+    pub max_listener_buffer: usize,
+    pub history: HistoryLimits,
 }
 
 impl Limits {
@@ -152,6 +218,8 @@ impl Limits {
             idle_timeout_ms: ms(config.idle_timeout),
             max_subscriptions: config.max_subscriptions_per_connection,
             max_channels: config.max_channels,
+            max_listener_buffer: config.max_listener_buffer,
+            history: config.history,
         }
     }
 }
@@ -161,7 +229,11 @@ pub struct Hub {
     /// Each online uid's most recent connection; the rest follow through `next`.
     uids: HashMap<Rc<str>, u32>,
     n_authenticated: usize,
+    n_anonymous: usize,
     channels: channels::Channels,
+    history: history::History,
+    acks: acks::Acks,
+    pub listeners: Listeners,
     next_generation: u32,
     /// Set by `close_all`: connections that finish their handshake later are
     /// born closing.
@@ -181,7 +253,11 @@ impl Hub {
             conns: Slab::new(),
             uids: HashMap::new(),
             n_authenticated: 0,
+            n_anonymous: 0,
             channels: channels::Channels::new(limits.max_subscriptions, limits.max_channels),
+            history: history::History::new(limits.history, epoch_base()),
+            acks: acks::Acks::default(),
+            listeners: Listeners::new(limits.max_listener_buffer),
             next_generation: 0,
             closing_all: None,
             dirty: Vec::new(),
@@ -217,6 +293,7 @@ impl Hub {
             opened_ms: now_ms,
             last_seen_ms: now_ms,
             pinged: false,
+            live: false,
             v1,
             close: self.closing_all,
             subs: None,
@@ -239,12 +316,16 @@ impl Hub {
             .filter(|c| c.generation == id.generation)
     }
 
-    /// Binds an open connection to `uid`, making it reachable by pushes at once.
-    /// Returns false if the connection is gone or closing.
+    /// Binds an open connection (anonymous or not yet live) to `uid`, making
+    /// it reachable by pushes at once. Returns false if the connection is
+    /// gone or closing, or has a uid already.
     pub fn bind(&mut self, id: ConnId, uid: &str) -> bool {
         match self.get(id) {
             Some(c) if c.uid.is_none() && c.close.is_none() => {}
             _ => return false,
+        }
+        if self.conns[id.key as usize].live {
+            self.n_anonymous -= 1;
         }
         let key = id.key;
         let (uid, head) = match self.uids.get_key_value(uid) {
@@ -258,8 +339,22 @@ impl Hub {
         conn.next = head;
         conn.prev = NIL;
         conn.uid = Some(Rc::clone(&uid));
-        self.uids.insert(uid, key);
+        conn.live = true;
+        self.uids.insert(Rc::clone(&uid), key);
         self.n_authenticated += 1;
+        self.listeners.emit(id.wire(), Some(&uid), Event::Connect);
+        true
+    }
+
+    /// Makes an open connection live without a uid (`--allow-anonymous`): it
+    /// gets broadcasts and may join public channels and send up.
+    pub fn bind_anonymous(&mut self, id: ConnId) -> bool {
+        match self.get_mut(id) {
+            Some(c) if !c.live && c.close.is_none() => c.live = true,
+            _ => return false,
+        }
+        self.n_anonymous += 1;
+        self.listeners.emit(id.wire(), None, Event::Connect);
         true
     }
 
@@ -268,7 +363,18 @@ impl Hub {
     fn unlink(&mut self, key: u32) {
         self.channels.unsubscribe_all(&mut self.conns, key);
         let conn = &mut self.conns[key as usize];
-        let Some(uid) = conn.uid.take() else { return };
+        if !std::mem::take(&mut conn.live) {
+            return;
+        }
+        let id = ConnId {
+            key,
+            generation: conn.generation,
+        };
+        let Some(uid) = conn.uid.take() else {
+            self.n_anonymous -= 1;
+            self.listeners.emit(id.wire(), None, Event::Disconnect);
+            return;
+        };
         let (prev, next) = (conn.prev, conn.next);
         conn.prev = NIL;
         conn.next = NIL;
@@ -285,6 +391,8 @@ impl Hub {
             self.conns[next as usize].prev = prev;
         }
         self.n_authenticated -= 1;
+        self.listeners
+            .emit(id.wire(), Some(&uid), Event::Disconnect);
     }
 
     /// Forgets a connection, returning what was still queued for it (after a
@@ -420,6 +528,166 @@ impl Hub {
         }
         self.counters.delivered += n as u64;
         n
+    }
+
+    /// Sends a message to `target` as the next message of its stream: the
+    /// stream's next position (if it keeps history) is handed to `make`,
+    /// which builds the message; the v1 frame is kept for recovery. Returns
+    /// how many connections took it.
+    pub fn deliver<F: Fn(bool) -> Frame>(
+        &mut self,
+        target: Target,
+        make: impl FnOnce(Option<Pos>) -> Fanout<F>,
+    ) -> usize {
+        self.deliver_at(target, make).0
+    }
+
+    /// [`deliver`](Hub::deliver), and the message's position.
+    pub fn deliver_at<F: Fn(bool) -> Frame>(
+        &mut self,
+        target: Target,
+        make: impl FnOnce(Option<Pos>) -> Fanout<F>,
+    ) -> (usize, Option<Pos>) {
+        let now = self.now_ms();
+        let slot = self.history.next(target.stream(), now);
+        let message = make(slot.map(|slot| slot.pos));
+        let n = match target {
+            Target::Uid(uid) => self.push(uid, &message),
+            Target::Channel(ch) => self.publish(ch, &message),
+            Target::All => self.broadcast(&message),
+        };
+        if let Some(slot) = slot {
+            self.history.keep(slot, message.v1_frame().clone(), now);
+        }
+        (n, slot.map(|slot| slot.pos))
+    }
+
+    /// Whether streams of this kind keep history and carry positions.
+    pub fn keeps_history(&self, stream: StreamKey) -> bool {
+        self.history.keeps(stream)
+    }
+
+    /// A stream's current position (created if need be), for a client to
+    /// start from: `None` if its kind keeps no history.
+    pub fn position(&mut self, stream: StreamKey) -> Option<Pos> {
+        let now = self.now_ms();
+        self.history.position(stream, now)
+    }
+
+    /// What one request of a connection may replay: the replay bounds,
+    /// within the room left in its queue (less one frame, the answer).
+    pub fn replay_budget(&self, id: ConnId) -> ReplayBudget {
+        let limits = self.limits;
+        let (queued, bytes) = self.get(id).map_or((usize::MAX, usize::MAX), |c| {
+            (c.queue.len(), c.queue.bytes())
+        });
+        ReplayBudget {
+            messages: (limits.history.replay_messages).min(
+                limits
+                    .max_queue_messages
+                    .saturating_sub(queued.saturating_add(1)),
+            ),
+            bytes: (limits.history.replay_bytes).min(limits.max_queue_bytes.saturating_sub(bytes)),
+        }
+    }
+
+    /// What a client missed of `stream` since `since`, if all of it is kept
+    /// and fits `budget` (which it then uses up): the frames to replay, in
+    /// order, or `None` for a gap. The caller queues them (`send`) right
+    /// after its answer and before any await, so that nothing sent later
+    /// comes first: nothing is lost or repeated at the seam.
+    pub fn recover(
+        &mut self,
+        stream: StreamKey,
+        since: Pos,
+        budget: &mut ReplayBudget,
+    ) -> Option<Vec<Frame>> {
+        match self
+            .history
+            .recover(stream, since, budget.messages, budget.bytes)
+        {
+            Recovery::Gap => {
+                self.counters.recoveries_failed += 1;
+                None
+            }
+            Recovery::Replay(frames) => {
+                self.counters.recoveries += 1;
+                self.counters.replayed += frames.len() as u64;
+                budget.messages -= frames.len();
+                budget.bytes -= frames.iter().map(Frame::len).sum::<usize>();
+                Some(frames)
+            }
+        }
+    }
+
+    /// A v1 client acknowledged everything up to `pos` of its personal
+    /// stream (`ch` `None`) or of channel `ch`.
+    pub fn ack(&mut self, id: ConnId, ch: Option<&str>, pos: Pos) -> Result<(), AckError> {
+        let conn = self
+            .get(id)
+            .filter(|c| c.is_live())
+            .ok_or(AckError::NoStream)?;
+        let uid = conn.uid.clone();
+        let stream = match (ch, &uid) {
+            (Some(ch), _) => StreamKey::Channel(ch),
+            (None, Some(uid)) => StreamKey::Uid(uid),
+            (None, None) => return Err(AckError::NoStream),
+        };
+        let current = self.history.current(stream).ok_or(AckError::NoStream)?;
+        if current.epoch != pos.epoch {
+            return Err(AckError::OtherEpoch);
+        }
+        if pos.offset > current.offset {
+            return Err(AckError::Ahead);
+        }
+        self.counters.acks += 1;
+        if let StreamKey::Uid(uid) = stream {
+            self.counters.acked_pushes += self.acks.acked(uid, pos) as u64;
+        }
+        Ok(())
+    }
+
+    /// Watches `pos` of `uid`'s stream for an acknowledgement.
+    pub fn watch_ack(&mut self, uid: &str, pos: Pos) -> AckWatch {
+        self.acks.watch(uid, pos)
+    }
+
+    /// Queues a message for one live connection, by its wire id; `make`
+    /// builds it for the connection's protocol (v1 or not). Returns whether
+    /// it was queued.
+    pub fn send_to(&mut self, to: WireId, make: impl FnOnce(bool) -> Frame) -> bool {
+        let id = ConnId::from_wire(to);
+        let Some(conn) = self.get(id).filter(|c| c.is_live()) else {
+            return false;
+        };
+        let frame = make(conn.v1);
+        let queued = self.enqueue(id.key, &frame);
+        self.counters.delivered += u64::from(queued);
+        queued
+    }
+
+    /// Sends what a live client sent up to a listening backend.
+    pub fn upstream(&mut self, id: ConnId, payload: Payload) -> Result<(), UpstreamError> {
+        let Some(conn) = self.get(id).filter(|c| c.is_live()) else {
+            return Ok(());
+        };
+        let uid = conn.uid.clone();
+        let event = Event::Message(payload);
+        let result = match self.listeners.emit(id.wire(), uid.as_deref(), event) {
+            true => Ok(()),
+            false if self.listeners.any_for(event) => Err(UpstreamError::Full),
+            false => Err(UpstreamError::NoListener),
+        };
+        match result {
+            Ok(()) => self.counters.upstream += 1,
+            Err(_) => self.counters.upstream_dropped += 1,
+        }
+        result
+    }
+
+    /// Adds a listening backend; see [`Listeners`].
+    pub fn listen(&mut self, interests: Interests) -> u32 {
+        self.listeners.add(interests)
     }
 
     /// Subscribes a live connection to `name`: `Ok(true)` if newly, `Ok(false)`
@@ -560,9 +828,17 @@ impl Hub {
         }
     }
 
-    /// Applies the deadlines: authentication, heartbeat pings and idle timeouts.
+    /// Applies the deadlines: authentication, heartbeat pings and idle
+    /// timeouts, and the history's TTL.
     pub fn sweep(&mut self, now_ms: u64) {
         let limits = self.limits;
+        let (uids, channels) = (&self.uids, &self.channels);
+        self.history.expire(now_ms, |stream| match stream {
+            StreamKey::Uid(uid) => uids.contains_key(uid),
+            StreamKey::Channel(ch) => channels.find(ch).is_some(),
+            StreamKey::All => true,
+        });
+        self.counters.unacked_pushes += self.acks.purge() as u64;
         for key in 0..self.conns.capacity() {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -571,8 +847,7 @@ impl Hub {
                 continue;
             }
             let silent_ms = now_ms.saturating_sub(conn.last_seen_ms);
-            if conn.uid.is_none() && now_ms.saturating_sub(conn.opened_ms) >= limits.auth_timeout_ms
-            {
+            if !conn.live && now_ms.saturating_sub(conn.opened_ms) >= limits.auth_timeout_ms {
                 self.counters.auth_failures += 1;
                 Counters::bump(&mut self.counters.auth_failure_reasons, "timeout");
                 self.close_key(key as u32, CloseReason::AuthTimeout);
@@ -642,9 +917,15 @@ impl Hub {
             Live {
                 connections: self.conns.len(),
                 authenticated: self.n_authenticated,
+                anonymous: self.n_anonymous,
                 uids: self.uids.len(),
                 channels: self.channels.len(),
                 subscriptions: self.channels.subscriptions(),
+                listeners: self.listeners.len(),
+                history_streams: self.history.streams(),
+                history_messages: self.history.messages(),
+                history_bytes: self.history.bytes(),
+                acks_waiting: self.acks.len(),
             },
         )
     }
@@ -664,6 +945,15 @@ impl Hub {
     }
 }
 
+/// The base of this run's stream epochs: the start time in nanoseconds and
+/// the process id, so that a restarted hub never reuses its predecessor's.
+fn epoch_base() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(48)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::IoSlice;
@@ -679,6 +969,8 @@ mod tests {
             idle_timeout_ms: 5000,
             max_subscriptions: 3,
             max_channels: 4,
+            max_listener_buffer: 1 << 20,
+            history: HistoryLimits::default(),
         }
     }
 
@@ -731,7 +1023,11 @@ mod tests {
         assert!(hub.is_online("b") && !hub.is_online("c"));
         let stats = hub.stats();
         assert_eq!(
-            (stats.connections, stats.authenticated, stats.uids),
+            (
+                stats.live.connections,
+                stats.live.authenticated,
+                stats.live.uids
+            ),
             (3, 3, 2)
         );
         assert_eq!(stats.counters.delivered, 2);
@@ -751,7 +1047,7 @@ mod tests {
         hub.remove(ids[0]);
         hub.remove(ids[2]);
         assert_eq!(hub.connections_of("u"), 0);
-        assert_eq!(hub.stats().uids, 0);
+        assert_eq!(hub.stats().live.uids, 0);
         assert!(hub.is_empty());
     }
 
@@ -912,7 +1208,7 @@ mod tests {
         assert_eq!(hub.broadcast(&split("all")), 3);
         assert_eq!(drain(&mut hub, raw), [text("raw:all").as_bytes()]);
         let stats = hub.stats();
-        assert_eq!((stats.channels, stats.subscriptions), (1, 2));
+        assert_eq!((stats.live.channels, stats.live.subscriptions), (1, 2));
         assert_eq!(hub.channel_list(""), [(Rc::from("room"), 2)]);
         let (uids, n) = hub.members("room");
         assert_eq!((uids, n), (vec![Rc::from("a"), Rc::from("b")], 2));
@@ -965,7 +1261,7 @@ mod tests {
         assert_eq!(hub.publish("y", &msg("m")), 1);
         hub.remove(b);
         let stats = hub.stats();
-        assert_eq!((stats.channels, stats.subscriptions), (0, 0));
+        assert_eq!((stats.live.channels, stats.live.subscriptions), (0, 0));
     }
 
     #[test]
@@ -1057,7 +1353,7 @@ mod tests {
         assert_eq!(drain(&mut hub, v1), [text("subbed").as_bytes()]);
         assert_eq!(hub.unsubscribe_uid("u", "room", &text("unsubbed")), 2);
         assert_eq!(drain(&mut hub, v1), [text("unsubbed").as_bytes()]);
-        assert_eq!(hub.stats().channels, 0);
+        assert_eq!(hub.stats().live.channels, 0);
         assert_eq!(hub.subscribe_uid("nobody", "room", &notice).0, 0);
     }
 }

@@ -24,6 +24,21 @@ pub struct Counters {
     pub v1_errors: BTreeMap<&'static str, u64>,
     /// Messages queued to a connection.
     pub delivered: u64,
+    /// Recoveries that replayed what a client missed (possibly nothing),
+    /// the messages they replayed, and recoveries that found a gap.
+    pub recoveries: u64,
+    pub replayed: u64,
+    pub recoveries_failed: u64,
+    /// v1 acknowledgements accepted.
+    pub acks: u64,
+    /// Pushes with `ack_timeout` that were acknowledged, and those whose
+    /// wait ended without it.
+    pub acked_pushes: u64,
+    pub unacked_pushes: u64,
+    /// Client messages sent up to a listener, and those dropped (no
+    /// listener, or every listener full).
+    pub upstream: u64,
+    pub upstream_dropped: u64,
     /// Connections dropped because their outbound queue overflowed.
     pub dropped: u64,
     /// Connections refused because the hub was at `--max-connections`.
@@ -56,16 +71,8 @@ pub struct Counters {
 /// The `stats` reply body.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
-    /// Open WebSocket connections, authenticated or not.
-    pub connections: usize,
-    /// Connections that have authenticated as a uid.
-    pub authenticated: usize,
-    /// Distinct uids online.
-    pub uids: usize,
-    /// Channels with at least one subscriber.
-    pub channels: usize,
-    /// Subscriptions of all connections to all channels.
-    pub subscriptions: usize,
+    #[serde(flatten)]
+    pub live: Live,
     #[serde(flatten)]
     pub counters: Counters,
     pub uptime_secs: u64,
@@ -79,11 +86,7 @@ pub struct Stats {
 impl Stats {
     pub fn new(counters: &Counters, started: Instant, live: Live) -> Stats {
         Stats {
-            connections: live.connections,
-            authenticated: live.authenticated,
-            uids: live.uids,
-            channels: live.channels,
-            subscriptions: live.subscriptions,
+            live,
             counters: counters.clone(),
             uptime_secs: started.elapsed().as_secs(),
             rss_bytes: rss_bytes().unwrap_or(0),
@@ -93,15 +96,29 @@ impl Stats {
 }
 
 /// Gauges read off the connection table at snapshot time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct Live {
+    /// Open WebSocket connections, authenticated or not.
     pub connections: usize,
+    /// Connections that have authenticated as a uid.
     pub authenticated: usize,
+    /// Live connections without a uid (`--allow-anonymous`).
+    pub anonymous: usize,
+    /// Distinct uids online.
     pub uids: usize,
     /// Channels with at least one subscriber.
     pub channels: usize,
     /// Subscriptions of all connections to all channels.
     pub subscriptions: usize,
+    /// Backend connections listening for events.
+    pub listeners: usize,
+    /// Streams with a position kept, the messages kept for recovery, and
+    /// the bytes they hold (bounded by `--history-memory`).
+    pub history_streams: usize,
+    pub history_messages: usize,
+    pub history_bytes: usize,
+    /// Pushes waiting for an acknowledgement.
+    pub acks_waiting: usize,
 }
 
 /// This process's resident set size, read from `/proc/self/status`.
@@ -142,31 +159,106 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "connections",
         "gauge",
         "Open WebSocket connections.",
-        &[("", stats.connections as f64)],
+        &[("", stats.live.connections as f64)],
     );
     metric(
         "authenticated_connections",
         "gauge",
         "Connections bound to a uid.",
-        &[("", stats.authenticated as f64)],
+        &[("", stats.live.authenticated as f64)],
     );
     metric(
         "uids",
         "gauge",
         "Distinct uids online.",
-        &[("", stats.uids as f64)],
+        &[("", stats.live.uids as f64)],
     );
     metric(
         "channels",
         "gauge",
         "Channels with at least one subscriber.",
-        &[("", stats.channels as f64)],
+        &[("", stats.live.channels as f64)],
     );
     metric(
         "subscriptions",
         "gauge",
         "Subscriptions of all connections to all channels.",
-        &[("", stats.subscriptions as f64)],
+        &[("", stats.live.subscriptions as f64)],
+    );
+    metric(
+        "anonymous_connections",
+        "gauge",
+        "Live connections without a uid.",
+        &[("", stats.live.anonymous as f64)],
+    );
+    metric(
+        "listeners",
+        "gauge",
+        "Backend connections listening for events.",
+        &[("", stats.live.listeners as f64)],
+    );
+    metric(
+        "history_messages",
+        "gauge",
+        "Messages kept for recovery.",
+        &[("", stats.live.history_messages as f64)],
+    );
+    metric(
+        "history_bytes",
+        "gauge",
+        "Bytes the kept messages and their streams hold.",
+        &[("", stats.live.history_bytes as f64)],
+    );
+    metric(
+        "history_streams",
+        "gauge",
+        "Streams with a position kept.",
+        &[("", stats.live.history_streams as f64)],
+    );
+    metric(
+        "acks_waiting",
+        "gauge",
+        "Pushes waiting for an acknowledgement.",
+        &[("", stats.live.acks_waiting as f64)],
+    );
+    metric(
+        "recoveries_total",
+        "counter",
+        "Recoveries after a reconnect, by result.",
+        &[
+            ("{result=\"recovered\"}", c.recoveries as f64),
+            ("{result=\"gap\"}", c.recoveries_failed as f64),
+        ],
+    );
+    metric(
+        "replayed_total",
+        "counter",
+        "Messages replayed by recoveries.",
+        &one(c.replayed),
+    );
+    metric(
+        "acks_total",
+        "counter",
+        "Acknowledgements accepted from v1 clients.",
+        &one(c.acks),
+    );
+    metric(
+        "ack_pushes_total",
+        "counter",
+        "Pushes that waited for an acknowledgement, by result.",
+        &[
+            ("{result=\"acked\"}", c.acked_pushes as f64),
+            ("{result=\"unacked\"}", c.unacked_pushes as f64),
+        ],
+    );
+    metric(
+        "upstream_total",
+        "counter",
+        "Client messages sent up to listeners, by result.",
+        &[
+            ("{result=\"sent\"}", c.upstream as f64),
+            ("{result=\"dropped\"}", c.upstream_dropped as f64),
+        ],
     );
     metric(
         "queued_bytes",

@@ -15,12 +15,24 @@ use crate::push::registry::{DeviceToken, Registry};
 #[derive(Debug, PartialEq)]
 pub struct ApnsPush<'a> {
     /// The JSON object sent to Apple as is.
-    pub payload: &'a str,
+    pub payload: Cow<'a, str>,
     pub when: ApnsWhen,
     pub push_type: PushType,
     pub priority: Priority,
     pub expiration: u64,
     pub collapse_id: Option<Cow<'a, str>>,
+}
+
+impl ApnsPush<'_> {
+    /// A copy that outlives the request line, for a push that waits for an
+    /// acknowledgement before it goes to APNs.
+    pub fn into_owned(self) -> ApnsPush<'static> {
+        ApnsPush {
+            payload: Cow::Owned(self.payload.into_owned()),
+            collapse_id: self.collapse_id.map(|id| Cow::Owned(id.into_owned())),
+            ..self
+        }
+    }
 }
 
 /// `apns_when`: when a push also goes to the uid's iPhones.
@@ -30,6 +42,9 @@ pub enum ApnsWhen {
     Offline,
     Always,
     Never,
+    /// When no connection of the uid acknowledged the push within its
+    /// `ack_timeout` (the default with one).
+    Unacked,
 }
 
 /// What became of a push's APNs part, in its reply.
@@ -59,6 +74,7 @@ pub struct Refusal {
 }
 
 /// Notifications under way for one push.
+#[derive(Default)]
 pub struct InFlight {
     summary: ApnsSummary,
     pending: Vec<(DeviceToken, Pending)>,

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::hub::{Fanout, Hub};
+use crate::hub::{Fanout, Hub, Pos, Target};
 use crate::metrics::Counters;
 use crate::push::apns::sender::Sender;
 use crate::push::route::InFlight;
@@ -27,10 +27,11 @@ use crate::shared::Shared;
 use crate::ws::frame::Frame;
 use crate::ws::v1;
 use protocol::{
-    Command, Data, Presence, Reply, Request, RequestError, Targets, parse_request, split_line,
-    write_reply,
+    Command, ConnData, Data, Presence, Reply, Request, RequestError, Targets, parse_request,
+    split_line, write_reply,
 };
-use replies::Replies;
+use replies::{Fallback, Replies, Wait};
+use std::time::Instant;
 
 /// Bytes read from a backend at a time; lines longer than this grow the buffer
 /// up to `--max-line-length`.
@@ -49,14 +50,22 @@ pub struct Services<'s> {
     pub apns: Option<&'s Sender>,
 }
 
-/// Handles one request line and queues its reply in `replies`.
-pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], replies: &mut Replies) {
+/// One backend connection's state: its replies in order, and whether it
+/// listens for the clients' events (its key among the listeners).
+#[derive(Default)]
+pub struct Backend {
+    pub replies: Replies,
+    pub listening: Option<u32>,
+}
+
+/// Handles one request line and queues its reply in `backend.replies`.
+pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut Backend) {
+    let replies = &mut backend.replies;
     match parse_request(line) {
         Request::Legacy { uid, line } => {
             hub.counters.pushes += 1;
-            // Offline uids, the common `fail`, cost no frame.
-            let delivered = hub.is_online(&uid) && hub.push(&uid, &original(line)) > 0;
-            write_reply(replies.ready(), None, &Reply::Legacy(delivered));
+            let delivered = hub.deliver(Target::Uid(&uid), |pos| original(line, pos));
+            write_reply(replies.ready(), None, &Reply::Legacy(delivered > 0));
         }
         Request::LegacyInvalid(e) => {
             debug!("text port: answering fail: {e}");
@@ -70,15 +79,39 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], replies: &mut
                 Ok(Command::Push {
                     to,
                     data,
+                    apns,
+                    ack_timeout: Some(timeout),
+                }),
+        } => match push_awaiting_ack(hub, services, &to, &data, apns, timeout) {
+            Ok((delivered, wait)) => replies.wait(id, delivered, wait),
+            Err(e) => write_reply(replies.ready(), id, &refuse(hub, e)),
+        },
+        Request::Command {
+            id,
+            command:
+                Ok(Command::Push {
+                    to,
+                    data,
                     apns: Some(apns),
+                    ack_timeout: None,
                 }),
         } => match (services.registry, services.apns) {
             (Some(registry), Some(sender)) => {
                 let (delivered, flight) = push_with_apns(hub, registry, sender, &to, &data, &apns);
-                replies.wait(id, delivered, flight);
+                replies.wait(id, delivered, Wait::Apns(flight));
             }
             _ => write_reply(replies.ready(), id, &refuse(hub, RequestError::NoApns)),
         },
+        Request::Command {
+            id,
+            command: Ok(Command::Listen { interests }),
+        } => {
+            match backend.listening {
+                Some(key) => hub.listeners.set_interests(key, interests),
+                None => backend.listening = Some(hub.listen(interests)),
+            }
+            write_reply(replies.ready(), id, &Reply::Listening);
+        }
         Request::Command { id, command } => {
             let reply = match command.map(|command| execute(hub, services, command)) {
                 Ok(Reply::Error(e)) | Err(e) => refuse(hub, e),
@@ -95,6 +128,22 @@ fn refuse<'a>(hub: &mut Hub, e: RequestError) -> Reply<'a> {
     Reply::Error(e)
 }
 
+/// Pushes `data` to each uid of `to`, each as the next message of its own
+/// stream; raw clients of every uid share one frame. Returns the
+/// connections reached, and each uid with whether it was online.
+fn push_each<'t>(hub: &mut Hub, to: &'t Targets, data: &Data) -> (usize, Vec<(&'t str, bool)>) {
+    hub.counters.pushes += 1;
+    let raw = OnceCell::new();
+    let mut delivered = 0;
+    let mut uids = Vec::new();
+    for uid in each_uid(to) {
+        let online = hub.is_online(uid);
+        delivered += hub.deliver(Target::Uid(uid), |pos| to_uid(data, pos, &raw));
+        uids.push((uid, online));
+    }
+    (delivered, uids)
+}
+
 /// A push that may also go to APNs: the WebSocket connections get it now; the
 /// uids chosen by `apns_when` get a notification on each of their devices.
 fn push_with_apns(
@@ -105,23 +154,68 @@ fn push_with_apns(
     data: &Data,
     apns: &ApnsPush,
 ) -> (usize, InFlight) {
-    hub.counters.pushes += 1;
-    let message = to_uid(data);
-    let mut delivered = 0;
-    let mut to_apns = Vec::new();
-    for uid in each_uid(to) {
-        let online = hub.is_online(uid);
-        delivered += hub.push(uid, &message);
-        let wanted = match apns.when {
+    let (delivered, uids) = push_each(hub, to, data);
+    let to_apns: Vec<&str> = uids
+        .into_iter()
+        .filter(|&(_, online)| match apns.when {
             ApnsWhen::Always => true,
             ApnsWhen::Offline => !online,
-            ApnsWhen::Never => false,
-        };
-        if wanted {
-            to_apns.push(uid);
-        }
-    }
+            // `unacked` comes with `ack_timeout`, which takes the other way.
+            ApnsWhen::Never | ApnsWhen::Unacked => false,
+        })
+        .map(|(uid, _)| uid)
+        .collect();
     (delivered, InFlight::start(registry, sender, &to_apns, apns))
+}
+
+/// A push whose reply waits until a connection of its uid acknowledges it,
+/// or `timeout` passes; then, unacknowledged, its `apns` goes to the uid's
+/// devices. A uid with no connection cannot acknowledge: APNs at once.
+fn push_awaiting_ack(
+    hub: &mut Hub,
+    services: Services,
+    to: &Targets,
+    data: &Data,
+    apns: Option<ApnsPush>,
+    timeout: std::time::Duration,
+) -> Result<(usize, Wait), RequestError> {
+    let Targets::One(uid) = to else {
+        return Err(RequestError::AckOneUid);
+    };
+    if !hub.keeps_history(crate::hub::StreamKey::Uid(uid)) {
+        return Err(RequestError::NoUidHistory);
+    }
+    let fallback = match apns {
+        Some(apns) if apns.when == ApnsWhen::Unacked => {
+            if services.registry.is_none() || services.apns.is_none() {
+                return Err(RequestError::NoApns);
+            }
+            Some(Fallback {
+                uid: uid.to_string(),
+                apns: apns.into_owned(),
+            })
+        }
+        _ => None,
+    };
+    hub.counters.pushes += 1;
+    let raw = OnceCell::new();
+    let (delivered, pos) = hub.deliver_at(Target::Uid(uid), |pos| to_uid(data, pos, &raw));
+    let wait = match (delivered, pos) {
+        (1.., Some(pos)) => {
+            let deadline = Instant::now() + timeout;
+            Wait::Ack {
+                watch: hub.watch_ack(uid, pos),
+                deadline,
+                timer: smol::Timer::at(deadline),
+                fallback,
+            }
+        }
+        _ => {
+            hub.counters.unacked_pushes += 1;
+            Wait::Unacked(fallback.and_then(|f| f.start(services)))
+        }
+    };
+    Ok((delivered, wait))
 }
 
 fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply<'a> {
@@ -136,38 +230,49 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
         Command::Devices { uid } => {
             with_registry(registry, |r| r.devices(&uid).map(Reply::Devices))
         }
-        Command::Push { to, data, .. } => {
+        Command::Push { to, data, .. } => Reply::Delivered(push_each(hub, &to, &data).0),
+        Command::PushConn { conn, data } => {
             hub.counters.pushes += 1;
-            let message = to_uid(&data);
-            Reply::Delivered(each_uid(&to).map(|uid| hub.push(uid, &message)).sum())
+            let sent = hub.send_to(conn, |v1| match (&data, v1) {
+                (ConnData::Text(data), true) => v1::msg(data.json, None),
+                (ConnData::Text(data), false) => Frame::text(&data.text),
+                (ConnData::Binary(bytes), _) => Frame::binary(bytes),
+            });
+            Reply::Delivered(usize::from(sent))
         }
+        // Handled by `handle_line`, which owns the connection's state.
+        Command::Listen { .. } => Reply::Listening,
         Command::Broadcast { data } => {
             hub.counters.broadcasts += 1;
-            let message = Fanout::new(|v1| match v1 {
-                true => v1::msg_broadcast(data.json),
-                false => Frame::text(&data.text),
-            });
-            Reply::Delivered(hub.broadcast(&message))
+            Reply::Delivered(hub.deliver(Target::All, |pos| {
+                Fanout::new(move |v1| match v1 {
+                    true => v1::msg_broadcast(data.json, pos),
+                    false => Frame::text(&data.text),
+                })
+            }))
         }
         Command::Publish { chs, data } => {
             hub.counters.publications += 1;
             // Raw clients get the same frame from every channel; v1 clients
             // one per channel, which it names.
-            let raw = OnceCell::new();
+            let raw = &OnceCell::new();
+            let data = &data;
             let mut delivered = 0;
             for ch in distinct(&chs) {
-                let message = Fanout::new(|v1| match v1 {
-                    true => v1::msg_channel(ch, data.json),
-                    false => raw.get_or_init(|| Frame::text(&data.text)).clone(),
+                delivered += hub.deliver(Target::Channel(ch), |pos| {
+                    Fanout::new(move |v1| match v1 {
+                        true => v1::msg_channel(ch, data.json, pos),
+                        false => raw.get_or_init(|| Frame::text(&data.text)).clone(),
+                    })
                 });
-                delivered += hub.publish(ch, &message);
             }
             Reply::Delivered(delivered)
         }
         Command::Subscribe { who, chs } => {
             let (mut added, mut refused) = (0, BTreeMap::new());
             for ch in distinct(&chs) {
-                let notice = v1::subbed(ch, None);
+                let pos = hub.position(crate::hub::StreamKey::Channel(ch));
+                let notice = v1::subbed(ch, pos, None, None);
                 for uid in each_uid(&who) {
                     let (n, errors) = hub.subscribe_uid(uid, ch, &notice);
                     added += n;
@@ -222,22 +327,27 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
 
 /// The original form's line as a push: raw clients get the line as it was
 /// sent; v1 clients get it as the `d` of a `msg`.
-fn original(line: &str) -> Fanout<impl Fn(bool) -> Frame + '_> {
+fn original(line: &str, pos: Option<Pos>) -> Fanout<impl Fn(bool) -> Frame + '_> {
     Fanout::new(move |v1| match v1 {
         // The parser read `line` as one JSON object, so it is a JSON value.
         true => match RawValue::from_string(line.to_owned()) {
-            Ok(json) => v1::msg(&json),
+            Ok(json) => v1::msg(&json, pos),
             Err(_) => Frame::text(line),
         },
         false => Frame::text(line),
     })
 }
 
-/// A command's data as a push to a uid.
-fn to_uid<'d>(data: &'d Data) -> Fanout<impl Fn(bool) -> Frame + 'd> {
+/// A command's data as a push to a uid; the raw frame is `raw`'s, shared
+/// by every uid of the command.
+fn to_uid<'d>(
+    data: &'d Data,
+    pos: Option<Pos>,
+    raw: &'d OnceCell<Frame>,
+) -> Fanout<impl Fn(bool) -> Frame + 'd> {
     Fanout::new(move |v1| match v1 {
-        true => v1::msg(data.json),
-        false => Frame::text(&data.text),
+        true => v1::msg(data.json, pos),
+        false => raw.get_or_init(|| Frame::text(&data.text)).clone(),
     })
 }
 
@@ -271,8 +381,17 @@ fn each_uid<'t>(targets: &'t Targets) -> impl Iterator<Item = &'t str> {
     distinct(targets.as_slice())
 }
 
-/// Serves one backend connection until it closes or sends an over-long line.
-pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
+/// Serves one backend connection until it closes or sends an over-long line;
+/// a listener stops listening with it.
+pub(crate) async fn serve(shared: Rc<Shared>, stream: Async<TcpStream>) {
+    let mut backend = Backend::default();
+    serve_lines(&shared, stream, &mut backend).await;
+    if let Some(key) = backend.listening {
+        shared.hub.borrow_mut().listeners.remove(key);
+    }
+}
+
+async fn serve_lines(shared: &Shared, mut stream: Async<TcpStream>, backend: &mut Backend) {
     let max_len = shared.config.max_line_length;
     // Half the queue bound, so that one turn of pushes to one uid cannot fill it.
     let line_budget = (shared.config.max_queue_messages / 2).clamp(1, LINE_BUDGET);
@@ -282,7 +401,6 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
     };
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);
-    let mut replies = Replies::default();
     let mut eof = false;
     loop {
         // Handle what is buffered, a budget at a time.
@@ -293,13 +411,13 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
             while handled < line_budget {
                 match split_line(&buf[start..end], max_len) {
                     Ok(Some((line, used))) => {
-                        handle_line(&mut hub, services, line, &mut replies);
+                        handle_line(&mut hub, services, line, backend);
                         start += used;
                         handled += 1;
                     }
                     Ok(None) if eof && start < end => {
                         // A last request without its newline is still a request.
-                        handle_line(&mut hub, services, &buf[start..end], &mut replies);
+                        handle_line(&mut hub, services, &buf[start..end], backend);
                         start = end;
                         break;
                     }
@@ -320,16 +438,21 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
                 &mut shared.hub.borrow_mut(),
                 RequestError::LineTooLong(e.max_len),
             );
-            write_reply(replies.ready(), None, &reply);
+            write_reply(backend.replies.ready(), None, &reply);
         }
+        let replies = &mut backend.replies;
         let finished = too_long.is_some() || (eof && start == end);
         if finished {
             // Every request read gets its reply before the connection ends.
-            std::future::poll_fn(|cx| replies.poll_settle(cx)).await;
+            std::future::poll_fn(|cx| replies.poll_settle(cx, services)).await;
         } else {
-            let _ = std::future::poll_fn(|cx| Poll::Ready(replies.poll_settle(cx))).await;
+            let _ = std::future::poll_fn(|cx| Poll::Ready(replies.poll_settle(cx, services))).await;
         }
         let out = replies.output();
+        if let Some(key) = backend.listening {
+            // Events ride along with the replies: whole lines either way.
+            shared.hub.borrow_mut().listeners.take_into(key, out);
+        }
         if !out.is_empty() {
             if stream.write_all(out).await.is_err() {
                 return;
@@ -369,28 +492,52 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
         // While a reply waits for APNs, its arrival is as good a reason to go
         // round again as new input. While too many wait, it is the only one:
         // the backend's requests stay in the socket.
+        let replies = &mut backend.replies;
         let full = replies.is_full();
         let read = async {
             if full {
                 std::future::pending::<()>().await;
             }
-            Some(stream.read(&mut buf[end..]).await)
+            Woke::Read(stream.read(&mut buf[end..]).await)
         };
         let settled = async {
             if !replies.is_waiting() {
                 std::future::pending::<()>().await;
             }
-            std::future::poll_fn(|cx| replies.poll_settle(cx)).await;
-            None
+            std::future::poll_fn(|cx| replies.poll_settle(cx, services)).await;
+            Woke::Settled
         };
-        match smol::future::or(read, settled).await {
-            None => {}
-            Some(Ok(0)) => eof = true,
-            Some(Ok(n)) => end += n,
-            Some(Err(e)) => {
+        let listening = backend.listening;
+        let events = async {
+            let Some(key) = listening else {
+                return std::future::pending().await;
+            };
+            let lines =
+                std::future::poll_fn(|cx| shared.hub.borrow_mut().listeners.poll_take(key, cx));
+            Woke::Events(lines.await)
+        };
+        match smol::future::or(read, smol::future::or(settled, events)).await {
+            Woke::Settled => {}
+            Woke::Events(lines) => {
+                if stream.write_all(&lines).await.is_err() {
+                    return;
+                }
+            }
+            Woke::Read(Ok(0)) => eof = true,
+            Woke::Read(Ok(n)) => end += n,
+            Woke::Read(Err(e)) => {
                 debug!("text port: read failed: {e}");
                 return;
             }
         }
     }
+}
+
+/// What a backend connection's wait ended with.
+enum Woke {
+    Read(std::io::Result<usize>),
+    /// A waiting reply is complete.
+    Settled,
+    /// Event lines for this listener.
+    Events(Vec<u8>),
 }

@@ -10,11 +10,14 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::channel::{BadName, check_name};
+use crate::config::parse_duration;
+use crate::hub::listeners::{Interests, WireId};
 use crate::metrics::Stats;
 use crate::push::apns::sender::{Priority, PushType};
 use crate::push::registry::{BadDeviceToken, DeviceToken, Registered};
@@ -74,6 +77,18 @@ pub enum Command<'a> {
         to: Targets<'a>,
         data: Data<'a>,
         apns: Option<ApnsPush<'a>>,
+        /// Wait this long for a connection of the (one) uid to acknowledge
+        /// it; the reply says whether one did.
+        ack_timeout: Option<Duration>,
+    },
+    /// A message to one connection, by its id (a listener's answer).
+    PushConn {
+        conn: WireId,
+        data: ConnData<'a>,
+    },
+    /// Turns the connection into a listener of the clients' events.
+    Listen {
+        interests: Interests,
     },
     Broadcast {
         data: Data<'a>,
@@ -138,6 +153,14 @@ impl PartialEq for Data<'_> {
     }
 }
 
+/// What a push to one connection carries.
+#[derive(Debug, PartialEq)]
+pub enum ConnData<'a> {
+    Text(Data<'a>),
+    /// `"binary":true`: the bytes of `data`, a base64 string.
+    Binary(Vec<u8>),
+}
+
 /// The uids a command names: `uid` for one, `uids` for several.
 #[derive(Debug, PartialEq)]
 pub enum Targets<'a> {
@@ -169,6 +192,16 @@ pub enum RequestError {
     },
     UidAndUids,
     ChAndChs,
+    /// A push names `conn` and `uid` or `uids`.
+    ConnAndUid,
+    /// A push with `ack_timeout` names several uids.
+    AckOneUid,
+    /// `apns_when` "unacked" without `ack_timeout`, or `ack_timeout` with
+    /// an `apns_when` it cannot follow.
+    AckAndApnsWhen,
+    /// A push with `ack_timeout`, but uid streams keep no history (and so
+    /// carry no position to acknowledge).
+    NoUidHistory,
     BadChannel(BadName),
     LineTooLong(usize),
     BadDeviceToken(BadDeviceToken),
@@ -190,7 +223,7 @@ impl fmt::Display for RequestError {
             RequestError::UnknownCmd(cmd) => write!(
                 f,
                 "unknown cmd `{cmd}`: expected push, broadcast, publish, subscribe, \
-                 unsubscribe, channels, members, online, kick, stats, register, \
+                 unsubscribe, channels, members, online, kick, stats, listen, register, \
                  unregister or devices"
             ),
             RequestError::MissingField(field) => write!(f, "missing field `{field}`"),
@@ -199,6 +232,18 @@ impl fmt::Display for RequestError {
             }
             RequestError::UidAndUids => f.write_str("give `uid` or `uids`, not both"),
             RequestError::ChAndChs => f.write_str("give `ch` or `chs`, not both"),
+            RequestError::ConnAndUid => f.write_str("give `conn`, `uid` or `uids`, not two"),
+            RequestError::AckOneUid => {
+                f.write_str("`ack_timeout` waits for one uid: give `uid`, not `uids`")
+            }
+            RequestError::AckAndApnsWhen => f.write_str(
+                "`apns_when` \"unacked\" needs `ack_timeout`; with `ack_timeout`, \
+                 `apns_when` is \"unacked\" (the default) or \"never\"",
+            ),
+            RequestError::NoUidHistory => f.write_str(
+                "`ack_timeout` needs positions in uid streams: this hub runs with \
+                 --history-size-uid 0",
+            ),
             RequestError::BadChannel(e) => write!(f, "bad channel name: {e}"),
             RequestError::LineTooLong(max) => {
                 write!(f, "line longer than {max} bytes; closing the connection")
@@ -231,6 +276,10 @@ impl RequestError {
             RequestError::WrongType { .. } => "wrong_type",
             RequestError::UidAndUids => "uid_and_uids",
             RequestError::ChAndChs => "ch_and_chs",
+            RequestError::ConnAndUid => "conn_and_uid",
+            RequestError::AckOneUid => "ack_one_uid",
+            RequestError::AckAndApnsWhen => "ack_and_apns_when",
+            RequestError::NoUidHistory => "no_uid_history",
             RequestError::BadChannel(_) => "bad_channel",
             RequestError::LineTooLong(_) => "line_too_long",
             RequestError::BadDeviceToken(_) => "bad_device_token",
@@ -273,7 +322,19 @@ struct Fields<'a> {
     apns_expiration: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     apns_collapse_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    ack_timeout: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    conn: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    binary: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    events: Option<&'a RawValue>,
 }
+
+/// The longest `ack_timeout`: a reply held longer would hold every reply
+/// after it on that connection.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A field that is present, even as `null`: serde's `Option` would read `null`
 /// as absent, and `"data": null` is a value to deliver, not a missing field.
@@ -318,10 +379,10 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
         expected: "a string",
     })?;
     match cmd.as_ref() {
-        "push" => Ok(Command::Push {
-            to: targets(fields)?,
-            data: data(fields)?,
-            apns: apns_push(fields)?,
+        "push" if fields.conn.is_some() => push_conn(fields),
+        "push" => push(fields),
+        "listen" => Ok(Command::Listen {
+            interests: interests(fields)?,
         }),
         "broadcast" => Ok(Command::Broadcast {
             data: data(fields)?,
@@ -369,6 +430,126 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
     }
 }
 
+fn push<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
+    let to = targets(fields)?;
+    let ack_timeout = fields.ack_timeout.map(ack_timeout).transpose()?;
+    let mut apns = apns_push(fields)?;
+    match (&mut apns, ack_timeout) {
+        (_, Some(_)) if matches!(to, Targets::Many(_)) => return Err(RequestError::AckOneUid),
+        (Some(apns), Some(_)) => match (apns.when, fields.apns_when.is_some()) {
+            (_, false) => apns.when = ApnsWhen::Unacked,
+            (ApnsWhen::Unacked | ApnsWhen::Never, true) => {}
+            _ => return Err(RequestError::AckAndApnsWhen),
+        },
+        (Some(apns), None) if apns.when == ApnsWhen::Unacked => {
+            return Err(RequestError::AckAndApnsWhen);
+        }
+        _ => {}
+    }
+    Ok(Command::Push {
+        to,
+        data: data(fields)?,
+        apns,
+        ack_timeout,
+    })
+}
+
+/// `ack_timeout`: a duration (`"5s"`, `"500ms"`) or a number of seconds.
+fn ack_timeout(raw: &RawValue) -> Result<Duration, RequestError> {
+    let wrong = RequestError::WrongType {
+        field: "ack_timeout",
+        expected: "a duration from 1ms to 5m, such as \"5s\" or 5",
+    };
+    let text = raw.get();
+    let parsed = match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Cow<str>>(text)
+            .ok()
+            .and_then(|d| parse_duration(&d).ok()),
+        Some(b'0'..=b'9') => text.parse::<u64>().ok().map(Duration::from_secs),
+        _ => None,
+    };
+    match parsed {
+        Some(d) if !d.is_zero() && d <= MAX_ACK_TIMEOUT => Ok(d),
+        _ => Err(wrong),
+    }
+}
+
+/// A push to one connection: `conn`, and `data` (text, or base64 with
+/// `"binary":true`).
+fn push_conn<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
+    if fields.uid.is_some() || fields.uids.is_some() {
+        return Err(RequestError::ConnAndUid);
+    }
+    let wrong = |field, expected| RequestError::WrongType { field, expected };
+    let raw = fields.conn.ok_or(RequestError::MissingField("conn"))?;
+    let conn = serde_json::from_str::<Cow<str>>(raw.get())
+        .ok()
+        .and_then(|id| id.parse::<u64>().ok())
+        .ok_or(wrong("conn", "a connection id, as its events give it"))?;
+    for field in [
+        ("apns", fields.apns.is_some()),
+        ("ack_timeout", fields.ack_timeout.is_some()),
+    ] {
+        if field.1 {
+            return Err(wrong(field.0, "absent in a push to one connection"));
+        }
+    }
+    let binary = match fields.binary.map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(wrong("binary", "true or false")),
+    };
+    let data = data(fields)?;
+    let data = match binary {
+        false => ConnData::Text(data),
+        true => {
+            let bytes = data
+                .json
+                .get()
+                .starts_with('"')
+                .then(|| data_encoding::BASE64.decode(data.text.as_bytes()).ok())
+                .flatten()
+                .ok_or(wrong("data", "a base64 string, with \"binary\":true"))?;
+            ConnData::Binary(bytes)
+        }
+    };
+    Ok(Command::PushConn {
+        conn: WireId(conn),
+        data,
+    })
+}
+
+/// A `listen`'s `events`: which events it wants (messages by default).
+fn interests(fields: &Fields) -> Result<Interests, RequestError> {
+    let wrong = RequestError::WrongType {
+        field: "events",
+        expected: "an array of \"message\", \"connect\" and \"disconnect\"",
+    };
+    let Some(raw) = fields.events else {
+        return Ok(Interests {
+            messages: true,
+            presence: false,
+        });
+    };
+    let names: Vec<Cow<str>> = serde_json::from_str(raw.get()).map_err(|_| wrong.clone())?;
+    let mut interests = Interests {
+        messages: false,
+        presence: false,
+    };
+    for name in &names {
+        match name.as_ref() {
+            "message" => interests.messages = true,
+            // One switch for both: a backend that tracks presence needs both.
+            "connect" | "disconnect" => interests.presence = true,
+            _ => return Err(wrong),
+        }
+    }
+    if !interests.messages && !interests.presence {
+        return Err(wrong);
+    }
+    Ok(interests)
+}
+
 fn targets<'a>(fields: &Fields<'a>) -> Result<Targets<'a>, RequestError> {
     match (fields.uid, fields.uids) {
         (Some(_), Some(_)) => Err(RequestError::UidAndUids),
@@ -402,13 +583,14 @@ fn apns_push<'a>(fields: &Fields<'a>) -> Result<Option<ApnsPush<'a>>, RequestErr
         raw.map(|raw| serde_json::from_str(raw.get()).map_err(|_| wrong(field, expected)))
             .transpose()
     };
-    let whens = "\"offline\", \"always\" or \"never\"";
+    let whens = "\"offline\", \"always\", \"never\" or \"unacked\"";
     let when = match text(fields.apns_when, "apns_when", whens)? {
         None => ApnsWhen::Offline,
         Some(when) => match when.as_ref() {
             "offline" => ApnsWhen::Offline,
             "always" => ApnsWhen::Always,
             "never" => ApnsWhen::Never,
+            "unacked" => ApnsWhen::Unacked,
             _ => return Err(wrong("apns_when", whens)),
         },
     };
@@ -431,7 +613,7 @@ fn apns_push<'a>(fields: &Fields<'a>) -> Result<Option<ApnsPush<'a>>, RequestErr
         .unwrap_or(0);
     let collapse_id = text(fields.apns_collapse_id, "apns_collapse_id", "a string")?;
     Ok(Some(ApnsPush {
-        payload: payload.get(),
+        payload: Cow::Borrowed(payload.get()),
         when,
         push_type,
         priority,
@@ -552,6 +734,11 @@ pub enum Reply<'a> {
     Devices(Vec<DeviceToken>),
     /// A push that also went to APNs: connections reached, and Apple's answers.
     DeliveredApns(usize, ApnsSummary),
+    /// A push that waited for an acknowledgement: connections reached,
+    /// whether one acknowledged in time, and, if not, Apple's answers.
+    DeliveredAcked(usize, bool, Option<ApnsSummary>),
+    /// `listen`: events follow on this connection.
+    Listening,
     /// Connections newly subscribed, and the refusals by reason.
     Subscribed(usize, BTreeMap<&'static str, usize>),
     Unsubscribed(usize),
@@ -596,6 +783,19 @@ struct RegisteredBody<'a> {
     registered: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeliveredAckedBody<'a> {
+    delivered: usize,
+    acked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apns: Option<&'a ApnsSummary>,
+}
+
+#[derive(Serialize)]
+struct ListeningBody {
+    listening: bool,
 }
 
 #[derive(Serialize)]
@@ -720,6 +920,17 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
                 connections: *connections,
             },
         ),
+        Reply::DeliveredAcked(delivered, acked, apns) => put(
+            out,
+            true,
+            id,
+            DeliveredAckedBody {
+                delivered: *delivered,
+                acked: *acked,
+                apns: apns.as_ref(),
+            },
+        ),
+        Reply::Listening => put(out, true, id, ListeningBody { listening: true }),
         Reply::DeliveredApns(delivered, apns) => put(
             out,
             true,
@@ -856,6 +1067,7 @@ mod tests {
                 to: Targets::One("u1".into()),
                 data: data(r#""hi \"you\"""#),
                 apns: None,
+                ack_timeout: None,
             })
         );
         assert_eq!(
@@ -864,6 +1076,7 @@ mod tests {
                 to: Targets::Many(vec!["u1".into(), "2".into()]),
                 data: data(r#"{"a": [1, 2]}"#),
                 apns: None,
+                ack_timeout: None,
             })
         );
         match cmd(

@@ -1,5 +1,7 @@
 //! A backend connection's replies, written in request order although some of
-//! them (pushes that also go to APNs) wait for Apple's answers.
+//! them wait: pushes that also go to APNs wait for Apple's answers, pushes
+//! with `ack_timeout` for a client's acknowledgement (then, unacknowledged,
+//! perhaps for APNs).
 //!
 //! While nothing waits, replies go straight to the output buffer, with no
 //! allocation per reply. Once a reply waits, the ready replies after it are
@@ -9,11 +11,17 @@
 //! replies held behind them, the connection stops reading until some settle.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use serde_json::value::RawValue;
+use smol::Timer;
 
-use crate::push::route::InFlight;
+use super::Services;
+use crate::hub::AckWatch;
+use crate::push::route::{ApnsPush, InFlight};
 use crate::text_port::protocol::{Reply, write_reply};
 
 /// Replies waiting for APNs on one backend connection before it stops reading.
@@ -22,12 +30,90 @@ pub const MAX_WAITING: usize = 1024;
 /// Bytes of ready replies held behind waiting ones before it stops reading.
 pub const MAX_HELD_BYTES: usize = 1 << 20;
 
-/// A push's reply waiting for APNs, and the ready replies that came after it.
+/// What a waiting reply waits for.
+pub enum Wait {
+    /// Apple's answers for a push's notifications.
+    Apns(InFlight),
+    /// A client's acknowledgement, until the timer; then, unacknowledged,
+    /// the uid's devices get `fallback` (`apns_when` "unacked").
+    Ack {
+        watch: AckWatch,
+        deadline: Instant,
+        timer: Timer,
+        fallback: Option<Fallback>,
+    },
+    /// Unacknowledged, and gone to APNs.
+    Unacked(Option<InFlight>),
+}
+
+/// The APNs notification of an unacknowledged push, for its uid.
+pub struct Fallback {
+    pub uid: String,
+    pub apns: ApnsPush<'static>,
+}
+
+/// A push's reply waiting, and the ready replies that came after it.
 struct Waiting {
     id: Option<Box<RawValue>>,
     delivered: usize,
-    flight: InFlight,
+    wait: Wait,
     after: Vec<u8>,
+}
+
+impl Waiting {
+    /// Ready with the reply once what it waits for is done.
+    fn poll_reply(&mut self, cx: &mut Context<'_>, services: Services) -> Poll<Reply<'static>> {
+        loop {
+            match &mut self.wait {
+                Wait::Apns(flight) => {
+                    std::task::ready!(flight.poll_done(cx));
+                    let summary = std::mem::take(flight).into_summary();
+                    return Poll::Ready(Reply::DeliveredApns(self.delivered, summary));
+                }
+                Wait::Ack {
+                    watch,
+                    deadline,
+                    timer,
+                    fallback,
+                } => {
+                    // Replies settle in order, so this one may be looked at
+                    // after its deadline: an acknowledgement counts if it
+                    // came in time, whenever it is seen.
+                    let in_time = match watch.poll_acked(cx) {
+                        Poll::Ready(at) => at <= *deadline,
+                        Poll::Pending => {
+                            std::task::ready!(Pin::new(timer).poll(cx));
+                            false
+                        }
+                    };
+                    if in_time {
+                        return Poll::Ready(Reply::DeliveredAcked(self.delivered, true, None));
+                    }
+                    let flight = fallback.take().and_then(|f| f.start(services));
+                    self.wait = Wait::Unacked(flight);
+                }
+                Wait::Unacked(flight) => {
+                    let summary = match flight {
+                        Some(flight) => {
+                            std::task::ready!(flight.poll_done(cx));
+                            Some(std::mem::take(flight).into_summary())
+                        }
+                        None => None,
+                    };
+                    return Poll::Ready(Reply::DeliveredAcked(self.delivered, false, summary));
+                }
+            }
+        }
+    }
+}
+
+impl Fallback {
+    /// Sends the notification, if the hub has APNs (it was checked when
+    /// the push came, and the services do not change).
+    pub fn start(self, services: Services) -> Option<InFlight> {
+        let (registry, sender) = (services.registry?, services.apns?);
+        Some(InFlight::start(registry, sender, &[&self.uid], &self.apns))
+    }
 }
 
 #[derive(Default)]
@@ -46,12 +132,12 @@ impl Replies {
         }
     }
 
-    /// Queues the reply of a push whose APNs part is under way.
-    pub fn wait(&mut self, id: Option<&RawValue>, delivered: usize, flight: InFlight) {
+    /// Queues the reply of a push that waits.
+    pub fn wait(&mut self, id: Option<&RawValue>, delivered: usize, wait: Wait) {
         self.waiting.push_back(Waiting {
             id: id.map(RawValue::to_owned),
             delivered,
-            flight,
+            wait,
             after: Vec::new(),
         });
     }
@@ -70,13 +156,12 @@ impl Replies {
 
     /// Moves every reply that is complete, in order, to the output. Ready when
     /// nothing waits any more.
-    pub fn poll_settle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_settle(&mut self, cx: &mut Context<'_>, services: Services) -> Poll<()> {
         while let Some(first) = self.waiting.front_mut() {
-            if first.flight.poll_done(cx).is_pending() {
+            let Poll::Ready(reply) = first.poll_reply(cx, services) else {
                 return Poll::Pending;
-            }
+            };
             if let Some(done) = self.waiting.pop_front() {
-                let reply = Reply::DeliveredApns(done.delivered, done.flight.into_summary());
                 write_reply(&mut self.out, done.id.as_deref(), &reply);
                 self.out.extend_from_slice(&done.after);
             }

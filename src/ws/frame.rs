@@ -13,6 +13,7 @@ pub struct Frame(Bytes);
 
 const FIN: u8 = 0x80;
 const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
@@ -21,6 +22,12 @@ impl Frame {
     /// A final text frame carrying `text`.
     pub fn text(text: &str) -> Frame {
         Frame::encode(OP_TEXT, &[text.as_bytes()])
+    }
+
+    /// A final binary frame carrying `data`: a backend's answer to one
+    /// connection (`push` with `conn` and `binary`).
+    pub fn binary(data: &[u8]) -> Frame {
+        Frame::encode(OP_BINARY, &[data])
     }
 
     /// The answer to a ping: a pong with the ping's payload (at most 125 bytes,

@@ -18,7 +18,7 @@ const OP_PONG: u8 = 0xA;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
     Text(String),
-    Binary,
+    Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong,
     /// The close frame's code, if it carried one.
@@ -51,15 +51,46 @@ impl fmt::Display for FrameError {
 #[derive(Debug)]
 struct Fragmented {
     text: bool,
+    /// For a text message: `data[..checked]` is UTF-8 that ends on a
+    /// character boundary; what follows is at most an incomplete character.
+    checked: u32,
     data: Vec<u8>,
 }
 
-/// Decoder state that lives between frames: only a fragmented message.
+impl Fragmented {
+    /// Checks what the last fragment added, so that a text message fails as
+    /// soon as a fragment makes it invalid rather than at its last one. A
+    /// character cut at the end may still be completed by the next fragment.
+    fn check(&mut self) -> Result<(), FrameError> {
+        if !self.text {
+            return Ok(());
+        }
+        let from = self.checked as usize;
+        // `data` fits the size limit, which fits a u32.
+        self.checked = match std::str::from_utf8(&self.data[from..]) {
+            Ok(_) => self.data.len() as u32,
+            Err(e) if e.error_len().is_some() => return Err(FrameError::BadUtf8),
+            Err(e) => (from + e.valid_up_to()) as u32,
+        };
+        Ok(())
+    }
+
+    /// The incomplete character the checked part ends with, if any.
+    fn tail(&self) -> &[u8] {
+        &self.data[self.checked as usize..]
+    }
+}
+
+/// Decoder state that lives between frames: only a fragmented message, and
+/// how much of a text frame still arriving is known to be UTF-8.
 /// Every connection holds one, so it is kept small: the rare fragmented
 /// message is boxed, and the limit (at most 1 GiB) fits a `u32`.
 #[derive(Debug)]
 pub struct Decoder {
     max_message: u32,
+    /// Payload bytes of the partial text frame at the start of the input
+    /// that were found to complete characters (0 once the frame is done).
+    checked: u32,
     fragmented: Option<Box<Fragmented>>,
 }
 
@@ -67,13 +98,16 @@ impl Decoder {
     pub fn new(max_message: usize) -> Decoder {
         Decoder {
             max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            checked: 0,
             fragmented: None,
         }
     }
 
     /// Decodes the next frame at the start of `buf` (unmasking it in place).
     /// Returns the bytes consumed and the message the frame completed, if any;
-    /// `Ok(None)` when `buf` holds no complete frame yet.
+    /// `Ok(None)` when `buf` holds no complete frame yet. A partial frame is
+    /// left as it was, and must be passed again with more bytes after it:
+    /// the part of a text frame already checked is not checked again.
     pub fn decode(
         &mut self,
         buf: &mut [u8],
@@ -110,6 +144,17 @@ impl Decoder {
                 "fragmented or oversized control frame",
             ));
         }
+        // Known from the header alone: refused before the payload arrives.
+        match (opcode, &self.fragmented) {
+            (OP_TEXT | OP_BINARY, Some(_)) => {
+                return Err(FrameError::Protocol("new message inside a fragmented one"));
+            }
+            (OP_CONTINUATION, None) => {
+                return Err(FrameError::Protocol("continuation without a message"));
+            }
+            (OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG, _) => {}
+            _ => return Err(FrameError::Protocol("unknown opcode")),
+        }
         let buffered = self.fragmented.as_ref().map_or(0, |f| f.data.len()) as u64;
         if !control && len.saturating_add(buffered) > u64::from(self.max_message) {
             return Err(FrameError::TooBig);
@@ -120,8 +165,10 @@ impl Decoder {
         };
         at += 4;
         let Some(payload) = buf.get_mut(at..at + len) else {
+            self.check_partial(opcode, &buf[at..], mask)?;
             return Ok(None);
         };
+        self.checked = 0;
         for (i, byte) in payload.iter_mut().enumerate() {
             *byte ^= mask[i % 4];
         }
@@ -129,40 +176,102 @@ impl Decoder {
         let payload = &buf[at..consumed];
         let message = match opcode {
             OP_TEXT | OP_BINARY => {
-                if self.fragmented.is_some() {
-                    return Err(FrameError::Protocol("new message inside a fragmented one"));
-                }
                 let text = opcode == OP_TEXT;
                 if fin {
                     Some(complete(text, payload.to_vec())?)
                 } else {
-                    self.fragmented = Some(Box::new(Fragmented {
+                    let mut first = Box::new(Fragmented {
                         text,
+                        checked: 0,
                         data: payload.to_vec(),
-                    }));
+                    });
+                    first.check()?;
+                    self.fragmented = Some(first);
                     None
-                }
-            }
-            OP_CONTINUATION => {
-                let Some(fragmented) = self.fragmented.as_mut() else {
-                    return Err(FrameError::Protocol("continuation without a message"));
-                };
-                fragmented.data.extend_from_slice(payload);
-                match (fin, self.fragmented.take()) {
-                    (true, Some(done)) => Some(complete(done.text, done.data)?),
-                    (_, fragmented) => {
-                        self.fragmented = fragmented;
-                        None
-                    }
                 }
             }
             OP_PING => Some(Incoming::Ping(payload.to_vec())),
             OP_PONG => Some(Incoming::Pong),
             OP_CLOSE => Some(close(payload)?),
-            _ => return Err(FrameError::Protocol("unknown opcode")),
+            // A continuation: the header check saw its message.
+            _ => match (fin, self.fragmented.take()) {
+                (true, Some(mut done)) => {
+                    done.data.extend_from_slice(payload);
+                    Some(complete(done.text, done.data)?)
+                }
+                (false, Some(mut more)) => {
+                    more.data.extend_from_slice(payload);
+                    more.check()?;
+                    self.fragmented = Some(more);
+                    None
+                }
+                (_, None) => return Err(FrameError::Protocol("continuation without a message")),
+            },
         };
         Ok(Some((consumed, message)))
     }
+
+    /// Fails a text message as soon as the part of its frame that has arrived
+    /// cannot be UTF-8, instead of once the frame is complete, so a client
+    /// streaming a large invalid message is stopped early. Only the bytes
+    /// that arrived since the last call are looked at, through a stack copy:
+    /// `arrived` (the payload so far) stays masked and untouched.
+    fn check_partial(
+        &mut self,
+        opcode: u8,
+        arrived: &[u8],
+        mask: [u8; 4],
+    ) -> Result<(), FrameError> {
+        let carry: &[u8] = match (opcode, &self.fragmented) {
+            (OP_TEXT, None) => &[],
+            (OP_CONTINUATION, Some(fragmented)) if fragmented.text => fragmented.tail(),
+            _ => return Ok(()),
+        };
+        let from = self.checked as usize;
+        // Once some of this frame completed a character, the carried one is done.
+        let carry = if from == 0 { carry } else { &[] };
+        let new = arrived.get(from..).unwrap_or_default();
+        // A partial frame is shorter than its length, which fits a u32.
+        self.checked += utf8_prefix(carry, new, mask, from)? as u32;
+        Ok(())
+    }
+}
+
+/// How many bytes of `masked` (payload bytes from `offset` on, still masked)
+/// end on a character boundary, after `carry`, the start of a character left
+/// by the previous fragment; `BadUtf8` as soon as they cannot be UTF-8. An
+/// incomplete character at the end is not counted: it may yet be completed.
+fn utf8_prefix(
+    carry: &[u8],
+    masked: &[u8],
+    mask: [u8; 4],
+    offset: usize,
+) -> Result<usize, FrameError> {
+    const CHUNK: usize = 256;
+    // An incomplete character is at most 3 bytes.
+    let mut window = [0u8; CHUNK + 3];
+    // `window[..held]` is an incomplete character carried over, whose first
+    // `from_carry` bytes are `carry`'s (the rest came from `masked`).
+    let (mut held, mut from_carry) = (carry.len(), carry.len());
+    window[..held].copy_from_slice(carry);
+    let mut done = 0;
+    for (n, chunk) in masked.chunks(CHUNK).enumerate() {
+        let start = n * CHUNK;
+        for (i, byte) in chunk.iter().enumerate() {
+            window[held + i] = byte ^ mask[(offset + start + i) % 4];
+        }
+        let filled = held + chunk.len();
+        let valid = match std::str::from_utf8(&window[..filled]) {
+            Ok(_) => filled,
+            Err(e) if e.error_len().is_some() => return Err(FrameError::BadUtf8),
+            Err(e) => e.valid_up_to(),
+        };
+        let (tail, carried) = (filled - valid, from_carry.saturating_sub(valid));
+        done = start + chunk.len() - (tail - carried);
+        window.copy_within(valid..filled, 0);
+        (held, from_carry) = (tail, carried);
+    }
+    Ok(done)
 }
 
 fn complete(text: bool, data: Vec<u8>) -> Result<Incoming, FrameError> {
@@ -171,7 +280,7 @@ fn complete(text: bool, data: Vec<u8>) -> Result<Incoming, FrameError> {
             .map(Incoming::Text)
             .map_err(|_| FrameError::BadUtf8)
     } else {
-        Ok(Incoming::Binary)
+        Ok(Incoming::Binary(data))
     }
 }
 
@@ -239,7 +348,7 @@ pub(crate) mod tests {
         bytes.extend(client_frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e']));
         let got = decode_all(&mut d, bytes).unwrap();
         assert_eq!(got[0], Incoming::Text("hello".into()));
-        assert_eq!(got[1], Incoming::Binary);
+        assert_eq!(got[1], Incoming::Binary(vec![0, 1, 2]));
         assert_eq!(got[2], Incoming::Ping(b"p".to_vec()));
         assert_eq!(got[3], Incoming::Pong);
         assert_eq!(got[4], Incoming::Text("x".repeat(300)));
@@ -341,5 +450,149 @@ pub(crate) mod tests {
         let mut huge = vec![0x82, 0xFF];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(Decoder::new(10).decode(&mut huge), Err(FrameError::TooBig));
+    }
+
+    #[test]
+    fn refused_from_the_header_before_the_payload() {
+        let header = |frame: Vec<u8>| frame[..8].to_vec();
+        let mut d = Decoder::new(1 << 20);
+        assert_eq!(
+            d.decode(&mut header(client_frame(0x80, &[0; 1000]))),
+            Err(FrameError::Protocol("continuation without a message"))
+        );
+        let mut d = Decoder::new(1 << 20);
+        assert_eq!(
+            d.decode(&mut header(client_frame(0x83, &[0; 1000]))),
+            Err(FrameError::Protocol("unknown opcode"))
+        );
+        let mut d = Decoder::new(1 << 20);
+        let mut first = client_frame(0x01, b"a");
+        assert!(matches!(d.decode(&mut first), Ok(Some((_, None)))));
+        assert_eq!(
+            d.decode(&mut header(client_frame(0x82, &[0; 1000]))),
+            Err(FrameError::Protocol("new message inside a fragmented one"))
+        );
+    }
+
+    /// Feeds `bytes` `piece` bytes at a time, as reads from a socket would
+    /// come, keeping only the undecoded rest (as a connection does). On an
+    /// error, says how many bytes had been fed.
+    fn feed(
+        decoder: &mut Decoder,
+        bytes: &[u8],
+        piece: usize,
+    ) -> Result<Vec<Incoming>, (FrameError, usize)> {
+        let (mut pending, mut out, mut fed) = (Vec::new(), Vec::new(), 0);
+        for chunk in bytes.chunks(piece) {
+            pending.extend_from_slice(chunk);
+            fed += chunk.len();
+            loop {
+                match decoder.decode(&mut pending) {
+                    Ok(Some((used, message))) => {
+                        pending.drain(..used);
+                        out.extend(message);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err((e, fed)),
+                }
+            }
+        }
+        assert!(pending.is_empty(), "bytes left over");
+        Ok(out)
+    }
+
+    /// Characters of 1 to 4 bytes, over more than one 256-byte chunk of the
+    /// partial-frame check.
+    fn mixed_text() -> String {
+        "aé€😀".repeat(40)
+    }
+
+    #[test]
+    fn characters_cut_anywhere_are_accepted() {
+        let text = mixed_text();
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut frames = client_frame(0x01, &bytes[..cut]);
+            frames.extend(client_frame(0x80, &bytes[cut..]));
+            for piece in [1, 2, 3, 5, 97, 300, frames.len()] {
+                let got = feed(&mut Decoder::new(1 << 20), &frames, piece);
+                assert_eq!(
+                    got,
+                    Ok(vec![Incoming::Text(text.clone())]),
+                    "cut {cut}, piece {piece}"
+                );
+            }
+        }
+        // Three fragments, the middle one a single byte of a 4-byte character.
+        let four = "😀".as_bytes();
+        let mut frames = client_frame(0x01, &four[..1]);
+        frames.extend(client_frame(0x00, &four[1..2]));
+        frames.extend(client_frame(0x80, &four[2..]));
+        for piece in [1, 4, frames.len()] {
+            let got = feed(&mut Decoder::new(1 << 20), &frames, piece);
+            assert_eq!(got, Ok(vec![Incoming::Text("😀".into())]));
+        }
+    }
+
+    /// Invalid UTF-8 fails the message once the byte that makes it invalid
+    /// has arrived, whether the message is one frame still arriving or a
+    /// fragment of several, without waiting for the rest.
+    #[test]
+    fn invalid_text_fails_as_soon_as_it_arrives() {
+        // Each sequence and the index of the byte that makes it invalid.
+        let bad: [(&[u8], usize); 5] = [
+            (&[0xF4, 0x90, 0x80, 0x80], 1), // past U+10FFFF
+            (&[0xED, 0xA0, 0x80], 1),       // a surrogate
+            (&[0xC0, 0x80], 0),             // overlong
+            (&[0xFF], 0),
+            (&[0x80], 0), // a continuation byte alone
+        ];
+        let valid = mixed_text();
+        for (sequence, at) in bad {
+            for prefix in [0, 1, 3, 250, 255, 256, 257, valid.len()] {
+                // Only whole characters of the valid text, so that the bad
+                // byte is where it says.
+                let Some(prefix) = valid.get(..prefix) else {
+                    continue;
+                };
+                let mut payload = prefix.as_bytes().to_vec();
+                payload.extend_from_slice(sequence);
+                payload.extend_from_slice(b" and a rest that never needs to arrive");
+                let bad_byte = prefix.len() + at;
+
+                let frame = client_frame(0x81, &payload);
+                let header = frame.len() - payload.len();
+                for piece in [1, 3, 64] {
+                    let got = feed(&mut Decoder::new(1 << 20), &frame, piece);
+                    let Err((FrameError::BadUtf8, fed)) = got else {
+                        panic!("{sequence:x?} after {}: {got:?}", prefix.len());
+                    };
+                    assert!(fed <= header + bad_byte + piece, "one frame: fed {fed}");
+                }
+
+                // Cut into fragments just before the bad byte: the fragment
+                // that carries it fails, the last one is never needed.
+                let mut frames = client_frame(0x01, &payload[..bad_byte]);
+                let first = frames.len();
+                frames.extend(client_frame(0x00, &payload[bad_byte..]));
+                let header = frames.len() - first - (payload.len() - bad_byte);
+                let two = frames.len();
+                frames.extend(client_frame(0x80, b"never read"));
+                let got = feed(&mut Decoder::new(1 << 20), &frames, 1);
+                assert_eq!(got, Err((FrameError::BadUtf8, first + header + 1)));
+                // The same when each fragment arrives whole.
+                let got = feed(&mut Decoder::new(1 << 20), &frames[..two], two);
+                assert_eq!(got, Err((FrameError::BadUtf8, two)));
+            }
+        }
+    }
+
+    #[test]
+    fn binary_is_not_checked() {
+        let bytes = [0xFF, 0xFE, 0x80];
+        let mut frames = client_frame(0x02, &bytes[..1]);
+        frames.extend(client_frame(0x80, &bytes[1..]));
+        let got = feed(&mut Decoder::new(1 << 20), &frames, 1);
+        assert_eq!(got, Ok(vec![Incoming::Binary(bytes.to_vec())]));
     }
 }

@@ -36,6 +36,7 @@ use inbound::{Decoder, FrameError, Incoming};
 use link::Link;
 
 use crate::auth::{self, AuthError, Identity};
+use crate::hub::listeners::Payload;
 use crate::hub::{CloseReason, ConnId, Outbound};
 use crate::metrics::Counters;
 use crate::shared::{Shared, SocketSlot};
@@ -152,28 +153,41 @@ pub(crate) fn serve(
                     return;
                 }
             };
+            let config = &shared.config;
             let id = {
                 let mut hub = shared.hub.borrow_mut();
                 let now = hub.now_ms();
                 hub.counters.handshakes += 1;
-                hub.open(now, link.flusher_socket(), v1)
+                let id = hub.open(now, link.flusher_socket(), v1);
+                if config.allow_anonymous {
+                    hub.bind_anonymous(id);
+                }
+                id
             };
+            // With no credential to take, an anonymous connection is
+            // complete at once: nothing it sends is a credential.
+            let anonymous_only = config.allow_anonymous
+                && config.auth.secret.is_none()
+                && !config.auth.allow_plain_uid;
             let mut session = Session {
                 decoder: Decoder::new(shared.config.max_message_size),
                 shared: Rc::clone(&shared),
                 id,
                 link,
                 pending: tail,
-                authenticated: false,
+                authenticated: anonymous_only,
                 v1: v1.then(Box::default),
             };
+            if anonymous_only && v1 {
+                session.welcome_anonymous();
+            }
             // A `token` in the URL is always a signed token, never a plain
             // uid. The client is bound before it can act on the handshake's
             // answer, so a push sent once it is connected cannot miss it.
             let refused = match token {
                 Some(token) if shared.config.auth.secret.is_some() => {
                     let verified = auth::token(&shared.config.auth, &token, unix_now());
-                    session.bind(verified, None).err()
+                    session.bind(verified, None, &v1::Since::default()).err()
                 }
                 _ => None,
             };
@@ -225,8 +239,11 @@ struct Session {
 
 /// What a turn of the connection loop produced.
 enum Turn {
-    /// A text message to act on: a raw client's credential, or any v1 frame.
+    /// A text message to act on: a raw client's credential, any v1 frame,
+    /// or (with `--upstream`) a raw client's message.
     Text(String),
+    /// A raw client's binary message, with `--upstream`.
+    Binary(Vec<u8>),
     End(Ending),
 }
 
@@ -248,12 +265,13 @@ impl Session {
         &mut self,
         identity: Result<Identity, AuthError>,
         id: Option<&RawValue>,
+        since: &v1::Since,
     ) -> Result<Identity, AuthError> {
         let mut identity = identity?;
         self.shared.hub.borrow_mut().bind(self.id, &identity.uid);
         self.authenticated = true;
         debug!("{} authenticated", identity.uid);
-        self.join_granted(&mut identity, id);
+        self.join_granted(&mut identity, id, since);
         Ok(identity)
     }
 
@@ -268,10 +286,18 @@ impl Session {
                         return Poll::Ready(ending);
                     }
                 }
+                Turn::Text(text) if self.authenticated => {
+                    let mut hub = self.shared.hub.borrow_mut();
+                    let _ = hub.upstream(self.id, Payload::Text(&text));
+                }
+                Turn::Binary(data) => {
+                    let mut hub = self.shared.hub.borrow_mut();
+                    let _ = hub.upstream(self.id, Payload::Binary(&data));
+                }
                 Turn::Text(text) => {
                     let now = unix_now();
                     let identity = auth::authenticate(&self.shared.config.auth, &text, now);
-                    match self.bind(identity, None) {
+                    match self.bind(identity, None, &v1::Since::default()) {
                         Err(e) => return Poll::Ready(Ending::Unauthorized(e)),
                         // The original's push.php sends nothing on login, so
                         // its pages read every message as a push; the greeting
@@ -312,19 +338,21 @@ impl Session {
                     hub.send(self.id, &Frame::pong(payload));
                 }
             }
+            let upstream = self.shared.config.upstream;
             match message {
-                Incoming::Text(text) if !self.authenticated || self.v1.is_some() => {
+                Incoming::Text(text) if !self.authenticated || self.v1.is_some() || upstream => {
                     return Poll::Ready(Turn::Text(text));
                 }
-                Incoming::Binary if self.v1.is_some() => {
+                Incoming::Binary(_) if self.v1.is_some() => {
                     return Poll::Ready(Turn::End(Ending::NotV1("v1 frames are text frames")));
                 }
-                Incoming::Binary if !self.authenticated => {
+                Incoming::Binary(_) if !self.authenticated => {
                     return Poll::Ready(Turn::End(Ending::Unauthorized(AuthError::NotText)));
                 }
+                Incoming::Binary(data) if upstream => return Poll::Ready(Turn::Binary(data)),
                 Incoming::Close(code) => return Poll::Ready(Turn::End(Ending::PeerClosed(code))),
-                // A raw client's messages after authentication are accepted
-                // and ignored, as the original's are.
+                // Without --upstream, a raw client's messages after
+                // authentication are accepted and ignored, as the original's are.
                 _ => {}
             }
         }

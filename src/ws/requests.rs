@@ -1,8 +1,13 @@
 //! A v1 client's requests, carried out: `auth` binds the connection and is
 //! answered `welcome`; `sub` and `unsub` change its channels under its
-//! grants; `pub` publishes; `ping` is answered `pong`. Every refusal is an
+//! grants; `pub` publishes; `ping` is answered `pong`; `ack` acknowledges
+//! a position; `send` goes up to a listening backend. Every refusal is an
 //! `error` frame and a counter, and the connection stays open; only a frame
 //! that no v1 client sends ends it.
+//!
+//! Recovery (`since` in `auth` and `sub`) is answered first, then the
+//! missed messages follow, all queued in one turn: nothing sent later can
+//! come between them.
 //!
 //! The token's `subs` are joined at bind time, for raw clients too: the
 //! backend signed them.
@@ -13,10 +18,11 @@ use log::debug;
 use serde_json::value::RawValue;
 
 use super::frame::Frame;
-use super::v1::{self, Credential, Op, V1Error};
+use super::v1::{self, Credential, Op, PerStream, Since, V1Error, Welcome};
 use super::{Ending, Session};
 use crate::auth::{self, Grants, Identity, may_publish, may_subscribe};
-use crate::hub::{Fanout, SubscribeError};
+use crate::hub::listeners::Payload;
+use crate::hub::{AckError, Fanout, Hub, Pos, StreamKey, SubscribeError, Target, UpstreamError};
 use crate::metrics::Counters;
 use crate::time::unix_now;
 
@@ -33,6 +39,25 @@ impl From<SubscribeError> for V1Error {
         match e {
             SubscribeError::TooManySubscriptions => V1Error::TooManySubscriptions,
             SubscribeError::TooManyChannels => V1Error::TooManyChannels,
+        }
+    }
+}
+
+impl From<AckError> for V1Error {
+    fn from(e: AckError) -> V1Error {
+        match e {
+            AckError::NoStream => V1Error::NoStream,
+            AckError::OtherEpoch => V1Error::OtherEpoch,
+            AckError::Ahead => V1Error::AheadOfStream,
+        }
+    }
+}
+
+impl From<UpstreamError> for V1Error {
+    fn from(e: UpstreamError) -> V1Error {
+        match e {
+            UpstreamError::NoListener => V1Error::NoListener,
+            UpstreamError::Full => V1Error::ListenersFull,
         }
     }
 }
@@ -67,37 +92,52 @@ impl Session {
         let id = request.id;
         match request.op {
             Op::Ping => self.answer(&v1::pong(id)),
-            Op::Auth(_) if self.authenticated => {
+            Op::Auth { .. } if self.authenticated => {
                 self.refuse(V1Error::AlreadyAuthenticated, id, None);
             }
-            Op::Auth(credential) => {
+            Op::Auth { credential, since } => {
                 let config = &self.shared.config.auth;
                 let identity = match credential {
                     Credential::Token(token) => auth::token(config, &token, unix_now()),
                     Credential::Uid(uid) => auth::plain_uid(config, &uid),
                 };
-                if let Err(e) = self.bind(identity, id) {
+                if let Err(e) = self.bind(identity, id, &since) {
                     return Some(Ending::Unauthorized(e));
                 }
             }
-            op if !self.authenticated => {
+            op if !self.is_live() => {
                 let ch = match &op {
-                    Op::Sub { ch } | Op::Unsub { ch } | Op::Pub { ch, .. } => Some(ch.as_ref()),
-                    Op::Auth(_) | Op::Ping => None,
+                    Op::Sub { ch, .. } | Op::Unsub { ch } | Op::Pub { ch, .. } => Some(ch.as_ref()),
+                    Op::Ack { ch, .. } => ch.as_deref(),
+                    Op::Auth { .. } | Op::Ping | Op::Send { .. } => None,
                 };
                 self.refuse(V1Error::Unauthenticated, id, ch);
             }
-            Op::Sub { ch } => self.sub(&ch, id),
+            Op::Sub { ch, since } => self.sub(&ch, since, id),
             Op::Unsub { ch } => self.unsub(&ch, id),
             Op::Pub { ch, d } => self.publish(&ch, d, id),
+            Op::Ack { ch, pos } => self.ack(ch.as_deref(), pos, id),
+            Op::Send { d } => self.send_up(d, id),
         }
         None
     }
 
+    /// Whether the connection receives and may act: authenticated, or
+    /// anonymous (`--allow-anonymous`, where every connection is live).
+    fn is_live(&self) -> bool {
+        self.authenticated || self.shared.config.allow_anonymous
+    }
+
     /// After a bind: joins the channels of the token's `subs`, and welcomes a
-    /// v1 client with its uid and channels. A v1 session takes the grants
-    /// over (all but the `subs`, used up here).
-    pub(super) fn join_granted(&mut self, identity: &mut Identity, id: Option<&RawValue>) {
+    /// v1 client with its uid, channels and positions, recovering what
+    /// `since` asks. A v1 session takes the grants over (all but the
+    /// `subs`, used up here).
+    pub(super) fn join_granted(
+        &mut self,
+        identity: &mut Identity,
+        id: Option<&RawValue>,
+        since: &Since,
+    ) {
         let mut hub = self.shared.hub.borrow_mut();
         for ch in &identity.grants.subs {
             if let Err(e) = hub.subscribe(self.id, ch) {
@@ -111,12 +151,17 @@ impl Session {
         client.uid.clone_from(&identity.uid);
         client.grants = std::mem::take(&mut identity.grants);
         client.grants.subs = Vec::new();
-        let subs = hub.subscriptions_of(self.id);
-        let subs: Vec<&str> = subs.iter().map(|ch| &**ch).collect();
-        hub.send(self.id, &v1::welcome(&identity.uid, &subs, id));
+        welcome(&mut hub, self.id, Some(&identity.uid), since, id);
     }
 
-    fn sub(&mut self, ch: &str, id: Option<&RawValue>) {
+    /// An anonymous v1 client's welcome, as it connects (`--allow-anonymous`
+    /// alone: it will send no `auth`).
+    pub(super) fn welcome_anonymous(&mut self) {
+        let mut hub = self.shared.hub.borrow_mut();
+        welcome(&mut hub, self.id, None, &Since::default(), None);
+    }
+
+    fn sub(&mut self, ch: &str, since: Option<Pos>, id: Option<&RawValue>) {
         let Some(client) = self.v1.as_deref() else {
             return;
         };
@@ -128,11 +173,20 @@ impl Session {
         ) {
             return self.refuse(V1Error::Forbidden, id, Some(ch));
         }
-        let subscribed = self.shared.hub.borrow_mut().subscribe(self.id, ch);
-        match subscribed {
-            // Already in it: the client gets what it asked for all the same.
-            Ok(_) => self.answer(&v1::subbed(ch, id)),
-            Err(e) => self.refuse(e.into(), id, Some(ch)),
+        let mut hub = self.shared.hub.borrow_mut();
+        // Already in it: the client gets what it asked for all the same.
+        if let Err(e) = hub.subscribe(self.id, ch) {
+            drop(hub);
+            return self.refuse(e.into(), id, Some(ch));
+        }
+        let stream = StreamKey::Channel(ch);
+        let pos = hub.position(stream);
+        let mut budget = hub.replay_budget(self.id);
+        let replay = since.map(|since| hub.recover(stream, since, &mut budget));
+        let recovered = replay.as_ref().map(Option::is_some);
+        hub.send(self.id, &v1::subbed(ch, pos, recovered, id));
+        for frame in replay.into_iter().flatten().flatten() {
+            hub.send(self.id, &frame);
         }
     }
 
@@ -157,17 +211,40 @@ impl Session {
             Ok(text) if d.get().starts_with('"') => text,
             _ => Cow::Borrowed(d.get()),
         };
-        let message = Fanout::new(|v1| match v1 {
-            true => v1::msg_channel(ch, d),
-            false => Frame::text(&text),
-        });
         let delivered = {
             let mut hub = self.shared.hub.borrow_mut();
             hub.counters.publications += 1;
-            hub.publish(ch, &message)
+            hub.deliver(Target::Channel(ch), |pos| {
+                Fanout::new(move |v1| match v1 {
+                    true => v1::msg_channel(ch, d, pos),
+                    false => Frame::text(&text),
+                })
+            })
         };
         if let Some(id) = id {
             self.answer(&v1::pubbed(ch, delivered, id));
+        }
+    }
+
+    fn ack(&mut self, ch: Option<&str>, pos: Pos, id: Option<&RawValue>) {
+        let acked = self.shared.hub.borrow_mut().ack(self.id, ch, pos);
+        match (acked, id) {
+            (Ok(()), Some(id)) => self.answer(&v1::acked(id)),
+            (Ok(()), None) => {}
+            (Err(e), _) => self.refuse(e.into(), id, ch),
+        }
+    }
+
+    fn send_up(&mut self, d: &RawValue, id: Option<&RawValue>) {
+        let sent = self
+            .shared
+            .hub
+            .borrow_mut()
+            .upstream(self.id, Payload::Json(d));
+        match (sent, id) {
+            (Ok(()), Some(id)) => self.answer(&v1::sent(id)),
+            (Ok(()), None) => {}
+            (Err(e), _) => self.refuse(e.into(), id, None),
         }
     }
 
@@ -184,5 +261,58 @@ impl Session {
 
     fn answer(&mut self, frame: &Frame) {
         self.shared.hub.borrow_mut().send(self.id, frame);
+    }
+}
+
+/// Welcomes a v1 client that just became live (as `uid`, or anonymous):
+/// where each of its streams stands, and what `since` asked to recover,
+/// then the recovered messages, in order. One replay budget for them all.
+fn welcome(
+    hub: &mut Hub,
+    conn: crate::hub::ConnId,
+    uid: Option<&str>,
+    since: &Since,
+    id: Option<&RawValue>,
+) {
+    let subs = hub.subscriptions_of(conn);
+    let subs: Vec<&str> = subs.iter().map(|ch| &**ch).collect();
+    let mut budget = hub.replay_budget(conn);
+    let mut replay = Vec::new();
+    let mut pos = PerStream::default();
+    let mut recovered = PerStream::default();
+    let mut recover = |hub: &mut Hub, stream: StreamKey, since: Option<Pos>| {
+        let frames = hub.recover(stream, since?, &mut budget);
+        let ok = frames.is_some();
+        replay.extend(frames.into_iter().flatten());
+        Some(ok)
+    };
+    if let Some(uid) = uid {
+        let stream = StreamKey::Uid(uid);
+        pos.uid = hub.position(stream);
+        recovered.uid = recover(hub, stream, since.uid);
+    }
+    pos.all = hub.position(StreamKey::All);
+    recovered.all = recover(hub, StreamKey::All, since.all);
+    for &ch in &subs {
+        let stream = StreamKey::Channel(ch);
+        if let Some(p) = hub.position(stream) {
+            pos.chs.push((ch, p));
+        }
+        let asked = since.chs.iter().find(|(c, _)| c == ch).map(|(_, p)| *p);
+        if let Some(ok) = recover(hub, stream, asked) {
+            recovered.chs.push((ch, ok));
+        }
+    }
+    let asked = since.uid.is_some() || since.all.is_some() || !since.chs.is_empty();
+    let welcome = Welcome {
+        uid,
+        conn: conn.wire(),
+        subs: &subs,
+        pos,
+        recovered: asked.then_some(recovered),
+    };
+    hub.send(conn, &v1::welcome(&welcome, id));
+    for frame in &replay {
+        hub.send(conn, frame);
     }
 }

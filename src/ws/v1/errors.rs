@@ -41,6 +41,16 @@ pub enum V1Error {
     TooManySubscriptions,
     /// The hub is at `--max-channels`, and this would be a new one.
     TooManyChannels,
+    /// An `ack` of a stream that keeps no positions, or no longer exists.
+    NoStream,
+    /// An `ack` of a position of another epoch: the stream was lost since.
+    OtherEpoch,
+    /// An `ack` past the stream's last message.
+    AheadOfStream,
+    /// A `send`, but no backend listens.
+    NoListener,
+    /// A `send`, but every listening backend is full: it was dropped.
+    ListenersFull,
 }
 
 impl V1Error {
@@ -52,14 +62,15 @@ impl V1Error {
             | V1Error::MissingField(_)
             | V1Error::WrongType { .. }
             | V1Error::TokenAndUid
-            | V1Error::UnknownOp => 400,
+            | V1Error::UnknownOp
+            | V1Error::AheadOfStream => 400,
             V1Error::Unauthenticated => 401,
             V1Error::Forbidden => 403,
-            V1Error::NotSubscribed => 404,
-            V1Error::AlreadyAuthenticated => 409,
+            V1Error::NotSubscribed | V1Error::NoStream => 404,
+            V1Error::AlreadyAuthenticated | V1Error::OtherEpoch => 409,
             V1Error::BadChannel(_) => 422,
             V1Error::TooManySubscriptions => 429,
-            V1Error::TooManyChannels => 503,
+            V1Error::TooManyChannels | V1Error::NoListener | V1Error::ListenersFull => 503,
         }
     }
 
@@ -80,6 +91,11 @@ impl V1Error {
             V1Error::NotSubscribed => "not_subscribed",
             V1Error::TooManySubscriptions => "too_many_subscriptions",
             V1Error::TooManyChannels => "too_many_channels",
+            V1Error::NoStream => "no_stream",
+            V1Error::OtherEpoch => "other_epoch",
+            V1Error::AheadOfStream => "ahead_of_stream",
+            V1Error::NoListener => "no_listener",
+            V1Error::ListenersFull => "listeners_full",
         }
     }
 
@@ -102,7 +118,9 @@ impl fmt::Display for V1Error {
             V1Error::MissingField(field) => write!(f, "missing field `{field}`"),
             V1Error::WrongType { field, expected } => write!(f, "`{field}` must be {expected}"),
             V1Error::TokenAndUid => f.write_str("give `token` or `uid`, not both"),
-            V1Error::UnknownOp => f.write_str("unknown op: expected auth, sub, unsub, pub or ping"),
+            V1Error::UnknownOp => {
+                f.write_str("unknown op: expected auth, sub, unsub, pub, ping, ack or send")
+            }
             V1Error::BadChannel(e) => write!(f, "bad channel name: {e}"),
             V1Error::Unauthenticated => f.write_str("authenticate first: send an auth op"),
             V1Error::AlreadyAuthenticated => {
@@ -115,6 +133,15 @@ impl fmt::Display for V1Error {
             ),
             V1Error::TooManyChannels => {
                 f.write_str("too many channels on this hub (--max-channels)")
+            }
+            V1Error::NoStream => f.write_str("no such stream: nothing to acknowledge"),
+            V1Error::OtherEpoch => {
+                f.write_str("position of another epoch: the stream's history was lost")
+            }
+            V1Error::AheadOfStream => f.write_str("position past the stream's last message"),
+            V1Error::NoListener => f.write_str("no backend listens for messages"),
+            V1Error::ListenersFull => {
+                f.write_str("every listening backend is full: the message was dropped")
             }
         }
     }
@@ -168,7 +195,7 @@ mod tests {
                 V1Error::UnknownOp,
                 400,
                 "unknown_op",
-                "unknown op: expected auth, sub, unsub, pub or ping",
+                "unknown op: expected auth, sub, unsub, pub, ping, ack or send",
             ),
             (
                 V1Error::BadChannel(BadName::Star),
@@ -217,6 +244,36 @@ mod tests {
                 503,
                 "too_many_channels",
                 "too many channels on this hub (--max-channels)",
+            ),
+            (
+                V1Error::NoStream,
+                404,
+                "no_stream",
+                "no such stream: nothing to acknowledge",
+            ),
+            (
+                V1Error::OtherEpoch,
+                409,
+                "other_epoch",
+                "position of another epoch: the stream's history was lost",
+            ),
+            (
+                V1Error::AheadOfStream,
+                400,
+                "ahead_of_stream",
+                "position past the stream's last message",
+            ),
+            (
+                V1Error::NoListener,
+                503,
+                "no_listener",
+                "no backend listens for messages",
+            ),
+            (
+                V1Error::ListenersFull,
+                503,
+                "listeners_full",
+                "every listening backend is full: the message was dropped",
             ),
         ] {
             assert_eq!(

@@ -22,7 +22,12 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-pub use encode::{error, msg, msg_broadcast, msg_channel, pong, pubbed, subbed, unsubbed, welcome};
+use crate::hub::Pos;
+
+pub use encode::{
+    PerStream, Welcome, acked, error, msg, msg_broadcast, msg_channel, pong, pubbed, sent, subbed,
+    unsubbed, welcome,
+};
 pub use errors::V1Error;
 pub use parse::{ParseError, parse};
 
@@ -39,9 +44,14 @@ pub struct Request<'a> {
 /// What a client asks. Channel names are checked ([`crate::channel::check_name`]).
 #[derive(Debug, Clone)]
 pub enum Op<'a> {
-    Auth(Credential<'a>),
+    Auth {
+        credential: Credential<'a>,
+        since: Since<'a>,
+    },
+    /// `since`: the last position the client saw of the channel.
     Sub {
         ch: Cow<'a, str>,
+        since: Option<Pos>,
     },
     Unsub {
         ch: Cow<'a, str>,
@@ -52,6 +62,24 @@ pub enum Op<'a> {
         d: &'a RawValue,
     },
     Ping,
+    /// Everything up to `pos` was received: of the uid's stream, or of `ch`.
+    Ack {
+        ch: Option<Cow<'a, str>>,
+        pos: Pos,
+    },
+    /// `d`, any JSON value, for a listening backend.
+    Send {
+        d: &'a RawValue,
+    },
+}
+
+/// Where a reconnecting client left off (`since` in `auth`): its uid's
+/// stream, the broadcasts, and channels its token joins it to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Since<'a> {
+    pub uid: Option<Pos>,
+    pub all: Option<Pos>,
+    pub chs: Vec<(Cow<'a, str>, Pos)>,
 }
 
 /// The credential of an `auth`, not yet checked: that is `auth::authenticate`'s job.
@@ -89,7 +117,7 @@ mod tests {
             panic!("{request}");
         };
         let published: serde_json::Value =
-            serde_json::from_str(text(&msg_channel(&ch, d))).unwrap();
+            serde_json::from_str(text(&msg_channel(&ch, d, None))).unwrap();
         assert_eq!(
             published,
             serde_json::json!({"op": "msg", "ch": "chat:\"q\"", "d": {"t": "hi\n"}})

@@ -5,8 +5,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Credential, Op, Request, V1Error};
+use super::{Credential, Op, Request, Since, V1Error};
 use crate::channel::check_name;
+use crate::hub::Pos;
 
 /// Why a client frame was refused, with what the error frame echoes: the
 /// request's `id`, and its `ch` when that was a string.
@@ -33,7 +34,25 @@ struct Fields<'a> {
     ch: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     d: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    pos: Option<&'a RawValue>,
 }
+
+/// An `auth`'s `since`, each part still raw.
+#[derive(Deserialize)]
+struct SinceFields<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    uid: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    all: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    chs: Option<&'a RawValue>,
+}
+
+const A_POSITION: &str = "a position such as \"3f2a9c:17\", as the hub sent it";
+const A_SINCE: &str = "an object of positions: {\"uid\":P,\"all\":P,\"chs\":{CH:P}}";
 
 /// A field that is present, even as `null`: `"d": null` is data to deliver,
 /// and `"id": null` an id to echo.
@@ -78,13 +97,20 @@ fn op<'a>(fields: &Fields<'a>) -> Result<Op<'a>, V1Error> {
         Ok(name)
     };
     match string(name, "op")?.as_ref() {
-        "auth" => match (fields.token, fields.uid) {
-            (Some(token), None) => Ok(Op::Auth(Credential::Token(string(token, "token")?))),
-            (None, Some(uid)) => Ok(Op::Auth(Credential::Uid(plain_uid(uid)?))),
-            (Some(_), Some(_)) => Err(V1Error::TokenAndUid),
-            (None, None) => Err(V1Error::MissingField("token")),
-        },
-        "sub" => Ok(Op::Sub { ch: channel()? }),
+        "auth" => {
+            let credential = match (fields.token, fields.uid) {
+                (Some(token), None) => Credential::Token(string(token, "token")?),
+                (None, Some(uid)) => Credential::Uid(plain_uid(uid)?),
+                (Some(_), Some(_)) => return Err(V1Error::TokenAndUid),
+                (None, None) => return Err(V1Error::MissingField("token")),
+            };
+            let since = fields.since.map(since).transpose()?.unwrap_or_default();
+            Ok(Op::Auth { credential, since })
+        }
+        "sub" => Ok(Op::Sub {
+            ch: channel()?,
+            since: fields.since.map(|raw| position(raw, "since")).transpose()?,
+        }),
         "unsub" => Ok(Op::Unsub { ch: channel()? }),
         "pub" => {
             let ch = channel()?;
@@ -92,8 +118,65 @@ fn op<'a>(fields: &Fields<'a>) -> Result<Op<'a>, V1Error> {
             Ok(Op::Pub { ch, d })
         }
         "ping" => Ok(Op::Ping),
+        "ack" => {
+            let ch = match fields.ch {
+                Some(_) => Some(channel()?),
+                None => None,
+            };
+            let pos = position(fields.pos.ok_or(V1Error::MissingField("pos"))?, "pos")?;
+            Ok(Op::Ack { ch, pos })
+        }
+        "send" => Ok(Op::Send {
+            d: fields.d.ok_or(V1Error::MissingField("d"))?,
+        }),
         _ => Err(V1Error::UnknownOp),
     }
+}
+
+/// A position, as the hub writes it in `pos`.
+fn position(raw: &RawValue, field: &'static str) -> Result<Pos, V1Error> {
+    let wrong = V1Error::WrongType {
+        field,
+        expected: A_POSITION,
+    };
+    let text = string(raw, field).map_err(|_| wrong)?;
+    Pos::parse(&text).ok_or(wrong)
+}
+
+/// An `auth`'s `since`.
+fn since(raw: &RawValue) -> Result<Since<'_>, V1Error> {
+    let wrong = |field| V1Error::WrongType {
+        field,
+        expected: A_SINCE,
+    };
+    if !raw.get().starts_with('{') {
+        return Err(wrong("since"));
+    }
+    let fields: SinceFields = serde_json::from_str(raw.get()).map_err(|_| wrong("since"))?;
+    let chs = match fields.chs {
+        None => Vec::new(),
+        Some(raw) => {
+            if !raw.get().starts_with('{') {
+                return Err(wrong("since.chs"));
+            }
+            let map: Vec<(Cow<str>, &RawValue)> =
+                serde_json::from_str::<std::collections::BTreeMap<Cow<str>, &RawValue>>(raw.get())
+                    .map_err(|_| wrong("since.chs"))?
+                    .into_iter()
+                    .collect();
+            map.into_iter()
+                .map(|(ch, pos)| {
+                    check_name(&ch).map_err(V1Error::BadChannel)?;
+                    Ok((ch, position(pos, "since.chs")?))
+                })
+                .collect::<Result<_, V1Error>>()?
+        }
+    };
+    Ok(Since {
+        uid: fields.uid.map(|p| position(p, "since.uid")).transpose()?,
+        all: fields.all.map(|p| position(p, "since.all")).transpose()?,
+        chs,
+    })
 }
 
 /// A JSON string, borrowed from the frame unless it has escapes.
@@ -144,11 +227,17 @@ mod tests {
     #[test]
     fn auth() {
         let token = |text| match ok(text).op {
-            Op::Auth(Credential::Token(t)) => t.into_owned(),
+            Op::Auth {
+                credential: Credential::Token(t),
+                since,
+            } if since == Since::default() => t.into_owned(),
             other => panic!("{other:?}"),
         };
         let uid = |text| match ok(text).op {
-            Op::Auth(Credential::Uid(u)) => u.into_owned(),
+            Op::Auth {
+                credential: Credential::Uid(u),
+                ..
+            } => u.into_owned(),
             other => panic!("{other:?}"),
         };
         assert_eq!(token(r#"{"op":"auth","token":"a.b.c"}"#), "a.b.c");
@@ -179,6 +268,7 @@ mod tests {
         match ok(r#"{"op":"sub","ch":"room:1"}"#).op {
             Op::Sub {
                 ch: Cow::Borrowed("room:1"),
+                since: None,
             } => {}
             other => panic!("{other:?}"),
         }
@@ -188,6 +278,87 @@ mod tests {
         }
         assert!(matches!(ok(r#"{"op":"ping"}"#).op, Op::Ping));
         assert!(matches!(ok(" {\"op\" : \"ping\"}\n").op, Op::Ping));
+    }
+
+    #[test]
+    fn positions_since_ack_and_send() {
+        let p = |text| Pos::parse(text).unwrap();
+        match ok(
+            r#"{"op":"auth","uid":"u","since":{"uid":"a1:3","all":"b2:0","chs":{"news":"c3:9"}}}"#,
+        )
+        .op
+        {
+            Op::Auth { since, .. } => assert_eq!(
+                since,
+                Since {
+                    uid: Some(p("a1:3")),
+                    all: Some(p("b2:0")),
+                    chs: vec![(Cow::Borrowed("news"), p("c3:9"))],
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        match ok(r#"{"op":"sub","ch":"news","since":"ff:12"}"#).op {
+            Op::Sub { since, .. } => assert_eq!(since, Some(p("ff:12"))),
+            other => panic!("{other:?}"),
+        }
+        match ok(r#"{"op":"ack","pos":"ff:12"}"#).op {
+            Op::Ack { ch: None, pos } => assert_eq!(pos, p("ff:12")),
+            other => panic!("{other:?}"),
+        }
+        match ok(r#"{"op":"ack","ch":"news","pos":"ff:12","id":1}"#).op {
+            Op::Ack { ch: Some(ch), .. } => assert_eq!(ch, "news"),
+            other => panic!("{other:?}"),
+        }
+        match ok(r#"{"op":"send","d":{"x":[1, "é"]}}"#).op {
+            Op::Send { d } => assert_eq!(d.get(), r#"{"x":[1, "é"]}"#),
+            other => panic!("{other:?}"),
+        }
+        let wrong = |field| V1Error::WrongType {
+            field,
+            expected: A_POSITION,
+        };
+        for bad in [
+            "12",
+            "\"12\"",
+            "\"x:1\"",
+            "\"1:-1\"",
+            "null",
+            "[1]",
+            "\"1:1:1\"",
+        ] {
+            let ack = format!(r#"{{"op":"ack","pos":{bad}}}"#);
+            assert_eq!(refused(&ack).0, wrong("pos"), "{ack}");
+            let sub = format!(r#"{{"op":"sub","ch":"a","since":{bad}}}"#);
+            assert_eq!(refused(&sub).0, wrong("since"), "{sub}");
+            let auth = format!(r#"{{"op":"auth","uid":"u","since":{{"all":{bad}}}}}"#);
+            assert_eq!(refused(&auth).0, wrong("since.all"), "{auth}");
+        }
+        let not_since = V1Error::WrongType {
+            field: "since",
+            expected: A_SINCE,
+        };
+        for bad in ["\"a:1\"", "1", "[]", "null", r#"{"uid":"a:1","uid":"a:2"}"#] {
+            let auth = format!(r#"{{"op":"auth","uid":"u","since":{bad}}}"#);
+            assert_eq!(refused(&auth).0, not_since, "{auth}");
+        }
+        assert_eq!(
+            refused(r#"{"op":"auth","uid":"u","since":{"chs":["news"]}}"#).0,
+            V1Error::WrongType {
+                field: "since.chs",
+                expected: A_SINCE
+            }
+        );
+        assert_eq!(
+            refused(r#"{"op":"auth","uid":"u","since":{"chs":{"a b":"1:1"}}}"#).0,
+            V1Error::BadChannel(crate::channel::BadName::NotPrintable)
+        );
+        assert_eq!(refused(r#"{"op":"ack"}"#).0, V1Error::MissingField("pos"));
+        assert_eq!(refused(r#"{"op":"send"}"#).0, V1Error::MissingField("d"));
+        assert_eq!(
+            refused(r#"{"op":"ack","ch":"*","pos":"1:1"}"#).0,
+            V1Error::BadChannel(crate::channel::BadName::Star)
+        );
     }
 
     #[test]
@@ -250,7 +421,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_ignored() {
         let request = ok(r#"{"op":"sub","ch":"a","v":2,"d":{"x":1},"token":5,"extra":[1]}"#);
-        assert!(matches!(request.op, Op::Sub { ch } if ch == "a"));
+        assert!(matches!(request.op, Op::Sub { ch, .. } if ch == "a"));
         assert!(matches!(
             ok(r#"{"op":"ping","ch":"a b","uid":null}"#).op,
             Op::Ping
@@ -291,7 +462,9 @@ mod tests {
     #[test]
     fn quotes_and_backslashes_in_names_are_unescaped() {
         match ok(r#"{"op":"sub","ch":"a\"b\\c"}"#).op {
-            Op::Sub { ch: Cow::Owned(ch) } => assert_eq!(ch, "a\"b\\c"),
+            Op::Sub {
+                ch: Cow::Owned(ch), ..
+            } => assert_eq!(ch, "a\"b\\c"),
             other => panic!("{other:?}"),
         }
     }
