@@ -1,12 +1,15 @@
 //! A v1 client's text frames on arbitrary bytes (as UTF-8 when they are):
-//! parsing never panics, and whatever parses, or is refused, re-encodes into
-//! a text frame of one JSON object with its `op`.
+//! parsing never panics, positions read back write as they were read, and
+//! whatever parses, or is refused, re-encodes into a text frame of one JSON
+//! object with its `op`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pushhub::channel::check_name;
+use pushhub::hub::Pos;
+use pushhub::hub::listeners::WireId;
 use pushhub::ws::frame::Frame;
-use pushhub::ws::v1::{self, Credential, Op};
+use pushhub::ws::v1::{self, Credential, Op, PerStream, Welcome};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -16,11 +19,39 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             let id = request.id;
             match request.op {
-                Op::Auth(Credential::Token(_)) => vec![v1::welcome("u", &[], id)],
-                Op::Auth(Credential::Uid(uid)) => vec![v1::welcome(&uid, &[], id)],
-                Op::Sub { ch } => {
+                Op::Auth { credential, since } => {
+                    let uid = match &credential {
+                        Credential::Token(_) => "u",
+                        Credential::Uid(uid) => uid,
+                    };
+                    // Every position read back writes as it was read.
+                    for pos in since.uid.iter().chain(&since.all) {
+                        assert_eq!(Pos::parse(&pos.to_string()), Some(*pos));
+                    }
+                    let chs: Vec<&str> = since.chs.iter().map(|(ch, _)| &**ch).collect();
+                    for ch in &chs {
+                        assert_eq!(check_name(ch), Ok(()));
+                    }
+                    let welcome = Welcome {
+                        uid: Some(uid),
+                        conn: WireId(u64::MAX),
+                        subs: &chs,
+                        pos: PerStream {
+                            uid: since.uid,
+                            all: since.all,
+                            chs: since.chs.iter().map(|(ch, p)| (&**ch, *p)).collect(),
+                        },
+                        recovered: Some(PerStream {
+                            uid: since.uid.map(|_| true),
+                            all: None,
+                            chs: chs.iter().map(|ch| (*ch, false)).collect(),
+                        }),
+                    };
+                    vec![v1::welcome(&welcome, id)]
+                }
+                Op::Sub { ch, since } => {
                     assert_eq!(check_name(&ch), Ok(()));
-                    vec![v1::subbed(&ch, id), v1::welcome("u", &[&ch], id)]
+                    vec![v1::subbed(&ch, since, since.map(|_| true), id)]
                 }
                 Op::Unsub { ch } => {
                     assert_eq!(check_name(&ch), Ok(()));
@@ -28,12 +59,30 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Op::Pub { ch, d } => {
                     assert_eq!(check_name(&ch), Ok(()));
-                    let mut frames =
-                        vec![v1::msg_channel(&ch, d), v1::msg(d), v1::msg_broadcast(d)];
+                    let pos = Some(Pos {
+                        epoch: u64::MAX,
+                        offset: u64::MAX >> 1,
+                    });
+                    let mut frames = vec![
+                        v1::msg_channel(&ch, d, pos),
+                        v1::msg(d, None),
+                        v1::msg_broadcast(d, pos),
+                    ];
                     frames.extend(id.map(|id| v1::pubbed(&ch, 1, id)));
                     frames
                 }
                 Op::Ping => vec![v1::pong(id)],
+                Op::Ack { ch, pos } => {
+                    assert_eq!(Pos::parse(&pos.to_string()), Some(pos));
+                    if let Some(ch) = &ch {
+                        assert_eq!(check_name(ch), Ok(()));
+                    }
+                    id.map(v1::acked).into_iter().collect()
+                }
+                Op::Send { d } => {
+                    let _: serde_json::Value = serde_json::from_str(d.get()).expect("JSON");
+                    id.map(v1::sent).into_iter().collect()
+                }
             }
         }
         Err(refused) => vec![v1::error(&refused.error, refused.id, refused.ch.as_deref())],

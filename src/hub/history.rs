@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::rc::Rc;
 
 use slab::Slab;
 
@@ -33,16 +34,12 @@ pub enum StreamKey<'a> {
     All,
 }
 
-impl StreamKey<'_> {
-    /// The index key: a kind letter, then the name (uids and channels may
-    /// share a name, never a key).
-    fn index_key(self) -> String {
-        match self {
-            StreamKey::Uid(uid) => format!("u{uid}"),
-            StreamKey::Channel(ch) => format!("c{ch}"),
-            StreamKey::All => "a".to_string(),
-        }
-    }
+/// A stream's kind, kept with its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Uid,
+    Channel,
+    All,
 }
 
 /// A position in a stream: the epoch, and the offset of a message (0 before
@@ -100,13 +97,14 @@ pub const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Frame>() + ITEM;
 /// An item of the eviction queue, counted from its push to its pop.
 const ITEM: usize = std::mem::size_of::<Item>();
 
-/// Bytes a stream costs besides its name and messages: its entry, and its
-/// index entry with the allocation of its key.
+/// Bytes a stream costs besides its name and messages: its entry, its
+/// index entry, and the allocation of its name (shared by both).
 const STREAM_OVERHEAD: usize =
-    std::mem::size_of::<Stream>() + std::mem::size_of::<(String, u32)>() + 16;
+    std::mem::size_of::<Stream>() + std::mem::size_of::<(Rc<str>, u32)>() + 32;
 
 struct Stream {
-    key: String,
+    kind: Kind,
+    name: Rc<str>,
     generation: u32,
     epoch: u64,
     /// The offset of the newest message; 0 before the first.
@@ -118,6 +116,14 @@ struct Stream {
 }
 
 impl Stream {
+    fn key(&self) -> StreamKey<'_> {
+        match self.kind {
+            Kind::Uid => StreamKey::Uid(&self.name),
+            Kind::Channel => StreamKey::Channel(&self.name),
+            Kind::All => StreamKey::All,
+        }
+    }
+
     fn first_kept(&self) -> u64 {
         self.last + 1 - self.kept.len() as u64
     }
@@ -130,10 +136,24 @@ impl Stream {
 struct Item {
     stream: u32,
     generation: u32,
-    /// The message's offset; for a tombstone, the stream's `last` when it emptied.
+    /// The message's offset; for a tombstone, the stream's `last` when it
+    /// emptied, with [`TOMB`] set (offsets never reach it).
     offset: u64,
     at_ms: u64,
-    tomb: bool,
+}
+
+/// The bit of `Item::offset` that marks a tombstone: one flag in the
+/// offset keeps an item at 24 bytes, paid per kept message.
+const TOMB: u64 = 1 << 63;
+
+impl Item {
+    fn is_tomb(&self) -> bool {
+        self.offset & TOMB != 0
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset & !TOMB
+    }
 }
 
 /// A stream about to receive a message: where the message goes.
@@ -146,7 +166,11 @@ pub struct Slot {
 pub(super) struct History {
     limits: HistoryLimits,
     streams: Slab<Stream>,
-    index: HashMap<String, u32>,
+    /// The streams by name, one map per kind (looked up without
+    /// allocating), and the broadcasts'.
+    uids: HashMap<Rc<str>, u32>,
+    channels: HashMap<Rc<str>, u32>,
+    all: Option<u32>,
     queue: VecDeque<Item>,
     /// Items in `queue` whose message or stream is gone (an estimate that
     /// only decides when to compact).
@@ -169,7 +193,9 @@ impl History {
         History {
             limits,
             streams: Slab::new(),
-            index: HashMap::new(),
+            uids: HashMap::new(),
+            channels: HashMap::new(),
+            all: None,
             queue: VecDeque::new(),
             stale: 0,
             bytes: 0,
@@ -208,8 +234,7 @@ impl History {
 
     /// The stream's slab key, created (empty, with a new epoch) if needed.
     fn stream(&mut self, key: StreamKey, now_ms: u64) -> u32 {
-        let index_key = key.index_key();
-        if let Some(&k) = self.index.get(&index_key) {
+        if let Some(k) = self.find(key) {
             return k;
         }
         self.streams_created += 1;
@@ -219,9 +244,15 @@ impl History {
             .rotate_left(29);
         let generation = self.next_generation;
         self.next_generation = generation.wrapping_add(1);
-        self.bytes += STREAM_OVERHEAD + index_key.len();
+        let (kind, name): (Kind, Rc<str>) = match key {
+            StreamKey::Uid(uid) => (Kind::Uid, Rc::from(uid)),
+            StreamKey::Channel(ch) => (Kind::Channel, Rc::from(ch)),
+            StreamKey::All => (Kind::All, Rc::from("")),
+        };
+        self.bytes += STREAM_OVERHEAD + name.len();
         let k = self.streams.insert(Stream {
-            key: index_key.clone(),
+            kind,
+            name: Rc::clone(&name),
             generation,
             epoch,
             last: 0,
@@ -229,7 +260,11 @@ impl History {
             tombstoned: false,
         });
         let k = u32::try_from(k).expect("streams within u32 keys");
-        self.index.insert(index_key, k);
+        match kind {
+            Kind::Uid => drop(self.uids.insert(name, k)),
+            Kind::Channel => drop(self.channels.insert(name, k)),
+            Kind::All => self.all = Some(k),
+        }
         self.tombstone(k, now_ms);
         k
     }
@@ -254,7 +289,7 @@ impl History {
 
     /// The current position of a stream, if it exists.
     pub(super) fn current(&self, key: StreamKey) -> Option<Pos> {
-        let &k = self.index.get(&key.index_key())?;
+        let k = self.find(key)?;
         let s = &self.streams[k as usize];
         Some(Pos {
             epoch: s.epoch,
@@ -302,6 +337,8 @@ impl History {
             s.kept.clear();
             self.forget(dropped.0, dropped.1);
             self.tombstone(slot.stream, now_ms);
+            // The stream's entry, perhaps new, still counts against the cap.
+            self.enforce_cap();
             return;
         }
         self.bytes += entry_cost(&frame);
@@ -320,7 +357,6 @@ impl History {
             generation,
             offset: slot.pos.offset,
             at_ms: now_ms,
-            tomb: false,
         });
         self.enforce_cap();
     }
@@ -331,14 +367,18 @@ impl History {
     }
 
     fn size_of_slot(&self, slot: Slot) -> usize {
-        match self
-            .streams
-            .get(slot.stream as usize)
-            .map(|s| s.key.as_bytes()[0])
-        {
-            Some(b'u') => self.limits.size_uid,
-            Some(b'c') => self.limits.size_channel,
-            _ => self.limits.size_broadcast,
+        match self.streams.get(slot.stream as usize) {
+            Some(s) => self.size_of(s.key()),
+            None => 0,
+        }
+    }
+
+    /// The slab key of a stream, if it exists.
+    fn find(&self, key: StreamKey) -> Option<u32> {
+        match key {
+            StreamKey::Uid(uid) => self.uids.get(uid).copied(),
+            StreamKey::Channel(ch) => self.channels.get(ch).copied(),
+            StreamKey::All => self.all,
         }
     }
 
@@ -360,9 +400,8 @@ impl History {
         let item = Item {
             stream: k,
             generation: s.generation,
-            offset: s.last,
+            offset: s.last | TOMB,
             at_ms: now_ms,
-            tomb: true,
         };
         self.push_item(item);
     }
@@ -375,8 +414,8 @@ impl History {
         if s.generation != item.generation {
             return false;
         }
-        match item.tomb {
-            true => s.tombstoned && s.kept.is_empty() && s.last == item.offset,
+        match item.is_tomb() {
+            true => s.tombstoned && s.kept.is_empty() && s.last == item.offset(),
             false => !s.kept.is_empty() && (s.first_kept()..=s.last).contains(&item.offset),
         }
     }
@@ -400,10 +439,14 @@ impl History {
             self.stale = self.stale.saturating_sub(1);
             return;
         }
-        if item.tomb {
+        if item.is_tomb() {
             let s = self.streams.remove(item.stream as usize);
-            self.index.remove(&s.key);
-            self.bytes -= STREAM_OVERHEAD + s.key.len();
+            match s.kind {
+                Kind::Uid => drop(self.uids.remove(&s.name)),
+                Kind::Channel => drop(self.channels.remove(&s.name)),
+                Kind::All => self.all = None,
+            }
+            self.bytes -= STREAM_OVERHEAD + s.name.len();
             return;
         }
         let s = &mut self.streams[item.stream as usize];
@@ -431,14 +474,9 @@ impl History {
                 break;
             }
             self.queue.pop_front();
-            if item.tomb && self.is_live(&item) {
+            if item.is_tomb() && self.is_live(&item) {
                 let s = &self.streams[item.stream as usize];
-                let key = match s.key.as_bytes()[0] {
-                    b'u' => StreamKey::Uid(&s.key[1..]),
-                    b'c' => StreamKey::Channel(&s.key[1..]),
-                    _ => StreamKey::All,
-                };
-                if received(key) {
+                if received(s.key()) {
                     self.queue.push_back(Item {
                         at_ms: now_ms,
                         ..item
@@ -476,7 +514,7 @@ impl History {
         max_messages: usize,
         max_bytes: usize,
     ) -> Recovery {
-        let Some(&k) = self.index.get(&key.index_key()) else {
+        let Some(k) = self.find(key) else {
             return Recovery::Gap;
         };
         let s = &self.streams[k as usize];
@@ -538,6 +576,11 @@ mod tests {
             Recovery::Replay(frames) => Some(frames),
             Recovery::Gap => None,
         }
+    }
+
+    #[test]
+    fn a_kept_message_costs_56_bytes_besides_its_frame() {
+        assert_eq!(MESSAGE_OVERHEAD, 56);
     }
 
     #[test]
@@ -647,6 +690,20 @@ mod tests {
         let p3 = send(&mut h, a, "small again", 0);
         assert_eq!(replayed(&h, a, p1), None);
         assert_eq!(replayed(&h, a, Pos { offset: 2, ..p3 }).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_cap_to_a_new_stream_keeps_the_cap() {
+        let cap = 4096;
+        let mut h = History::new(limits(100, cap), 7);
+        let a = StreamKey::Uid("a");
+        // Filled to the brim by small messages.
+        while h.bytes() + Frame::text("small").len() + MESSAGE_OVERHEAD <= cap {
+            send(&mut h, a, "small", 0);
+        }
+        // A new stream costs its entry even when its message is not kept.
+        send(&mut h, StreamKey::Uid("new"), &"x".repeat(5000), 0);
+        assert!(h.bytes() <= cap, "{} > {cap}", h.bytes());
     }
 
     #[test]
