@@ -283,7 +283,7 @@ impl History {
         };
         // Should the cap evict the stream at once, the client's position
         // is of an epoch that no longer exists: it will not be recovered.
-        self.enforce_cap();
+        self.enforce_cap(now_ms);
         Some(pos)
     }
 
@@ -338,7 +338,7 @@ impl History {
             self.forget(dropped.0, dropped.1);
             self.tombstone(slot.stream, now_ms);
             // The stream's entry, perhaps new, still counts against the cap.
-            self.enforce_cap();
+            self.enforce_cap(now_ms);
             return;
         }
         self.bytes += entry_cost(&frame);
@@ -358,7 +358,7 @@ impl History {
             offset: slot.pos.offset,
             at_ms: now_ms,
         });
-        self.enforce_cap();
+        self.enforce_cap(now_ms);
     }
 
     fn push_item(&mut self, item: Item) {
@@ -421,19 +421,19 @@ impl History {
     }
 
     /// Evicts the oldest until the history fits `--history-memory`.
-    fn enforce_cap(&mut self) {
+    fn enforce_cap(&mut self, now_ms: u64) {
         while self.bytes > self.limits.memory {
             let Some(item) = self.queue.pop_front() else {
                 break;
             };
-            self.evict(item, 0);
+            self.evict(item, now_ms, Why::Cap);
         }
         self.compact();
     }
 
-    /// Takes `item`, just popped from the queue, out of the history. `now_ms`
-    /// is set for a TTL eviction (then a stream still received is kept).
-    fn evict(&mut self, item: Item, now_ms: u64) {
+    /// Takes `item`, just popped from the queue, out of the history; a
+    /// stream it empties is tombstoned as of `now_ms`.
+    fn evict(&mut self, item: Item, now_ms: u64, why: Why) {
         self.bytes -= ITEM;
         if !self.is_live(&item) {
             self.stale = self.stale.saturating_sub(1);
@@ -453,11 +453,11 @@ impl History {
         if let Some(frame) = s.kept.pop_front() {
             self.bytes -= entry_cost(&frame);
             self.messages -= 1;
-            if now_ms == 0 {
+            if why == Why::Cap {
                 self.evicted += 1;
             }
         }
-        self.tombstone(item.stream, item.at_ms.max(now_ms));
+        self.tombstone(item.stream, now_ms);
     }
 
     /// Drops what has outlived `--history-ttl`: messages, and streams empty
@@ -484,7 +484,7 @@ impl History {
                     continue;
                 }
             }
-            self.evict(item, now_ms.max(1));
+            self.evict(item, now_ms, Why::Ttl);
         }
         self.compact();
     }
@@ -540,6 +540,13 @@ impl History {
         }
         Recovery::Replay(frames)
     }
+}
+
+/// Why an item leaves the eviction queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Cap,
+    Ttl,
 }
 
 /// What a kept frame costs in its stream, its queue item aside.

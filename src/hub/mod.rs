@@ -1007,6 +1007,22 @@ mod tests {
         }
     }
 
+    /// Every connection pays for its `Conn` for its whole life.
+    #[test]
+    fn a_connection_s_entry_stays_small() {
+        // slab's entry: a vacant slot's next key, or the connection.
+        #[allow(dead_code)]
+        enum Entry {
+            Vacant(usize),
+            Occupied(Conn),
+        }
+        let size = std::mem::size_of::<Entry>();
+        assert!(
+            size <= 128,
+            "a connection's slab entry grew to {size} bytes"
+        );
+    }
+
     #[test]
     fn routes_to_every_connection_of_a_uid() {
         let mut hub = Hub::new(limits());
