@@ -4,7 +4,9 @@
 //! deadline passes.
 //!
 //! Only positions watched cost anything: an ack nobody waits for is checked
-//! and forgotten.
+//! and forgotten. An ack that comes after the deadline (while the reply
+//! still waits its turn behind another) is one nobody waits for: the push
+//! stays unacknowledged, in its reply and in the counters.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ use super::history::Pos;
 struct Watch {
     /// When the acknowledgement came.
     acked: Cell<Option<Instant>>,
+    /// When the backend stops waiting, once set.
+    deadline: Cell<Option<Instant>>,
     waker: RefCell<Option<Waker>>,
 }
 
@@ -41,6 +45,12 @@ impl AckWatch {
 
     pub fn is_acked(&self) -> bool {
         self.0.acked.get().is_some()
+    }
+
+    /// Sets when the backend stops waiting: an acknowledgement after it
+    /// does not count.
+    pub fn set_deadline(&self, deadline: Instant) {
+        self.0.deadline.set(Some(deadline));
     }
 }
 
@@ -91,17 +101,23 @@ impl Acks {
             return 0;
         };
         let mut n = 0;
+        let now = Instant::now();
         list.retain(|(watched, watch)| {
             let covered = watched.epoch == pos.epoch && watched.offset <= pos.offset;
-            if covered && Rc::strong_count(watch) > 1 {
+            // A watch whose backend gave up (its handle dropped) or whose
+            // deadline passed is left to `purge`, which counts it
+            // unacknowledged: an ack that comes too late does not make it
+            // acknowledged, nor uncounted.
+            let waited = Rc::strong_count(watch) > 1
+                && watch.deadline.get().is_none_or(|deadline| now <= deadline);
+            if covered && waited {
                 n += 1;
-                watch.acked.set(Some(Instant::now()));
+                watch.acked.set(Some(now));
                 if let Some(waker) = watch.waker.borrow_mut().take() {
                     waker.wake();
                 }
             }
-            // A watch whose backend gave up (its handle dropped) goes too.
-            !covered && Rc::strong_count(watch) > 1
+            !(covered && waited)
         });
         if list.is_empty() {
             self.waiting.remove(uid);
@@ -153,6 +169,39 @@ mod tests {
         drop(other_uid);
         assert_eq!(acks.purge(), 1);
         assert_eq!(acks.len(), 1);
+    }
+
+    #[test]
+    fn an_ack_after_the_wait_ended_leaves_it_unacknowledged() {
+        let mut acks = Acks::default();
+        let given_up = acks.watch("u", pos(1, 1));
+        let waiting = acks.watch("u", pos(1, 2));
+        // The first wait's deadline passed: its backend dropped the handle.
+        drop(given_up);
+        assert_eq!(acks.acked("u", pos(1, 2)), 1);
+        assert!(waiting.is_acked());
+        assert_eq!(
+            acks.purge(),
+            1,
+            "the late-acked wait counts as unacknowledged"
+        );
+        assert_eq!(acks.len(), 0);
+    }
+
+    #[test]
+    fn an_ack_after_the_deadline_does_not_count() {
+        let mut acks = Acks::default();
+        let late = acks.watch("u", pos(1, 1));
+        late.set_deadline(Instant::now() - std::time::Duration::from_millis(1));
+        let in_time = acks.watch("u", pos(1, 1));
+        in_time.set_deadline(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(acks.acked("u", pos(1, 1)), 1);
+        assert!(in_time.is_acked() && !late.is_acked());
+        // Still held by its reply: not yet counted either way.
+        assert_eq!(acks.purge(), 0);
+        drop(late);
+        assert_eq!(acks.purge(), 1);
+        assert_eq!(acks.len(), 0);
     }
 
     #[test]

@@ -833,10 +833,11 @@ impl Hub {
     pub fn sweep(&mut self, now_ms: u64) {
         let limits = self.limits;
         let (uids, channels) = (&self.uids, &self.channels);
+        let anyone = self.n_authenticated + self.n_anonymous > 0;
         self.history.expire(now_ms, |stream| match stream {
             StreamKey::Uid(uid) => uids.contains_key(uid),
             StreamKey::Channel(ch) => channels.find(ch).is_some(),
-            StreamKey::All => true,
+            StreamKey::All => anyone,
         });
         self.counters.unacked_pushes += self.acks.purge() as u64;
         for key in 0..self.conns.capacity() {

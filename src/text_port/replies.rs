@@ -134,6 +134,14 @@ impl Replies {
 
     /// Queues the reply of a push that waits.
     pub fn wait(&mut self, id: Option<&RawValue>, delivered: usize, wait: Wait) {
+        if let Wait::Ack {
+            watch, deadline, ..
+        } = &wait
+        {
+            // Its reply may be looked at long after the deadline, behind
+            // others: an ack after it must not count, there or in the stats.
+            watch.set_deadline(*deadline);
+        }
         self.waiting.push_back(Waiting {
             id: id.map(RawValue::to_owned),
             delivered,

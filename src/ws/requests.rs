@@ -182,6 +182,12 @@ impl Session {
         let stream = StreamKey::Channel(ch);
         let pos = hub.position(stream);
         let mut budget = hub.replay_budget(self.id);
+        if since.is_some() {
+            // The answer goes first and takes room in the queue too: at its
+            // longest, unrecovered.
+            let longest = v1::subbed(ch, pos, Some(false), id);
+            budget.bytes = budget.bytes.saturating_sub(longest.len());
+        }
         let replay = since.map(|since| hub.recover(stream, since, &mut budget));
         let recovered = replay.as_ref().map(Option::is_some);
         hub.send(self.id, &v1::subbed(ch, pos, recovered, id));
@@ -266,7 +272,8 @@ impl Session {
 
 /// Welcomes a v1 client that just became live (as `uid`, or anonymous):
 /// where each of its streams stands, and what `since` asked to recover,
-/// then the recovered messages, in order. One replay budget for them all.
+/// then the recovered messages, in order. One replay budget for them all,
+/// less the room the welcome itself takes in the queue.
 fn welcome(
     hub: &mut Hub,
     conn: crate::hub::ConnId,
@@ -276,41 +283,66 @@ fn welcome(
 ) {
     let subs = hub.subscriptions_of(conn);
     let subs: Vec<&str> = subs.iter().map(|ch| &**ch).collect();
-    let mut budget = hub.replay_budget(conn);
-    let mut replay = Vec::new();
     let mut pos = PerStream::default();
-    let mut recovered = PerStream::default();
-    let mut recover = |hub: &mut Hub, stream: StreamKey, since: Option<Pos>| {
-        let frames = hub.recover(stream, since?, &mut budget);
-        let ok = frames.is_some();
-        replay.extend(frames.into_iter().flatten());
-        Some(ok)
-    };
     if let Some(uid) = uid {
-        let stream = StreamKey::Uid(uid);
-        pos.uid = hub.position(stream);
-        recovered.uid = recover(hub, stream, since.uid);
+        pos.uid = hub.position(StreamKey::Uid(uid));
     }
     pos.all = hub.position(StreamKey::All);
-    recovered.all = recover(hub, StreamKey::All, since.all);
     for &ch in &subs {
-        let stream = StreamKey::Channel(ch);
-        if let Some(p) = hub.position(stream) {
+        if let Some(p) = hub.position(StreamKey::Channel(ch)) {
             pos.chs.push((ch, p));
         }
-        let asked = since.chs.iter().find(|(c, _)| c == ch).map(|(_, p)| *p);
-        if let Some(ok) = recover(hub, stream, asked) {
-            recovered.chs.push((ch, ok));
-        }
     }
+    // What `since` asks of each stream the connection receives.
+    let asked_uid = uid.zip(since.uid);
+    let asked_chs: Vec<(&str, Pos)> = subs
+        .iter()
+        .filter_map(|&ch| {
+            since
+                .chs
+                .iter()
+                .find(|(c, _)| c == ch)
+                .map(|(_, p)| (ch, *p))
+        })
+        .collect();
     let asked = since.uid.is_some() || since.all.is_some() || !since.chs.is_empty();
-    let welcome = Welcome {
+    let mut welcome = Welcome {
         uid,
         conn: conn.wire(),
         subs: &subs,
         pos,
-        recovered: asked.then_some(recovered),
+        // At its longest, every stream asked unrecovered, to measure it.
+        recovered: asked.then(|| PerStream {
+            uid: asked_uid.map(|_| false),
+            all: since.all.map(|_| false),
+            chs: asked_chs.iter().map(|&(ch, _)| (ch, false)).collect(),
+        }),
     };
+    let mut budget = hub.replay_budget(conn);
+    if asked {
+        let longest = v1::welcome(&welcome, id).len();
+        budget.bytes = budget.bytes.saturating_sub(longest);
+    }
+    let mut replay = Vec::new();
+    let mut recover = |hub: &mut Hub, stream: StreamKey, since: Pos| {
+        let frames = hub.recover(stream, since, &mut budget);
+        let ok = frames.is_some();
+        replay.extend(frames.into_iter().flatten());
+        ok
+    };
+    let mut recovered = PerStream::default();
+    if let Some((uid, since)) = asked_uid {
+        recovered.uid = Some(recover(hub, StreamKey::Uid(uid), since));
+    }
+    if let Some(since) = since.all {
+        recovered.all = Some(recover(hub, StreamKey::All, since));
+    }
+    for &(ch, since) in &asked_chs {
+        recovered
+            .chs
+            .push((ch, recover(hub, StreamKey::Channel(ch), since)));
+    }
+    welcome.recovered = asked.then_some(recovered);
     hub.send(conn, &v1::welcome(&welcome, id));
     for frame in &replay {
         hub.send(conn, frame);
