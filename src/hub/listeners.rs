@@ -77,6 +77,15 @@ struct Data<'a>(Payload<'a>);
 impl Serialize for Data<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
+            // JSON may break lines between its tokens, and an event is one
+            // line: each such break becomes a space. (Inside a string a
+            // line break is always escaped, so nothing else can change.)
+            Payload::Json(raw) if raw.get().contains(['\n', '\r']) => {
+                let one_line = raw.get().replace(['\n', '\r'], " ");
+                RawValue::from_string(one_line)
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(s)
+            }
             Payload::Json(raw) => raw.serialize(s),
             Payload::Text(text) => s.serialize_str(text),
             Payload::Binary(bytes) => s.serialize_str(&data_encoding::BASE64.encode(bytes)),
@@ -281,6 +290,18 @@ mod tests {
         );
         assert_eq!(take(&mut l, key), "");
         assert_eq!((l.sent, l.dropped), (5, 0));
+    }
+
+    #[test]
+    fn json_broken_over_lines_is_one_event_line() {
+        let mut l = Listeners::new(1 << 20);
+        let key = l.add(ALL);
+        let d = RawValue::from_string("{\"a\":\r\n[1,\n2], \"b\\n\":\"\\r\"\n}".into()).unwrap();
+        assert!(l.emit(WireId(1), None, Event::Message(Payload::Json(&d))));
+        assert_eq!(
+            take(&mut l, key),
+            "{\"event\":\"message\",\"conn\":\"1\",\"d\":{\"a\":  [1, 2], \"b\\n\":\"\\r\" }}\n"
+        );
     }
 
     #[test]

@@ -325,7 +325,10 @@ impl Hub {
             _ => return false,
         }
         if self.conns[id.key as usize].live {
+            // For a listener, the anonymous connection ends here and one
+            // with the uid begins: connects and disconnects stay paired.
             self.n_anonymous -= 1;
+            self.listeners.emit(id.wire(), None, Event::Disconnect);
         }
         let key = id.key;
         let (uid, head) = match self.uids.get_key_value(uid) {

@@ -482,8 +482,12 @@ fn push_conn<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
     }
     let wrong = |field, expected| RequestError::WrongType { field, expected };
     let raw = fields.conn.ok_or(RequestError::MissingField("conn"))?;
+    // Exactly as events write it: `u64`'s parser would also take a sign
+    // and leading zeros.
     let conn = serde_json::from_str::<Cow<str>>(raw.get())
         .ok()
+        .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|id| *id == "0" || !id.starts_with('0'))
         .and_then(|id| id.parse::<u64>().ok())
         .ok_or(wrong("conn", "a connection id, as its events give it"))?;
     for field in [

@@ -279,8 +279,13 @@ impl Session {
     /// function rather than an `async fn`, so that it adds nothing to the
     /// task's size.
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        // One budget for the whole poll: a message that is acted on here
+        // (a v1 frame, a message going up) spends it as one ignored in
+        // `poll_turn` does, or a client that sends fast enough would keep
+        // the thread from every other task, the listeners among them.
+        let mut budget = READ_BUDGET;
         loop {
-            match std::task::ready!(self.poll_turn(cx)) {
+            match std::task::ready!(self.poll_turn(cx, &mut budget)) {
                 Turn::Text(text) if self.v1.is_some() => {
                     if let Some(ending) = self.on_v1_frame(&text) {
                         return Poll::Ready(ending);
@@ -317,8 +322,11 @@ impl Session {
         }
     }
 
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Turn> {
-        for _ in 0..READ_BUDGET {
+    /// The next message to act on, spending `budget` (messages handled
+    /// this poll) on each message read.
+    fn poll_turn(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<Turn> {
+        while *budget > 0 {
+            *budget -= 1;
             if let Some(ending) = self.poll_write(cx) {
                 return Poll::Ready(Turn::End(ending));
             }
