@@ -21,7 +21,14 @@ FUZZ_TARGETS := text_line token v1_frame ws_input
 
 HOST    ?=
 
-.PHONY: build run test bench bench-load bench-chart fuzz soak lint install deploy clean
+# kosoku, the runner of the Autobahn WebSocket TestSuite's cases (from PyPI),
+# pinned and installed once into a virtualenv of its own under target/.
+KOSOKU_VERSION := 0.1.0
+KOSOKU_VENV    := target/kosoku-$(KOSOKU_VERSION)
+KOSOKU         := $(KOSOKU_VENV)/bin/kosoku
+
+.PHONY: build run test bench bench-load bench-chart fuzz soak lint install deploy clean \
+	conformance conformance-quick conformance-deps
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -43,8 +50,26 @@ run: build
 	@echo
 	$(BIN) --allow-plain-uid --ws $(WS) --text $(TEXT)
 
-test:
+# The unit and integration tests, then the quick conformance run on the debug
+# builds they leave behind.
+test: conformance-deps
 	$(CARGO) test --locked
+	KOSOKU=$(KOSOKU) conformance/run.sh quick
+
+# The WebSocket conformance run (conformance/run.sh): the Autobahn TestSuite's
+# cases against a release hub with the echo backend behind it; the full run
+# rewrites CONFORMANCE.md. Reports: target/conformance/reports/.
+conformance: conformance-deps
+	KOSOKU=$(KOSOKU) conformance/run.sh --markdown CONFORMANCE.md full
+
+conformance-quick: conformance-deps
+	KOSOKU=$(KOSOKU) conformance/run.sh quick
+
+conformance-deps: $(KOSOKU)
+
+$(KOSOKU):
+	@python3 -m venv $(KOSOKU_VENV) || { echo "python3 with venv is needed for kosoku (Debian/Ubuntu: sudo apt install python3-venv)"; exit 1; }
+	$(KOSOKU_VENV)/bin/pip install --quiet --disable-pip-version-check kosoku==$(KOSOKU_VERSION)
 
 bench:
 	$(CARGO) bench --locked --bench hot_paths

@@ -4,6 +4,9 @@
 //!
 //! Clients send little (a credential, pongs, the odd message that is ignored),
 //! so the decoder favours holding no memory between messages over speed.
+//! Text is checked as it arrives, fragment by fragment and within a frame
+//! still arriving, so that invalid UTF-8 fails the message at once rather
+//! than after the rest of it; what that keeps is a count of bytes checked.
 
 use std::fmt;
 
@@ -231,6 +234,9 @@ impl Decoder {
         // Once some of this frame completed a character, the carried one is done.
         let carry = if from == 0 { carry } else { &[] };
         let new = arrived.get(from..).unwrap_or_default();
+        if new.is_empty() {
+            return Ok(());
+        }
         // A partial frame is shorter than its length, which fits a u32.
         self.checked += utf8_prefix(carry, new, mask, from)? as u32;
         Ok(())
@@ -583,6 +589,79 @@ pub(crate) mod tests {
                 // The same when each fragment arrives whole.
                 let got = feed(&mut Decoder::new(1 << 20), &frames[..two], two);
                 assert_eq!(got, Err((FrameError::BadUtf8, two)));
+            }
+        }
+    }
+
+    /// Whatever the frames, valid or not, the outcome does not depend on
+    /// how the bytes were cut into reads: the same messages, then the same
+    /// error or the same partial frame left over.
+    #[test]
+    fn any_piece_size_gives_the_same_result() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let pieces: [&[u8]; 7] = [
+            b"ab",
+            "é".as_bytes(),
+            "€".as_bytes(),
+            "😀".as_bytes(),
+            &[0xF0, 0x9F],
+            &[0xFF],
+            &[0x80],
+        ];
+        for _ in 0..2000 {
+            let mut bytes = Vec::new();
+            let mut inside = false;
+            for _ in 0..1 + next(5) {
+                // Mostly what a client may send next; now and then not.
+                let first = match (next(5), inside) {
+                    (0, _) => [0x01, 0x81, 0x00, 0x80, 0x82, 0x89][next(6) as usize],
+                    (1, _) => 0x89,
+                    (_, true) => [0x00, 0x80][next(2) as usize],
+                    (_, false) => [0x01, 0x81, 0x02, 0x82][next(4) as usize],
+                };
+                inside = match first {
+                    0x01 | 0x02 => true,
+                    0x80..=0x82 => false,
+                    _ => inside,
+                };
+                let mut payload = Vec::new();
+                let count = if first == 0x89 { next(30) } else { next(200) };
+                for _ in 0..count {
+                    // Mostly valid text, with the odd invalid or cut sequence.
+                    let piece = match next(150) {
+                        0 => 4,
+                        1 => 5,
+                        2 => 6,
+                        n => (n % 4) as usize,
+                    };
+                    payload.extend_from_slice(pieces[piece]);
+                }
+                bytes.extend(client_frame(first, &payload));
+            }
+            bytes.truncate(bytes.len() - next(3) as usize);
+            let outcome = |piece: usize| -> Result<(Vec<Incoming>, usize), (FrameError, usize)> {
+                let (mut decoder, mut pending, mut out) =
+                    (Decoder::new(1 << 20), Vec::new(), Vec::new());
+                for chunk in bytes.chunks(piece) {
+                    pending.extend_from_slice(chunk);
+                    while let Some((used, message)) =
+                        decoder.decode(&mut pending).map_err(|e| (e, out.len()))?
+                    {
+                        pending.drain(..used);
+                        out.extend(message);
+                    }
+                }
+                Ok((out, pending.len()))
+            };
+            let whole = outcome(bytes.len().max(1));
+            for piece in [1, 2, 3, 7, 64, 255] {
+                assert_eq!(outcome(piece), whole, "piece {piece}");
             }
         }
     }
