@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use smol::Async;
 use smol::stream::StreamExt;
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 const CYCLES: usize = 10_000;
 const WARM_UP: usize = 500;
@@ -108,7 +109,7 @@ fn ten_thousand_subscribe_cycles_leave_nothing_behind() {
         &[],
     );
     let pid = hub.child.id();
-    run(async {
+    run_long(Duration::from_secs(180), async {
         let mut backend = Backend::connect(hub.text).await;
         for i in 0..WARM_UP {
             cycle(hub.ws, i).await;

@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -95,7 +96,7 @@ fn a_channel_of_18000_subscribers_gets_every_publication_once() {
         ],
         &[],
     );
-    run(async {
+    run_long(Duration::from_secs(180), async {
         let mut clients = Vec::with_capacity(SUBSCRIBERS);
         for i in 0..SUBSCRIBERS {
             clients.push(raw_client(hub.ws, &format!("s{i}")).await);

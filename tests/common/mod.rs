@@ -64,6 +64,13 @@ pub fn run<T>(fut: impl Future<Output = T>) -> T {
     smol::block_on(within(TEST, "the whole test", fut))
 }
 
+/// Runs a test body that does a lot of work (thousands of connections),
+/// bounded by `limit` instead: its bound is there to stop a hang, not to
+/// measure, and a busy machine may take several times as long as an idle one.
+pub fn run_long<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    smol::block_on(within(limit, "the whole test", fut))
+}
+
 /// A deadline for polling a condition:
 /// `while !cond().await { deadline.tick().await }`.
 pub struct Deadline {
