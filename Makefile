@@ -76,7 +76,7 @@ bench:
 
 # Load benchmarks: release hub + generator on loopback, one fresh hub per step.
 # Parameters: N (connections, default 18000), ONLY (a subset, e.g. "conns push";
-# the list is in bench/load.sh: conns conns-token conns-wss subs broadcast publish push pushmax slow floor).
+# the list is in bench/load.sh: conns conns-token conns-wss subs broadcast publish push pushmax slow history replay floor).
 # Results are appended to bench/results/load.jsonl (one JSON line per run).
 bench-load: build
 	N=$(N) ONLY="$(ONLY)" bench/load.sh

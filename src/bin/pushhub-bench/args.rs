@@ -29,6 +29,8 @@ pub enum Cmd {
     Publish(PublishArgs),
     Subs(SubsArgs),
     Slow(SlowArgs),
+    History(HistoryArgs),
+    Replay(ReplayArgs),
     Floor(FloorArgs),
     Chart(ChartArgs),
     Worker(WorkerArgs),
@@ -330,6 +332,140 @@ hub_bench! {
         /// kernel's), to reach the hub's queue bounds with less data
         #[argh(option)]
         pub slow_rcvbuf: Option<usize>,
+    }
+}
+
+hub_bench! {
+    /// History's memory and CPU: pushes to offline uids until the history is
+    /// full (--history-memory), with the hub's RSS and `stats` along the way;
+    /// then more, which evict; then pipelined pushes to online raw clients
+    /// (pushmax's measurement), to compare with a hub run with
+    /// --history-size 0.
+    #[argh(subcommand, name = "history")]
+    pub struct HistoryArgs {
+        /// offline uids o0..o{uids-1}, pushed to in turn (default 10000)
+        #[argh(option, default = "10000")]
+        pub uids: u32,
+        /// bytes of data per push (default 32)
+        #[argh(option, default = "32")]
+        pub size: usize,
+        /// pushes between two readings of the hub's stats and RSS (default 5000)
+        #[argh(option, default = "5000")]
+        pub chunk: u32,
+        /// most pushes while filling; a hub that keeps nothing (history off)
+        /// gets exactly this many (default 400000)
+        #[argh(option, default = "400000")]
+        pub max_fill: u32,
+        /// once full, push this many times the kept messages again, all
+        /// evicting older ones, and read the RSS again (default 1.0)
+        #[argh(option, default = "1.0")]
+        pub churn: f64,
+        /// online raw clients for the CPU part; 0 skips it (default 10000)
+        #[argh(option, default = "10000")]
+        pub n: u32,
+        /// pushes in the CPU part (default 300000)
+        #[argh(option, default = "300000")]
+        pub pushes: u32,
+        /// most push requests unanswered in the CPU part (default 2000)
+        #[argh(option, default = "2000")]
+        pub window: u32,
+        /// wait this long before each idle RSS reading (default 1000)
+        #[argh(option, default = "1000")]
+        pub settle_ms: u64,
+    }
+}
+
+/// How the messages that the clients miss are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `push` to each client's uid: a stream per client.
+    Push,
+    /// `publish` to channel c0, which every client subscribes to: one
+    /// stream, its frames shared by every replay.
+    Publish,
+}
+
+impl FromStr for Via {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Via, String> {
+        match s {
+            "push" => Ok(Via::Push),
+            "publish" => Ok(Via::Publish),
+            _ => Err(format!("expected push or publish, got {s:?}")),
+        }
+    }
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Push => "push",
+            Via::Publish => "publish",
+        }
+    }
+}
+
+/// What a storm's clients must be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Every client recovered, with all it missed.
+    Recovered,
+    /// Every client told `recovered:false`, nothing replayed.
+    Gap,
+}
+
+impl FromStr for Expect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Expect, String> {
+        match s {
+            "recovered" => Ok(Expect::Recovered),
+            "gap" => Ok(Expect::Gap),
+            _ => Err(format!("expected recovered or gap, got {s:?}")),
+        }
+    }
+}
+
+hub_bench! {
+    /// A reconnect storm of v1 clients: N clients take their positions and
+    /// leave; the backend sends K messages to each (--via push) or to a
+    /// channel they share (--via publish, needs the hub's --public-channel
+    /// c0); the clients reconnect all together without `since` (storm 0, the
+    /// baseline), leave, then all reconnect with `since`. Reported per
+    /// storm: recovered counts, time until every client has its replay, the
+    /// hub's CPU, and its peak RSS.
+    #[argh(subcommand, name = "replay")]
+    pub struct ReplayArgs {
+        /// v1 clients, uids u0..u{n-1} (default 5000)
+        #[argh(option, default = "5000")]
+        pub n: u32,
+        /// messages each client misses (default 20)
+        #[argh(option, default = "20")]
+        pub k: u32,
+        /// push (to each uid) or publish (to channel c0) (default push)
+        #[argh(option, default = "Via::Push")]
+        pub via: Via,
+        /// bytes of data per message (default 32)
+        #[argh(option, default = "32")]
+        pub size: usize,
+        /// what every client must be told: recovered (all it missed
+        /// replayed) or gap (recovered:false) (default recovered)
+        #[argh(option, default = "Expect::Recovered")]
+        pub expect: Expect,
+        /// in the storm, clients stop reading once they have their answers
+        /// (welcome, subbed), and read the rest only after --settle-ms: the
+        /// hub's RSS while it holds every replay it could not write
+        #[argh(switch)]
+        pub stall: bool,
+        /// SO_RCVBUF of the storm's sockets with --stall, in bytes (default:
+        /// the kernel's), so that less of each replay fits in the kernel
+        #[argh(option)]
+        pub rcvbuf: Option<usize>,
+        /// hub RSS sampling interval during a storm (default 5)
+        #[argh(option, default = "5")]
+        pub sample_ms: u64,
+        /// wait this long before each idle RSS reading (default 1000)
+        #[argh(option, default = "1000")]
+        pub settle_ms: u64,
     }
 }
 

@@ -61,6 +61,15 @@ impl Credential {
         }
     }
 
+    /// The token for `uid` in token mode; `None` in plain-uid mode, where the
+    /// uid itself is the credential.
+    pub fn token_for(&self, uid: &str) -> Option<String> {
+        match self {
+            Credential::Plain => None,
+            Credential::Token { secret, exp } => Some(mint(secret, uid, *exp)),
+        }
+    }
+
     /// Whether a login is confirmed by a ping's pong before the client is
     /// ready (plain-uid mode, where a push could otherwise outrun the login).
     fn confirms(&self) -> bool {

@@ -8,7 +8,9 @@
 //! first [`KEEP`] bytes: the benches read a sequence number and a timestamp at
 //! the start of each message, and a connection must stay a few dozen bytes
 //! however big the frames it receives (`slow` sends 64 KiB ones to a thousand
-//! readers). Control frames (at most 125 bytes) are kept whole.
+//! readers). Control frames (at most 125 bytes) are kept whole. The v1 client
+//! ([`crate::v1`]) reads whole JSON answers, so it keeps more: the limit is
+//! the decoder's type parameter, and the raw client's stays as small as it was.
 
 use std::fmt;
 
@@ -169,7 +171,8 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
 /// A message as the decoder hands it over.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// A text message: its first bytes (at most [`KEEP`]) and its full length.
+    /// A text message: its first bytes (at most the decoder's `K`, by
+    /// default [`KEEP`]) and its full length.
     Text {
         prefix: &'a [u8],
         len: u64,
@@ -194,22 +197,24 @@ struct Partial {
 }
 
 impl Partial {
-    fn room(&self) -> usize {
-        let cap = if self.header.is_control() { 125 } else { KEEP };
+    /// Bytes still to keep of the payload, `keep` for a data frame.
+    fn room(&self, keep: usize) -> usize {
+        let cap = if self.header.is_control() { 125 } else { keep };
         cap.saturating_sub(self.keep.len())
     }
 }
 
-/// The streaming decoder of one connection.
+/// The streaming decoder of one connection; of a text message it hands over
+/// the first `K` bytes.
 #[derive(Debug, Default)]
-pub struct Decoder {
+pub struct Decoder<const K: usize = KEEP> {
     /// A header split across reads.
     head: [u8; MAX_HEADER],
     head_len: u8,
     frame: Option<Partial>,
 }
 
-impl Decoder {
+impl<const K: usize> Decoder<K> {
     /// Decodes `data`, calling `on` for each complete message.
     pub fn feed(
         &mut self,
@@ -219,7 +224,7 @@ impl Decoder {
         while !data.is_empty() {
             if let Some(partial) = &mut self.frame {
                 let take = (partial.header.len - partial.got).min(data.len() as u64) as usize;
-                let kept = take.min(partial.room());
+                let kept = take.min(partial.room(K));
                 let from = partial.keep.len();
                 partial.keep.extend_from_slice(&data[..kept]);
                 if let Some(key) = partial.header.mask {
@@ -230,7 +235,7 @@ impl Decoder {
                 if partial.got == partial.header.len
                     && let Some(done) = self.frame.take()
                 {
-                    emit(done.header, &done.keep, on)?;
+                    emit::<K>(done.header, &done.keep, on)?;
                 }
                 continue;
             }
@@ -249,7 +254,7 @@ impl Decoder {
                             // The whole frame is here: no copy.
                             check_data_frame(&header)?;
                             let end = header.header_len + header.len as usize;
-                            emit(header, &data[header.header_len..end], on)?;
+                            emit::<K>(header, &data[header.header_len..end], on)?;
                             data = &data[end..];
                             continue;
                         }
@@ -279,7 +284,7 @@ impl Decoder {
                 && partial.header.len == 0
                 && let Some(done) = self.frame.take()
             {
-                emit(done.header, &done.keep, on)?;
+                emit::<K>(done.header, &done.keep, on)?;
             }
         }
         Ok(())
@@ -303,10 +308,14 @@ fn check_data_frame(header: &Header) -> Result<(), FrameError> {
     Ok(())
 }
 
-fn emit(header: Header, payload: &[u8], on: &mut dyn FnMut(Event<'_>)) -> Result<(), FrameError> {
+fn emit<const K: usize>(
+    header: Header,
+    payload: &[u8],
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<(), FrameError> {
     match header.opcode {
         OP_TEXT => on(Event::Text {
-            prefix: &payload[..payload.len().min(KEEP)],
+            prefix: &payload[..payload.len().min(K)],
             len: header.len,
         }),
         OP_BINARY => on(Event::Binary { len: header.len }),
@@ -328,7 +337,7 @@ mod tests {
 
     /// What the decoder reports for `bytes`, fed in pieces of `step` bytes.
     fn decode(bytes: &[u8], step: usize) -> Result<Vec<String>, FrameError> {
-        let mut decoder = Decoder::default();
+        let mut decoder: Decoder = Decoder::default();
         let mut seen = Vec::new();
         for piece in bytes.chunks(step.max(1)) {
             decoder.feed(piece, &mut |event| {
@@ -407,7 +416,7 @@ mod tests {
             assert_eq!(parse_header(&long[..cut]), Ok(None), "cut at {cut}");
         }
         // The decoder reports nothing until the frame is complete.
-        let mut decoder = Decoder::default();
+        let mut decoder: Decoder = Decoder::default();
         let mut count = 0;
         decoder
             .feed(&frame[..frame.len() - 1], &mut |_| count += 1)
@@ -444,6 +453,26 @@ mod tests {
         ];
         for step in [1, 2, 3, 7, 13, 100, 4096, stream.len()] {
             assert_eq!(decode(&stream, step).unwrap(), expected, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_wider_decoder_keeps_more_of_each_message() {
+        let text = "z".repeat(300);
+        let frame = Frame::text(&text);
+        for step in [1, 7, frame.as_bytes().len()] {
+            let mut decoder = Decoder::<256>::default();
+            let mut seen = Vec::new();
+            for piece in frame.as_bytes().chunks(step) {
+                decoder
+                    .feed(piece, &mut |event| {
+                        if let Event::Text { prefix, len } = event {
+                            seen.push((prefix.len(), len));
+                        }
+                    })
+                    .unwrap();
+            }
+            assert_eq!(seen, [(256, 300)], "step {step}");
         }
     }
 

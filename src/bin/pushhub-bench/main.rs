@@ -21,9 +21,11 @@
 //! - [`notify`]: task wake-ups; [`report`]: the JSON line and the summary.
 //! - [`channels`]: which client is in which channel, and the pipelined
 //!   `subscribe` requests that put them there.
+//! - [`v1`]: the v1 client (subprotocol `pushhub.v1`), for positions.
 //! - one module per subcommand: [`conns`] (with [`worker`]), [`push`],
 //!   [`pushmax`], [`broadcast`] (and `publish`, its channel mode), [`subs`],
-//!   [`slow`], [`floor`]; [`chart`] draws the RSS chart from `conns` results.
+//!   [`slow`], [`history`], [`replay`], [`floor`]; [`chart`] draws the RSS
+//!   chart from `conns` results.
 #![forbid(unsafe_code)]
 
 mod args;
@@ -36,11 +38,13 @@ mod codec;
 mod common;
 mod conns;
 mod floor;
+mod history;
 mod net;
 mod notify;
 mod proc;
 mod push;
 mod pushmax;
+mod replay;
 mod report;
 mod rng;
 mod slow;
@@ -48,6 +52,7 @@ mod stats;
 mod stream;
 mod subs;
 mod textport;
+mod v1;
 mod worker;
 
 use std::future::Future;
@@ -94,6 +99,12 @@ fn main() -> ExitCode {
         }),
         Cmd::Slow(a) => run_bench("slow", a.common(), async move |env| {
             slow::run(env, &a).await
+        }),
+        Cmd::History(a) => run_bench("history", a.common(), async move |env| {
+            history::run(env, &a).await
+        }),
+        Cmd::Replay(a) => run_bench("replay", a.common(), async move |env| {
+            replay::run(env, &a).await
         }),
         Cmd::Floor(a) => floor::main(&a),
         Cmd::Chart(a) => chart::main(&a),

@@ -11,6 +11,9 @@ use std::net::SocketAddrV4;
 /// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on Linux).
 const CLK_TCK: u64 = 100;
 
+/// The kernel's page, the unit of `/proc/net/sockstat` (4 KiB on x86-64).
+const PAGE_BYTES: u64 = 4096;
+
 pub struct HubProc {
     pid: u32,
 }
@@ -91,6 +94,23 @@ pub fn tcp_ext_in(netstat: &str, name: &str) -> Option<u64> {
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
+/// Bytes of memory the kernel holds for TCP sockets in this network
+/// namespace (`mem` of the `TCP:` line of `/proc/net/sockstat`, in pages):
+/// where what a socket has not sent yet, or its peer not read, waits. Every
+/// process's sockets count, not only the hub's.
+pub fn tcp_kernel_bytes() -> Option<u64> {
+    let pages = tcp_mem_pages(&fs::read_to_string("/proc/net/sockstat").ok()?)?;
+    Some(pages * PAGE_BYTES)
+}
+
+/// The `mem` field of the `TCP:` line of `/proc/net/sockstat`.
+pub fn tcp_mem_pages(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = line.split_whitespace();
+    fields.find(|&f| f == "mem")?;
+    fields.next()?.parse().ok()
+}
+
 /// The inode of the TCP socket listening on `addr`, from the text of
 /// `/proc/net/tcp` (addresses as the kernel prints them: the IPv4 address as a
 /// native-endian hex word, the port as hex).
@@ -151,6 +171,15 @@ mod tests {
         assert_eq!(tcp_ext_in(text, "ListenDrops"), Some(323));
         assert_eq!(tcp_ext_in(text, "Nope"), None);
         assert_eq!(tcp_ext_in("", "ListenDrops"), None);
+    }
+
+    #[test]
+    fn reads_the_kernels_tcp_memory() {
+        let text = "sockets: used 125\nTCP: inuse 108 orphan 0 tw 81684 alloc 108 mem 100\n\
+                    UDP: inuse 0 mem 0\n";
+        assert_eq!(tcp_mem_pages(text), Some(100));
+        assert_eq!(tcp_mem_pages("UDP: inuse 0 mem 3\n"), None);
+        assert!(tcp_kernel_bytes().is_some());
     }
 
     #[test]

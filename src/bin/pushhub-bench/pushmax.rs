@@ -48,25 +48,30 @@ impl Listener for Tally {
 }
 
 pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
+    measure(&env, a.n, a.pushes, a.window).await
+}
+
+/// The measurement itself, also run by `history` (with history on and off):
+/// `n` clients, `pushes` pushes to random ones, `window` in flight.
+pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), String> {
     let hub = env.hub()?;
-    if a.n == 0 || a.pushes == 0 || a.window == 0 {
+    if n == 0 || pushes == 0 || window == 0 {
         return Err("--n, --pushes and --window must be at least 1".into());
     }
     let report = &env.report;
-    report.set("n", a.n);
-    report.set("window", a.window);
+    report.set("n", n);
+    report.set("window", window);
     let tally = Rc::new(Tally {
-        received: RefCell::new(vec![0; a.n as usize]),
-        expected: RefCell::new(vec![0; a.n as usize]),
+        received: RefCell::new(vec![0; n as usize]),
+        expected: RefCell::new(vec![0; n as usize]),
         arrived: Cell::new(0),
         changed: Notify::default(),
     });
     let mut backend = Backend::connect(env.text).await?;
-    let pool = env.open_clients(a.n, tally.clone(), &mut backend).await?;
+    let pool = env.open_clients(n, tally.clone(), &mut backend).await?;
     let (requests, mut replies) = backend.split();
     say(&format!(
-        "pipelining {} pushes to {} clients, window {}",
-        a.pushes, a.n, a.window
+        "pipelining {pushes} pushes to {n} clients, window {window}"
     ));
 
     // Uids of the requests in flight, oldest first: replies come in order.
@@ -80,14 +85,14 @@ pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
         let mut rng = Rng::new(t0 ^ 0xfeed);
         let mut lines = Vec::with_capacity(BATCH as usize * 64);
         let mut sent = 0u32;
-        while sent < a.pushes {
-            room.until(|| sent - acked.get() < a.window).await;
-            let k = (a.window - (sent - acked.get()))
-                .min(a.pushes - sent)
+        while sent < pushes {
+            room.until(|| sent - acked.get() < window).await;
+            let k = (window - (sent - acked.get()))
+                .min(pushes - sent)
                 .min(BATCH);
             lines.clear();
             for seq in sent..sent + k {
-                let uid = rng.below(a.n);
+                let uid = rng.below(n);
                 in_flight.borrow_mut().push_back(uid);
                 let _ = writeln!(lines, r#"{{"cmd":"push","uid":"u{uid}","data":"{seq}"}}"#);
             }
@@ -97,16 +102,16 @@ pub async fn run(env: Rc<Env>, a: &PushMaxArgs) -> Result<(), String> {
         Ok::<(), String>(())
     };
     let reader = async {
-        for _ in 0..a.pushes {
-            let n = delivered(replies.next().await?)?;
+        for _ in 0..pushes {
+            let got = delivered(replies.next().await?)?;
             let uid = in_flight
                 .borrow_mut()
                 .pop_front()
                 .ok_or("a reply to no request")?;
-            if n >= 1 {
+            if got >= 1 {
                 ok.set(ok.get() + 1);
-                delivered_total.set(delivered_total.get() + n);
-                tally.expected.borrow_mut()[uid as usize] += n as u32;
+                delivered_total.set(delivered_total.get() + got);
+                tally.expected.borrow_mut()[uid as usize] += got as u32;
             } else {
                 fail.set(fail.get() + 1);
             }

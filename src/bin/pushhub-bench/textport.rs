@@ -179,6 +179,27 @@ pub struct Stats {
     pub channels: u64,
     #[serde(default)]
     pub subscriptions: u64,
+    /// Connections refused at --max-connections, and failed handshakes by
+    /// reason: why a hub closed clients before their upgrade.
+    #[serde(default)]
+    pub rejected: u64,
+    #[serde(default)]
+    pub handshake_failures: BTreeMap<String, u64>,
+    /// History for recovery (0 from a hub without it, or with it off).
+    #[serde(default)]
+    pub history_streams: u64,
+    #[serde(default)]
+    pub history_messages: u64,
+    #[serde(default)]
+    pub history_bytes: u64,
+    /// Recoveries that filled the gap, the messages they replayed, and those
+    /// answered `recovered:false`.
+    #[serde(default)]
+    pub recoveries: u64,
+    #[serde(default)]
+    pub replayed: u64,
+    #[serde(default)]
+    pub recoveries_failed: u64,
 }
 
 /// The body of an `"ok":true` reply; an error naming the hub's reason otherwise.
@@ -244,6 +265,10 @@ pub fn subscribed(reply: &[u8]) -> Result<u64, String> {
 #[derive(Serialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 enum Command<'a> {
+    Push {
+        uid: &'a str,
+        data: &'a str,
+    },
     Broadcast {
         data: &'a str,
     },
@@ -273,6 +298,16 @@ fn tagged_data(k: u32, size: usize) -> String {
     data.truncate(size);
     data.extend(std::iter::repeat_n('x', size - data.len()));
     data
+}
+
+/// The request line of a push of `size` bytes of data to `uid`, the data
+/// tagged `b<k>-` as a broadcast's is.
+pub fn push_line(uid: &str, k: u32, size: usize) -> Vec<u8> {
+    Command::Push {
+        uid,
+        data: &tagged_data(k, size),
+    }
+    .line()
 }
 
 /// The request line of broadcast `k`, its data tagged as [`tagged_data`].
@@ -345,6 +380,10 @@ mod tests {
         assert_eq!(
             line,
             b"{\"cmd\":\"subscribe\",\"uids\":[\"u0\",\"u5\",\"u10\"],\"chs\":[\"c1\",\"c2\"]}\n"
+        );
+        assert_eq!(
+            push_line("o7", 4, 8),
+            b"{\"cmd\":\"push\",\"uid\":\"o7\",\"data\":\"b4-xxxxx\"}\n"
         );
         let v: Value = serde_json::from_slice(&broadcast_line(2, 8)).unwrap();
         assert_eq!(
