@@ -93,6 +93,13 @@ fn a_channel_of_18000_subscribers_gets_every_publication_once() {
             "--metrics",
             "off",
             "--allow-plain-uid",
+            // Connecting 18,000 clients one by one may take longer than the
+            // default ping interval on a busy machine: the subscribers read
+            // text frames only, so no ping may come between them.
+            "--ping-interval",
+            "10m",
+            "--idle-timeout",
+            "20m",
         ],
         &[],
     );
