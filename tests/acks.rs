@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
-use common::apns::{FakeApns, TestCert};
+use common::apns::{FakeApns, device, hub_config, register};
 use common::*;
 use pushhub::channel::Pattern;
 use pushhub::config::HistoryLimits;
 use pushhub::hub::Pos;
-use pushhub::push::apns::settings::{ApnsSettings, Credentials, Endpoint};
 use serde_json::{Value, json};
 use smol::Async;
 
@@ -116,43 +115,6 @@ async fn send_line(backend: &Backend, request: &Value) {
 async fn reply(backend: &mut Backend) -> Value {
     let line = backend.line().await;
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
-}
-
-fn device(n: u32) -> String {
-    format!("{n:08x}").repeat(8)
-}
-
-/// A plain-uid hub with a registry, sending to `apns` with certificate auth.
-fn apns_config(apns: &FakeApns, scratch: &Scratch) -> pushhub::Config {
-    let ca = scratch.path("ca.pem");
-    std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
-    // The fake server does not check the client certificate, but the hub
-    // loads it exactly as it would Apple's.
-    let client = TestCert::new();
-    let identity = scratch.path("ck.pem");
-    std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
-    let mut config = plain_config();
-    config.apns_db = Some(scratch.path("devices.sqlite3"));
-    config.apns = Some(ApnsSettings {
-        topic: "com.example.app".into(),
-        credentials: Credentials::Certificate {
-            file: identity,
-            password: None,
-        },
-        endpoint: Endpoint {
-            host: "localhost".into(),
-            port: apns.addr.port(),
-        },
-        ca_file: Some(ca),
-    });
-    config
-}
-
-async fn register(backend: &mut Backend, uid: &str, token: &str) {
-    let reply = backend
-        .json(json!({"cmd": "register", "uid": uid, "apns": token}))
-        .await;
-    assert_eq!(reply["ok"], true, "{reply}");
 }
 
 /// The paths the fake APNs server was asked for, in order.
@@ -301,7 +263,7 @@ fn an_unacknowledged_push_is_answered_after_its_timeout() {
 fn an_unacknowledged_push_goes_to_the_uids_devices() {
     let apns = FakeApns::start(Arc::new(|_| (200, None)));
     let scratch = Scratch::new("ack-unacked");
-    let server = Server::start(apns_config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;
@@ -326,7 +288,7 @@ fn an_unacknowledged_push_goes_to_the_uids_devices() {
 fn an_acknowledged_push_goes_to_no_device() {
     let apns = FakeApns::start(Arc::new(|_| (200, None)));
     let scratch = Scratch::new("ack-acked");
-    let server = Server::start(apns_config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;
@@ -362,7 +324,7 @@ fn an_acknowledged_push_goes_to_no_device() {
 fn a_uid_with_no_connection_goes_to_apns_at_once() {
     let apns = FakeApns::start(Arc::new(|_| (200, None)));
     let scratch = Scratch::new("ack-offline");
-    let server = Server::start(apns_config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;

@@ -8,48 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::apns::{FakeApns, TestCert};
+use common::apns::{FakeApns, TestCert, device, hub_config, register};
 use common::*;
-use pushhub::push::apns::settings::{ApnsSettings, Credentials, Endpoint};
 use serde_json::{Value, json};
 use smol::Timer;
-
-fn device(n: u32) -> String {
-    format!("{n:08x}").repeat(8)
-}
-
-/// A plain-uid hub with a registry, sending to `apns` with certificate auth.
-fn config(apns: &FakeApns, scratch: &Scratch) -> pushhub::Config {
-    let ca = scratch.path("ca.pem");
-    std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
-    // The client certificate: the fake server does not check it, but the hub
-    // loads it exactly as it would Apple's.
-    let client = TestCert::new();
-    let identity = scratch.path("ck.pem");
-    std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
-    let mut config = plain_config();
-    config.apns_db = Some(scratch.path("devices.sqlite3"));
-    config.apns = Some(ApnsSettings {
-        topic: "com.example.app".into(),
-        credentials: Credentials::Certificate {
-            file: identity,
-            password: None,
-        },
-        endpoint: Endpoint {
-            host: "localhost".into(),
-            port: apns.addr.port(),
-        },
-        ca_file: Some(ca),
-    });
-    config
-}
-
-async fn register(backend: &mut Backend, uid: &str, token: &str) {
-    let reply = backend
-        .json(json!({"cmd": "register", "uid": uid, "apns": token}))
-        .await;
-    assert_eq!(reply["ok"], true, "{reply}");
-}
 
 fn push(uid: &str, when: Option<&str>) -> Value {
     let mut request = json!({
@@ -66,7 +28,7 @@ fn push(uid: &str, when: Option<&str>) -> Value {
 fn offline_uids_get_a_notification_online_ones_do_not() {
     let apns = FakeApns::start(Arc::new(|_| (200, None)));
     let scratch = Scratch::new("offline");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;
@@ -120,7 +82,7 @@ fn a_device_apple_says_is_gone_is_removed() {
         }
     }));
     let scratch = Scratch::new("gone");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;
@@ -142,7 +104,7 @@ fn a_device_apple_says_is_gone_is_removed() {
 fn replies_wait_for_apple_in_request_order() {
     let apns = FakeApns::start(Arc::new(|_| (200, None)));
     let scratch = Scratch::new("order");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;
@@ -175,7 +137,7 @@ fn replies_wait_for_apple_in_request_order() {
 fn refusals_before_sending_and_without_apns() {
     let apns = FakeApns::start(Arc::new(|_| (200, None)));
     let scratch = Scratch::new("refusals");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         register(&mut backend, "u1", &device(1)).await;
@@ -265,7 +227,7 @@ fn the_test_command_sends_one_notification() {
 fn a_slow_apns_does_not_hold_up_other_backends() {
     let apns = FakeApns::start(Arc::new(|_| (common::apns::NO_ANSWER, None)));
     let scratch = Scratch::new("slow-apns");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut waiting = Backend::connect(server.text).await;
         register(&mut waiting, "offline", &device(5)).await;
@@ -293,7 +255,7 @@ fn a_slow_apns_does_not_hold_up_other_backends() {
 fn waiting_replies_are_bounded() {
     let apns = FakeApns::start(Arc::new(|_| (common::apns::NO_ANSWER, None)));
     let scratch = Scratch::new("held-replies");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut other = Backend::connect(server.text).await;
         register(&mut other, "offline", &device(6)).await;
@@ -343,7 +305,7 @@ fn a_push_to_many_devices_settles_them_all() {
         }
     }));
     let scratch = Scratch::new("many-devices");
-    let server = Server::start(config(&apns, &scratch));
+    let server = Server::start(hub_config(&apns, &scratch));
     run(async {
         let mut backend = Backend::connect(server.text).await;
         let lines: String = (1..=DEVICES)

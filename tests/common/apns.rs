@@ -173,3 +173,43 @@ impl FakeApns {
             .request_alpns(&["h2"])
     }
 }
+
+/// A device token for tests: 64 hex digits from `n`.
+pub fn device(n: u32) -> String {
+    format!("{n:08x}").repeat(8)
+}
+
+/// A plain-uid hub with a registry, sending to `apns` with certificate auth.
+pub fn hub_config(apns: &FakeApns, scratch: &super::Scratch) -> pushhub::Config {
+    use pushhub::push::apns::settings::{ApnsSettings, Credentials, Endpoint};
+    let ca = scratch.path("ca.pem");
+    std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
+    // The fake server does not check the client certificate, but the hub
+    // loads it exactly as it would Apple's.
+    let client = TestCert::new();
+    let identity = scratch.path("ck.pem");
+    std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
+    let mut config = super::plain_config();
+    config.apns_db = Some(scratch.path("devices.sqlite3"));
+    config.apns = Some(ApnsSettings {
+        topic: "com.example.app".into(),
+        credentials: Credentials::Certificate {
+            file: identity,
+            password: None,
+        },
+        endpoint: Endpoint {
+            host: "localhost".into(),
+            port: apns.addr.port(),
+        },
+        ca_file: Some(ca),
+    });
+    config
+}
+
+/// Registers an APNs device token for `uid` on the hub.
+pub async fn register(backend: &mut super::Backend, uid: &str, token: &str) {
+    let reply = backend
+        .json(serde_json::json!({"cmd": "register", "uid": uid, "apns": token}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+}
