@@ -12,6 +12,8 @@ use argh::FromArgs;
 
 use crate::auth::{AuthConfig, Secret};
 use crate::channel::Pattern;
+use crate::cluster::settings::ClusterFlags;
+use crate::cluster::{self, ClusterConfig};
 use crate::push::apns::settings::{self, ApnsFlags, ApnsSettings};
 use crate::ws::tls::{TlsFiles, TlsSettings};
 
@@ -23,6 +25,9 @@ pub const APNS_CERT_PASSWORD_ENV: &str = "PUSHHUB_APNS_CERT_PASSWORD";
 
 /// Environment variable that may hold the wss certificate's password.
 pub const TLS_PASSWORD_ENV: &str = "PUSHHUB_TLS_PASSWORD";
+
+/// The environment variable that may hold the Redis password.
+pub const REDIS_PASSWORD_ENV: &str = "PUSHHUB_REDIS_PASSWORD";
 
 /// The largest size any size flag takes. A message is held whole in memory, so
 /// more would be a mistake on any server this runs on; it also keeps every
@@ -273,6 +278,43 @@ pub struct Flags {
     #[argh(option)]
     pub apns_test: Option<String>,
 
+    /// cluster mode: the Redis (or Valkey) that several hubs share, as
+    /// redis://HOST[:PORT][/DB], redis://USER@HOST:PORT or unix:///PATH;
+    /// the password from --redis-password-file or PUSHHUB_REDIS_PASSWORD
+    /// [default: none, one hub alone]
+    #[argh(option)]
+    pub redis: Option<String>,
+
+    /// file holding the Redis password (PUSHHUB_REDIS_PASSWORD works too)
+    /// [default: none]
+    #[argh(option)]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// this hub's name in the cluster: letters, digits, '.', '_' or '-', up
+    /// to 64 [default: random at each start]
+    #[argh(option)]
+    pub node_id: Option<String>,
+
+    /// what the cluster's Redis channel names begin with: hubs with another
+    /// prefix on the same Redis are another cluster [default: pushhub]
+    #[argh(option, default = "String::from(\"pushhub\")")]
+    pub redis_prefix: String,
+
+    /// share the WebSocket and text ports with the other hubs of this box
+    /// (SO_REUSEPORT; the kernel spreads connections over them): one hub
+    /// per core. Needs --redis [default: off]
+    #[argh(switch)]
+    pub reuse_port: bool,
+
+    /// how long a hub waits for the others to confirm a request before its
+    /// answer says unconfirmed [default: 1s]
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    pub cluster_timeout: Duration,
+
     /// log level: error, warn, info, debug or trace [default: info]
     #[argh(option, default = "log::LevelFilter::Info", from_str_fn(parse_level))]
     pub log_level: log::LevelFilter,
@@ -366,6 +408,10 @@ pub struct Config {
     pub apns: Option<ApnsSettings>,
     /// `--apns-test`: the device token to send one test notification to.
     pub apns_test: Option<String>,
+    /// `--redis`: cluster mode.
+    pub cluster: Option<ClusterConfig>,
+    /// `--reuse-port`: the ports are shared with this box's other hubs.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -397,6 +443,8 @@ impl Default for Config {
             apns_db: None,
             apns: None,
             apns_test: None,
+            cluster: None,
+            reuse_port: false,
         }
     }
 }
@@ -438,7 +486,34 @@ impl Flags {
     /// the process environment; `fd_limit` is the open-files limit the process
     /// runs with.
     pub fn into_config(self, env: Env, fd_limit: u64) -> Result<Config, ConfigError> {
-        let history = self.history_limits()?;
+        let cluster = cluster::settings::from_flags(
+            ClusterFlags {
+                redis: self.redis.as_deref(),
+                password_file: self.redis_password_file.as_deref(),
+                node_id: self.node_id.as_deref(),
+                prefix: &self.redis_prefix,
+                timeout: self.cluster_timeout,
+                max_line_length: self.max_line_length,
+            },
+            env.redis_password,
+        )
+        .map_err(ConfigError::Invalid)?;
+        if self.reuse_port && cluster.is_none() {
+            return Err(invalid(
+                "--reuse-port needs --redis URL: hubs sharing a port without a shared uid \
+                 space would answer fail for each other's clients",
+            ));
+        }
+        let mut history = self.history_limits()?;
+        if cluster.is_some() {
+            // Positions are per hub until history lives in Redis: a client
+            // that reconnects elsewhere, or here after this hub stopped
+            // receiving its streams, would otherwise be told it missed
+            // nothing.
+            history.size_uid = 0;
+            history.size_channel = 0;
+            history.size_broadcast = 0;
+        }
         let tls = self.tls_settings(env.tls_password)?;
         let apns = settings::from_flags(
             ApnsFlags {
@@ -563,6 +638,8 @@ impl Flags {
             apns_db: self.apns_db,
             apns,
             apns_test: self.apns_test,
+            cluster,
+            reuse_port: self.reuse_port,
         })
     }
 }
@@ -692,6 +769,8 @@ pub struct Env {
     pub apns_cert_password: Option<String>,
     /// [`TLS_PASSWORD_ENV`].
     pub tls_password: Option<String>,
+    /// [`REDIS_PASSWORD_ENV`].
+    pub redis_password: Option<String>,
 }
 
 impl Env {
@@ -700,6 +779,7 @@ impl Env {
             secret: std::env::var(SECRET_ENV).ok(),
             apns_cert_password: std::env::var(APNS_CERT_PASSWORD_ENV).ok(),
             tls_password: std::env::var(TLS_PASSWORD_ENV).ok(),
+            redis_password: std::env::var(REDIS_PASSWORD_ENV).ok(),
         }
     }
 }

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             config.max_connections
         );
     }
-    let listeners = match Listeners::bind(ws, text, metrics) {
+    let listeners = match Listeners::bind(ws, text, metrics, config.reuse_port) {
         Ok(listeners) => listeners,
         Err(e) => {
             let metrics = metrics.map_or(String::new(), |m| format!(" and {m} (metrics)"));

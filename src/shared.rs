@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use async_native_tls::TlsAcceptor;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::credentials::log_expiry;
 use crate::hub::{Hub, Limits};
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub registry: Option<Rc<Registry>>,
     /// The APNs sender, with the APNs flags.
     pub apns: Option<Rc<ApnsSender>>,
+    /// Cluster mode (`--redis`): the link to the other hubs.
+    pub cluster: Option<Rc<Cluster>>,
     /// wss: the acceptor new connections get (replaced on SIGHUP).
     pub tls: RefCell<Option<TlsAcceptor>>,
     /// WebSocket sockets open, including those still in their handshake.
@@ -42,9 +45,15 @@ impl Shared {
         config: Config,
         registry: Option<Rc<Registry>>,
         apns: Option<Rc<ApnsSender>>,
+        cluster: Option<Rc<Cluster>>,
     ) -> Shared {
+        let mut hub = Hub::new(Limits::from_config(&config));
+        if cluster.is_some() {
+            hub.track_routes();
+        }
         Shared {
-            hub: RefCell::new(Hub::new(Limits::from_config(&config))),
+            hub: RefCell::new(hub),
+            cluster,
             registry,
             apns,
             tls: RefCell::new(None),

@@ -15,6 +15,7 @@ use std::rc::Rc;
 use slab::Slab;
 
 use super::Conn;
+use super::routes::RouteLog;
 
 /// A member of a channel: a connection, and the index of this subscription in
 /// that connection's list.
@@ -130,6 +131,7 @@ impl Channels {
     pub(super) fn subscribe(
         &mut self,
         conns: &mut Slab<Conn>,
+        routes: &mut Option<RouteLog>,
         key: u32,
         name: &str,
     ) -> Result<bool, SubscribeError> {
@@ -155,6 +157,9 @@ impl Channels {
                 // Below `max_channels`, which the configuration keeps within
                 // u32 (so are the per-connection lists, by the same rule).
                 let ch = u32::try_from(ch).expect("channel table within u32 keys");
+                if let Some(routes) = routes {
+                    routes.note(true, &name, true);
+                }
                 self.index.insert(name, ch);
                 ch
             }
@@ -176,7 +181,13 @@ impl Channels {
     }
 
     /// Unsubscribes connection `key` from `name`; false if it was not subscribed.
-    pub(super) fn unsubscribe(&mut self, conns: &mut Slab<Conn>, key: u32, name: &str) -> bool {
+    pub(super) fn unsubscribe(
+        &mut self,
+        conns: &mut Slab<Conn>,
+        routes: &mut Option<RouteLog>,
+        key: u32,
+        name: &str,
+    ) -> bool {
         let Some(&ch) = self.index.get(name) else {
             return false;
         };
@@ -186,7 +197,7 @@ impl Channels {
             .and_then(|subs| subs.iter().position(|s| s.ch == ch));
         match slot {
             Some(slot) => {
-                self.remove_at(conns, key, slot);
+                self.remove_at(conns, routes, key, slot);
                 true
             }
             None => false,
@@ -194,13 +205,18 @@ impl Channels {
     }
 
     /// Drops every subscription of connection `key` (it is closing).
-    pub(super) fn unsubscribe_all(&mut self, conns: &mut Slab<Conn>, key: u32) {
+    pub(super) fn unsubscribe_all(
+        &mut self,
+        conns: &mut Slab<Conn>,
+        routes: &mut Option<RouteLog>,
+        key: u32,
+    ) {
         while let Some(n) = conns[key as usize].subs.as_deref().map(Vec::len) {
             if n == 0 {
                 break;
             }
             // From the end: no other subscription of this connection moves.
-            self.remove_at(conns, key, n - 1);
+            self.remove_at(conns, routes, key, n - 1);
         }
         conns[key as usize].subs = None;
     }
@@ -217,7 +233,13 @@ impl Channels {
     }
 
     /// Removes subscription `slot` of connection `key`, on both sides.
-    fn remove_at(&mut self, conns: &mut Slab<Conn>, key: u32, slot: usize) {
+    fn remove_at(
+        &mut self,
+        conns: &mut Slab<Conn>,
+        routes: &mut Option<RouteLog>,
+        key: u32,
+        slot: usize,
+    ) {
         let subs = conns[key as usize]
             .subs
             .as_deref_mut()
@@ -242,6 +264,9 @@ impl Channels {
         if channel.members.is_empty() {
             let channel = self.slab.remove(ch as usize);
             self.index.remove(&channel.name);
+            if let Some(routes) = routes {
+                routes.note(true, &channel.name, false);
+            }
         } else if channel.members.capacity() > 4 * channel.members.len() {
             // A channel that emptied out after a crowd left gives back
             // most of its memory.

@@ -13,6 +13,7 @@ mod channels;
 mod history;
 pub mod listeners;
 pub mod queue;
+mod routes;
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ use smol::Async;
 pub use acks::{AckError, AckWatch};
 pub use channels::SubscribeError;
 pub use history::{MESSAGE_OVERHEAD, Pos, Recovery, StreamKey};
+pub use routes::RouteChange;
+use routes::RouteLog;
 
 use crate::config::{Config, HistoryLimits};
 use crate::hub::listeners::{Event, Interests, Listeners, Payload, WireId};
@@ -242,6 +245,8 @@ pub struct Hub {
     /// flush, and the flusher task to wake when the first one is added.
     dirty: Vec<ConnId>,
     flusher: Option<Waker>,
+    /// In cluster mode, the uids and channels this hub holds, as they change.
+    routes: Option<RouteLog>,
     limits: Limits,
     started: Instant,
     pub counters: Counters,
@@ -262,6 +267,7 @@ impl Hub {
             closing_all: None,
             dirty: Vec::new(),
             flusher: None,
+            routes: None,
             limits,
             started: Instant::now(),
             counters: Counters::default(),
@@ -333,7 +339,13 @@ impl Hub {
         let key = id.key;
         let (uid, head) = match self.uids.get_key_value(uid) {
             Some((shared, &head)) => (Rc::clone(shared), head),
-            None => (Rc::from(uid), NIL),
+            None => {
+                let uid = Rc::from(uid);
+                if let Some(routes) = &mut self.routes {
+                    routes.note(false, &uid, true);
+                }
+                (uid, NIL)
+            }
         };
         if head != NIL {
             self.conns[head as usize].prev = key;
@@ -364,7 +376,8 @@ impl Hub {
     /// Takes a connection out of its uid's chain and its channels, so that it
     /// is offline at once.
     fn unlink(&mut self, key: u32) {
-        self.channels.unsubscribe_all(&mut self.conns, key);
+        self.channels
+            .unsubscribe_all(&mut self.conns, &mut self.routes, key);
         let conn = &mut self.conns[key as usize];
         if !std::mem::take(&mut conn.live) {
             return;
@@ -389,6 +402,9 @@ impl Hub {
             }
         } else {
             self.uids.remove(&uid);
+            if let Some(routes) = &mut self.routes {
+                routes.note(false, &uid, false);
+            }
         }
         if next != NIL {
             self.conns[next as usize].prev = prev;
@@ -699,12 +715,16 @@ impl Hub {
         if !self.get(id).is_some_and(Conn::is_live) {
             return Ok(false);
         }
-        self.channels.subscribe(&mut self.conns, id.key, name)
+        self.channels
+            .subscribe(&mut self.conns, &mut self.routes, id.key, name)
     }
 
     /// Unsubscribes a connection from `name`; false if it was not subscribed.
     pub fn unsubscribe(&mut self, id: ConnId, name: &str) -> bool {
-        self.get(id).is_some() && self.channels.unsubscribe(&mut self.conns, id.key, name)
+        self.get(id).is_some()
+            && self
+                .channels
+                .unsubscribe(&mut self.conns, &mut self.routes, id.key, name)
     }
 
     /// Subscribes every connection of `uid` to `name`, queueing `notice` (the
@@ -718,7 +738,10 @@ impl Hub {
     ) -> (usize, Vec<SubscribeError>) {
         let (mut added, mut refused) = (0, Vec::new());
         self.each_of_uid(uid, |hub, key| {
-            match hub.channels.subscribe(&mut hub.conns, key, name) {
+            match hub
+                .channels
+                .subscribe(&mut hub.conns, &mut hub.routes, key, name)
+            {
                 Ok(true) => {
                     added += 1;
                     hub.notify_v1(key, notice);
@@ -735,7 +758,10 @@ impl Hub {
     pub fn unsubscribe_uid(&mut self, uid: &str, name: &str, notice: &Frame) -> usize {
         let mut n = 0;
         self.each_of_uid(uid, |hub, key| {
-            if hub.channels.unsubscribe(&mut hub.conns, key, name) {
+            if hub
+                .channels
+                .unsubscribe(&mut hub.conns, &mut hub.routes, key, name)
+            {
                 n += 1;
                 hub.notify_v1(key, notice);
             }
@@ -792,6 +818,33 @@ impl Hub {
         uids.sort_unstable();
         uids.dedup();
         (uids, connections)
+    }
+
+    /// Notes from now on which uids and channels this hub holds, for a
+    /// cluster to route them here; each one held already is noted at once.
+    pub fn track_routes(&mut self) {
+        let mut log = RouteLog::default();
+        for uid in self.uids.keys() {
+            log.note(false, uid, true);
+        }
+        for (name, _) in self.channels.list("") {
+            log.note(true, &name, true);
+        }
+        self.routes = Some(log);
+    }
+
+    /// The uids and channels gained or lost since the last call (nothing
+    /// unless [`track_routes`](Hub::track_routes)); `waker` is woken at the
+    /// next change.
+    pub fn take_routes(&mut self, waker: &Waker) -> Vec<RouteChange> {
+        self.routes
+            .as_mut()
+            .map_or_else(Vec::new, |log| log.take(waker))
+    }
+
+    /// A live connection's uid.
+    pub fn uid_of(&self, id: ConnId) -> Option<&Rc<str>> {
+        self.get(id)?.uid.as_ref()
     }
 
     /// Whether `uid` has at least one connection.

@@ -35,6 +35,10 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
                     .apns
                     .as_deref()
                     .map(crate::push::apns::sender::Sender::stats);
+                stats.cluster = shared
+                    .cluster
+                    .as_deref()
+                    .map(crate::cluster::Cluster::stats);
                 render(
                     &stats,
                     &Gauges {
@@ -45,7 +49,17 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
             };
             respond("200 OK", "text/plain; version=0.0.4; charset=utf-8", &body)
         }
-        Some("/healthz") => respond("200 OK", "text/plain", "ok\n"),
+        // In a cluster, a hub cut off from Redis still serves its own
+        // clients, but backends elsewhere cannot reach them: a load
+        // balancer should send new clients to a hub that is whole.
+        Some("/healthz") => match shared
+            .cluster
+            .as_deref()
+            .map(crate::cluster::Cluster::is_up)
+        {
+            Some(false) => respond("503 Service Unavailable", "text/plain", "redis down\n"),
+            _ => respond("200 OK", "text/plain", "ok\n"),
+        },
         Some(_) => respond(
             "404 Not Found",
             "text/plain",

@@ -81,6 +81,9 @@ pub struct Stats {
     /// The APNs sender's counters, when APNs is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apns: Option<crate::push::apns::sender::Stats>,
+    /// Cluster mode: the node and its link.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterStats>,
 }
 
 impl Stats {
@@ -91,6 +94,7 @@ impl Stats {
             uptime_secs: started.elapsed().as_secs(),
             rss_bytes: rss_bytes().unwrap_or(0),
             apns: None,
+            cluster: None,
         }
     }
 }
@@ -452,6 +456,62 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
             "gauge",
             "Notifications waiting for a stream.",
             &[("", apns.queued as f64)],
+        );
+    }
+    if let Some(cluster) = &stats.cluster {
+        let c = &cluster.counters;
+        let up = f64::from(u8::from(cluster.redis == "up"));
+        metric(
+            "redis_up",
+            "gauge",
+            "1 while the cluster's link to Redis is up.",
+            &[("", up)],
+        );
+        for (name, help, n) in [
+            (
+                "cluster_requests_total",
+                "Requests published for other hubs.",
+                c.cluster_requests,
+            ),
+            (
+                "cluster_messages_in_total",
+                "Requests from Redis acted on here.",
+                c.cluster_messages_in,
+            ),
+            (
+                "cluster_unconfirmed_total",
+                "Replies that some hub did not confirm in time.",
+                c.cluster_unconfirmed,
+            ),
+            (
+                "cluster_bad_messages_total",
+                "Messages from Redis that could not be read.",
+                c.cluster_bad_messages,
+            ),
+            (
+                "redis_connects_total",
+                "Links to Redis made.",
+                c.redis_connects,
+            ),
+            (
+                "redis_disconnects_total",
+                "Links to Redis lost.",
+                c.redis_disconnects,
+            ),
+        ] {
+            metric(name, "counter", help, &one(n));
+        }
+        metric(
+            "cluster_routes",
+            "gauge",
+            "Redis channels subscribed: uids and channels held here.",
+            &[("", cluster.cluster_routes as f64)],
+        );
+        metric(
+            "cluster_waiting",
+            "gauge",
+            "Requests waiting for other hubs' answers.",
+            &[("", cluster.cluster_waiting as f64)],
         );
     }
     out

@@ -20,6 +20,7 @@ use smol::{Async, LocalExecutor, Timer};
 
 pub use listen::{BACKLOG, Listeners};
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::hub::CloseReason;
 use crate::push::{self, DeviceToken, Registry};
@@ -39,7 +40,7 @@ enum Event {
 /// "going away" frame and returns once they are closed or the shutdown timeout
 /// has passed. Each item of `hangups` reloads the wss certificate.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     hangups: impl Stream<Item = ()> + Unpin,
@@ -81,7 +82,14 @@ pub async fn run(
         }
         None => None,
     };
-    let shared = Rc::new(Shared::new(config, registry, apns.clone()));
+    let cluster = config.cluster.take().map(|settings| {
+        info!(
+            "cluster: node {} over Redis at {} (prefix {})",
+            settings.node, settings.url, settings.prefix
+        );
+        Rc::new(Cluster::new(settings, text_port::routed::execute))
+    });
+    let shared = Rc::new(Shared::new(config, registry, apns.clone(), cluster));
     if let Some(built) = tls {
         shared.install(built);
     }
@@ -96,6 +104,7 @@ pub async fn run(
         let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
         let reloader = ex.spawn(upkeep::reload_on_hangup(Rc::clone(&shared), hangups));
         let reminder = ex.spawn(upkeep::remind_expiry(Rc::clone(&shared)));
+        let redis = ex.spawn(cluster::link::run(Rc::clone(&shared)));
         let accept_ws = ex.spawn(accept_ws(Rc::clone(&shared), ws_listener, events.clone()));
         let accept_text = ex.spawn(accept_text(text_listener, events.clone()));
         let accept_metrics =
@@ -145,7 +154,7 @@ pub async fn run(
             let left = shared.sockets_open();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
-        drop((sweeper, flusher, apns_sender, reloader, reminder));
+        drop((sweeper, flusher, apns_sender, reloader, reminder, redis));
     })
     .await;
     Ok(())

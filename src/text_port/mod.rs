@@ -4,6 +4,7 @@
 
 pub mod protocol;
 pub mod replies;
+pub mod routed;
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -17,6 +18,7 @@ use serde_json::value::RawValue;
 use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::cluster::Cluster;
 use crate::hub::{Fanout, Hub, Pos, Target};
 use crate::metrics::Counters;
 use crate::push::apns::sender::Sender;
@@ -43,11 +45,12 @@ const READ_CHUNK: usize = 64 * 1024;
 const LINE_BUDGET: usize = 128;
 
 /// What the text port may use besides the hub: the APNs registry and sender,
-/// when configured.
+/// and the cluster, when configured.
 #[derive(Clone, Copy, Default)]
 pub struct Services<'s> {
     pub registry: Option<&'s Registry>,
     pub apns: Option<&'s Sender>,
+    pub cluster: Option<&'s Cluster>,
 }
 
 /// One backend connection's state: its replies in order, and whether it
@@ -61,7 +64,17 @@ pub struct Backend {
 /// Handles one request line and queues its reply in `backend.replies`.
 pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut Backend) {
     let replies = &mut backend.replies;
-    match parse_request(line) {
+    let mut request = parse_request(line);
+    if let Some(cluster) = services.cluster {
+        request = match routed::route(hub, cluster, line, request) {
+            routed::Routed::Waiting(id, wait) => return replies.wait(id, 0, wait),
+            routed::Routed::Refused(id, e) => {
+                return write_reply(replies.ready(), id, &refuse(hub, e));
+            }
+            routed::Routed::Local(request) => request,
+        };
+    }
+    match request {
         Request::Legacy { uid, line } => {
             hub.counters.pushes += 1;
             let delivered = hub.deliver(Target::Uid(&uid), |pos| original(line, pos));
@@ -244,56 +257,37 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
         Command::Listen { .. } => Reply::Listening,
         Command::Broadcast { data } => {
             hub.counters.broadcasts += 1;
-            Reply::Delivered(hub.deliver(Target::All, |pos| {
-                Fanout::new(move |v1| match v1 {
-                    true => v1::msg_broadcast(data.json, pos),
-                    false => Frame::text(&data.text),
-                })
-            }))
+            Reply::Delivered(hub.deliver(Target::All, |pos| broadcast_fanout(&data, pos)))
         }
         Command::Publish { chs, data } => {
             hub.counters.publications += 1;
             // Raw clients get the same frame from every channel; v1 clients
             // one per channel, which it names.
-            let raw = &OnceCell::new();
-            let data = &data;
+            let raw = OnceCell::new();
             let mut delivered = 0;
             for ch in distinct(&chs) {
                 delivered += hub.deliver(Target::Channel(ch), |pos| {
-                    Fanout::new(move |v1| match v1 {
-                        true => v1::msg_channel(ch, data.json, pos),
-                        false => raw.get_or_init(|| Frame::text(&data.text)).clone(),
-                    })
+                    channel_fanout(ch, &data, pos, &raw)
                 });
             }
             Reply::Delivered(delivered)
         }
         Command::Subscribe { who, chs } => {
             let (mut added, mut refused) = (0, BTreeMap::new());
-            for ch in distinct(&chs) {
-                let pos = hub.position(crate::hub::StreamKey::Channel(ch));
-                let notice = v1::subbed(ch, pos, None, None);
-                for uid in each_uid(&who) {
-                    let (n, errors) = hub.subscribe_uid(uid, ch, &notice);
-                    added += n;
-                    for e in errors {
-                        Counters::bump(&mut hub.counters.channel_errors, e.kind());
-                        *refused.entry(e.kind()).or_insert(0) += 1;
-                    }
+            for uid in each_uid(&who) {
+                let (n, errors) = subscribe_uid(hub, uid, &chs);
+                added += n;
+                for (kind, n) in errors {
+                    *refused.entry(kind).or_insert(0) += n;
                 }
             }
             Reply::Subscribed(added, refused)
         }
-        Command::Unsubscribe { who, chs } => {
-            let mut removed = 0;
-            for ch in distinct(&chs) {
-                let notice = v1::unsubbed(ch, None);
-                for uid in each_uid(&who) {
-                    removed += hub.unsubscribe_uid(uid, ch, &notice);
-                }
-            }
-            Reply::Unsubscribed(removed)
-        }
+        Command::Unsubscribe { who, chs } => Reply::Unsubscribed(
+            each_uid(&who)
+                .map(|uid| unsubscribe_uid(hub, uid, &chs))
+                .sum(),
+        ),
         Command::Channels { prefix } => Reply::Channels(hub.channel_list(&prefix)),
         Command::Members { ch } => {
             let (uids, connections) = hub.members(&ch);
@@ -317,12 +311,64 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
                 .collect(),
         ),
         Command::Kick { who } => Reply::Kicked(each_uid(&who).map(|uid| hub.kick(uid)).sum()),
-        Command::Stats => {
+        // `cluster` asks the other hubs too; a hub alone is the whole cluster.
+        Command::Stats { .. } => {
             let mut stats = hub.stats();
             stats.apns = services.apns.map(Sender::stats);
+            stats.cluster = services.cluster.map(Cluster::stats);
             Reply::Stats(Box::new(stats))
         }
     }
+}
+
+/// Subscribes every connection of `uid` to each of `chs`: how many were
+/// newly subscribed, and the refusals by reason (counted).
+fn subscribe_uid(
+    hub: &mut Hub,
+    uid: &str,
+    chs: &[Cow<str>],
+) -> (usize, BTreeMap<&'static str, usize>) {
+    let (mut added, mut refused) = (0, BTreeMap::new());
+    for ch in distinct(chs) {
+        let pos = hub.position(crate::hub::StreamKey::Channel(ch));
+        let notice = v1::subbed(ch, pos, None, None);
+        let (n, errors) = hub.subscribe_uid(uid, ch, &notice);
+        added += n;
+        for e in errors {
+            Counters::bump(&mut hub.counters.channel_errors, e.kind());
+            *refused.entry(e.kind()).or_insert(0) += 1;
+        }
+    }
+    (added, refused)
+}
+
+/// Unsubscribes every connection of `uid` from each of `chs`; how many.
+fn unsubscribe_uid(hub: &mut Hub, uid: &str, chs: &[Cow<str>]) -> usize {
+    distinct(chs)
+        .map(|ch| hub.unsubscribe_uid(uid, ch, &v1::unsubbed(ch, None)))
+        .sum()
+}
+
+/// A broadcast: `"all":true` for v1 clients, the data for raw ones.
+fn broadcast_fanout<'d>(data: &'d Data, pos: Option<Pos>) -> Fanout<impl Fn(bool) -> Frame + 'd> {
+    Fanout::new(move |v1| match v1 {
+        true => v1::msg_broadcast(data.json, pos),
+        false => Frame::text(&data.text),
+    })
+}
+
+/// A publication to `ch`; the raw frame is `raw`'s, shared by every
+/// channel of the command.
+fn channel_fanout<'d>(
+    ch: &'d str,
+    data: &'d Data,
+    pos: Option<Pos>,
+    raw: &'d OnceCell<Frame>,
+) -> Fanout<impl Fn(bool) -> Frame + 'd> {
+    Fanout::new(move |v1| match v1 {
+        true => v1::msg_channel(ch, data.json, pos),
+        false => raw.get_or_init(|| Frame::text(&data.text)).clone(),
+    })
 }
 
 /// The original form's line as a push: raw clients get the line as it was
@@ -398,6 +444,7 @@ async fn serve_lines(shared: &Shared, mut stream: Async<TcpStream>, backend: &mu
     let services = Services {
         registry: shared.registry.as_deref(),
         apns: shared.apns.as_deref(),
+        cluster: shared.cluster.as_deref(),
     };
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);

@@ -121,7 +121,10 @@ pub enum Command<'a> {
     Kick {
         who: Targets<'a>,
     },
-    Stats,
+    /// This hub's stats, or (`cluster`) every hub's.
+    Stats {
+        cluster: bool,
+    },
     /// Records an APNs device token for a uid.
     Register {
         uid: Cow<'a, str>,
@@ -211,6 +214,9 @@ pub enum RequestError {
     NoRegistry,
     /// The registry failed; nothing was changed.
     Registry(String),
+    /// What this request asks is not carried across the hubs of a cluster
+    /// yet (named), and answering for this hub alone would mislead.
+    NotInCluster(&'static str),
 }
 
 impl fmt::Display for RequestError {
@@ -257,6 +263,10 @@ impl fmt::Display for RequestError {
                 "no device registry: start pushhub with --apns-db PATH to register devices",
             ),
             RequestError::Registry(e) => write!(f, "{e}; nothing was changed"),
+            RequestError::NotInCluster(what) => write!(
+                f,
+                "{what} is not supported in cluster mode yet (this hub runs with --redis)"
+            ),
         }
     }
 }
@@ -286,6 +296,7 @@ impl RequestError {
             RequestError::NoApns => "no_apns",
             RequestError::NoRegistry => "no_registry",
             RequestError::Registry(_) => "registry",
+            RequestError::NotInCluster(_) => "not_in_cluster",
         }
     }
 }
@@ -330,6 +341,8 @@ struct Fields<'a> {
     binary: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     events: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    cluster: Option<&'a RawValue>,
 }
 
 /// The longest `ack_timeout`: a reply held longer would hold every reply
@@ -414,7 +427,18 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
         "kick" => Ok(Command::Kick {
             who: targets(fields)?,
         }),
-        "stats" => Ok(Command::Stats),
+        "stats" => Ok(Command::Stats {
+            cluster: match fields.cluster.map(RawValue::get) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => {
+                    return Err(RequestError::WrongType {
+                        field: "cluster",
+                        expected: "true or false",
+                    });
+                }
+            },
+        }),
         "register" => Ok(Command::Register {
             uid: one_uid(fields)?,
             token: device_token(fields)?.ok_or(RequestError::MissingField("apns"))?,
@@ -749,6 +773,11 @@ pub enum Reply<'a> {
     Channels(Vec<(Rc<str>, usize)>),
     /// A channel's uids and connections.
     Members(Vec<Rc<str>>, usize),
+    /// `stats` of every hub of a cluster.
+    Nodes(Vec<Box<RawValue>>),
+    /// A cluster's answer that some hub did not confirm: the reply says
+    /// so, with what was confirmed.
+    Unconfirmed(Box<Reply<'a>>),
     Error(RequestError),
 }
 
@@ -759,6 +788,11 @@ struct Envelope<'a, B> {
     id: Option<&'a RawValue>,
     #[serde(flatten)]
     body: B,
+}
+
+#[derive(Serialize)]
+struct NodesBody<'a> {
+    nodes: &'a [Box<RawValue>],
 }
 
 #[derive(Serialize)]
@@ -952,6 +986,19 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
                 apns: tokens.iter().map(DeviceToken::as_str).collect(),
             },
         ),
+        Reply::Nodes(nodes) => put(out, true, id, NodesBody { nodes }),
+        Reply::Unconfirmed(inner) => {
+            let start = out.len();
+            write_reply(out, id, inner);
+            // Every reply a cluster gathers is one JSON object on one line:
+            // the flag goes in before its closing brace.
+            if out[start..].ends_with(b"}\n") {
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(b",\"unconfirmed\":true}");
+            } else {
+                out.pop();
+            }
+        }
         Reply::Error(e) => put(
             out,
             false,
@@ -1130,7 +1177,15 @@ mod tests {
                 who: Targets::One("u9".into())
             })
         );
-        assert_eq!(cmd(r#"{"cmd":"stats","extra":[1]}"#), Ok(Command::Stats));
+        assert_eq!(
+            cmd(r#"{"cmd":"stats","extra":[1]}"#),
+            Ok(Command::Stats { cluster: false })
+        );
+        assert_eq!(
+            cmd(r#"{"cmd":"stats","cluster":true}"#),
+            Ok(Command::Stats { cluster: true })
+        );
+        assert!(cmd(r#"{"cmd":"stats","cluster":1}"#).is_err());
         assert_eq!(
             cmd(r#"{"cmd":"broadcast","data":null}"#),
             Ok(Command::Broadcast { data: data("null") })

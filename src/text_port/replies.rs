@@ -20,6 +20,8 @@ use serde_json::value::RawValue;
 use smol::Timer;
 
 use super::Services;
+use super::routed::{self, Shape};
+use crate::cluster::GatherId;
 use crate::hub::AckWatch;
 use crate::push::route::{ApnsPush, InFlight};
 use crate::text_port::protocol::{Reply, write_reply};
@@ -44,6 +46,12 @@ pub enum Wait {
     },
     /// Unacknowledged, and gone to APNs.
     Unacked(Option<InFlight>),
+    /// The other hubs' answers, until the timer (`--cluster-timeout`).
+    Cluster {
+        gather: GatherId,
+        shape: Shape,
+        timer: Timer,
+    },
 }
 
 /// The APNs notification of an unacknowledged push, for its uid.
@@ -91,6 +99,23 @@ impl Waiting {
                     }
                     let flight = fallback.take().and_then(|f| f.start(services));
                     self.wait = Wait::Unacked(flight);
+                }
+                Wait::Cluster {
+                    gather,
+                    shape,
+                    timer,
+                } => {
+                    // Only routed requests wait here, and only a hub in a
+                    // cluster routes them.
+                    let cluster = services.cluster.expect("a routed request's cluster");
+                    let gathered = match cluster.poll_gather(*gather, cx) {
+                        Poll::Ready(gathered) => gathered,
+                        Poll::Pending => {
+                            std::task::ready!(Pin::new(timer).poll(cx));
+                            cluster.finish(*gather)
+                        }
+                    };
+                    return Poll::Ready(routed::reply(shape, gathered));
                 }
                 Wait::Unacked(flight) => {
                     let summary = match flight {

@@ -176,6 +176,7 @@ pub(crate) fn serve(
                 link,
                 pending: tail,
                 authenticated: anonymous_only,
+                routing: false,
                 v1: v1.then(Box::default),
             };
             if anonymous_only && v1 {
@@ -232,6 +233,9 @@ struct Session {
     /// holding no allocation).
     pending: Vec<u8>,
     authenticated: bool,
+    /// In a cluster: the uid or a channel was just taken, and the next
+    /// message waits until other hubs can reach this connection through it.
+    routing: bool,
     /// A v1 client's uid and grants (once authenticated); `None` for a raw
     /// client, which costs no allocation.
     v1: Option<Box<requests::V1Client>>,
@@ -270,6 +274,7 @@ impl Session {
         let mut identity = identity?;
         self.shared.hub.borrow_mut().bind(self.id, &identity.uid);
         self.authenticated = true;
+        self.routing = self.shared.cluster.is_some();
         debug!("{} authenticated", identity.uid);
         self.join_granted(&mut identity, id, since);
         Ok(identity)
@@ -330,6 +335,10 @@ impl Session {
             if let Some(ending) = self.poll_write(cx) {
                 return Poll::Ready(Turn::End(ending));
             }
+            if self.poll_routed(cx).is_pending() {
+                self.shared.hub.borrow_mut().set_waker(self.id, cx.waker());
+                return Poll::Pending;
+            }
             let message = match self.poll_message(cx) {
                 Poll::Pending => {
                     self.shared.hub.borrow_mut().set_waker(self.id, cx.waker());
@@ -367,6 +376,22 @@ impl Session {
         // A flooding client has had its budget: let the other tasks run.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Ready once the cluster routes to this connection everything it
+    /// took (at once on a hub alone). Until then its client's next message
+    /// waits: a client that saw its login or subscription answered (the
+    /// pong to a ping sent after it, say) can then be reached from any hub.
+    fn poll_routed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.routing {
+            return Poll::Ready(());
+        }
+        if let Some(cluster) = &self.shared.cluster {
+            let hub = self.shared.hub.borrow();
+            std::task::ready!(cluster.poll_ready(&hub, self.id, cx));
+        }
+        self.routing = false;
+        Poll::Ready(())
     }
 
     /// Writes what the hub has queued. `Some` ends the connection.
@@ -479,7 +504,7 @@ mod tests {
     fn connection_task_stays_small() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let shared = Rc::new(Shared::new(Config::default(), None, None));
+        let shared = Rc::new(Shared::new(Config::default(), None, None, None));
         let slot = shared.claim_slot([127, 0, 0, 1].into()).unwrap();
         let task = serve(Rc::clone(&shared), Async::new(stream).unwrap(), slot);
         let size = std::mem::size_of_val(&task);

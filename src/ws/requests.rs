@@ -179,6 +179,7 @@ impl Session {
             drop(hub);
             return self.refuse(e.into(), id, Some(ch));
         }
+        self.routing = self.shared.cluster.is_some();
         let stream = StreamKey::Channel(ch);
         let pos = hub.position(stream);
         let mut budget = hub.replay_budget(self.id);

@@ -1,0 +1,307 @@
+//! Several hubs, one uid space, over Redis.
+//!
+//! Each hub subscribes to one Redis channel per uid it holds a connection
+//! of and per channel it holds a member of (`routes`), plus its own inbox
+//! and one that every hub shares. A backend's request that concerns other
+//! hubs is published, line and all, to the route of each uid or channel it
+//! names (`wire`); every hub that holds the route acts on it as its own
+//! text port would and answers the origin's inbox with its share. Redis's
+//! reply to `PUBLISH` says how many hubs received each part, so the origin
+//! knows how many answers make the reply certain (`gather`); whatever is
+//! missing at `--cluster-timeout` makes it unconfirmed, never guessed.
+//!
+//! The origin itself holds routes too: its own requests come back to it
+//! through Redis and are acted on like anyone's, so every hub delivers in
+//! Redis's order. While the link is down, requests are acted on here only,
+//! and their answers say so.
+//!
+//! `link` runs the two Redis connections as tasks of the hub's executor;
+//! everything else here is state that never awaits.
+
+mod gather;
+pub mod link;
+pub mod redis;
+mod routes;
+pub mod settings;
+pub mod wire;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use serde::Serialize;
+
+use gather::Gathers;
+pub use gather::{GatherId, Gathered};
+use redis::resp;
+use redis::url::RedisUrl;
+use routes::Routes;
+use wire::{Header, Partial};
+
+use crate::auth::Secret;
+use crate::hub::{ConnId, Hub, Target};
+
+/// Bytes of commands that may wait for the Redis connection before new
+/// requests stop being published (and are answered unconfirmed): a link
+/// that slow is as good as down, and memory must not grow with it.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// The `--redis*`, `--node-id` and `--cluster-timeout` settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub url: RedisUrl,
+    pub password: Option<Secret>,
+    pub node: String,
+    pub prefix: String,
+    pub timeout: Duration,
+    /// The most one message from Redis may be: a request carries a whole
+    /// backend line.
+    pub max_frame: usize,
+}
+
+/// How a hub acts on a request that came through Redis, for one target
+/// of it: the text port's own handling, restricted to that uid, channel
+/// or to everyone. `None` if the line is not one it can act on.
+pub type Execute = fn(&mut Hub, &Cluster, Target<'_>, &[u8]) -> Option<Partial>;
+
+pub struct Cluster {
+    config: ClusterConfig,
+    names: Names,
+    execute: Execute,
+    state: RefCell<State>,
+}
+
+/// The Redis channel names of this cluster.
+struct Names {
+    uid: Vec<u8>,
+    channel: Vec<u8>,
+    all: Vec<u8>,
+    node: Vec<u8>,
+    inbox: Vec<u8>,
+}
+
+impl Names {
+    fn new(prefix: &str, node: &str) -> Names {
+        let name = |rest: &str| format!("{prefix}:{rest}").into_bytes();
+        Names {
+            uid: name("u:"),
+            channel: name("c:"),
+            all: name("all"),
+            node: name("n:"),
+            inbox: name(&format!("n:{node}")),
+        }
+    }
+
+    fn route(&self, target: Target) -> Vec<u8> {
+        match target {
+            Target::Uid(uid) => [&self.uid[..], uid.as_bytes()].concat(),
+            Target::Channel(ch) => [&self.channel[..], ch.as_bytes()].concat(),
+            Target::All => self.all.clone(),
+        }
+    }
+
+    /// The target a route's channel stands for.
+    fn target<'c>(&self, channel: &'c [u8]) -> Option<Target<'c>> {
+        if channel == self.all {
+            return Some(Target::All);
+        }
+        let text = |rest: &'c [u8]| std::str::from_utf8(rest).ok();
+        if let Some(uid) = channel.strip_prefix(&self.uid[..]) {
+            return text(uid).map(Target::Uid);
+        }
+        channel
+            .strip_prefix(&self.channel[..])
+            .and_then(text)
+            .map(Target::Channel)
+    }
+}
+
+/// What a reply on the command connection is for.
+enum Expect {
+    /// How many hubs received a part of a request.
+    Count(GatherId, u32),
+    /// A liveness check.
+    Ping,
+    /// Nothing to act on (an answer published to another hub).
+    Ignore,
+}
+
+#[derive(Default)]
+struct State {
+    up: bool,
+    /// Commands for the command connection, not yet written.
+    out: BytesMut,
+    out_waker: Option<Waker>,
+    /// Replies still to come on the command connection, in order, with
+    /// when each command was queued.
+    expected: VecDeque<(Instant, Expect)>,
+    gathers: Gathers,
+    routes: Routes,
+    /// The subscriber connection's writer, woken when a batch is due.
+    routes_waker: Option<Waker>,
+    /// Sessions waiting for their routes to be confirmed.
+    ready_waiters: Vec<Waker>,
+    /// Answers to other hubs, by origin, from the messages read so far.
+    answers: HashMap<String, Vec<u8>>,
+    counters: ClusterCounters,
+}
+
+/// The cluster's counters, in `stats` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterCounters {
+    /// Requests published for other hubs.
+    pub cluster_requests: u64,
+    /// Requests that came through Redis and were acted on here.
+    pub cluster_messages_in: u64,
+    /// Replies that said `unconfirmed` (or `fail` for want of proof).
+    pub cluster_unconfirmed: u64,
+    /// Messages from Redis that were not ours to read.
+    pub cluster_bad_messages: u64,
+    pub redis_connects: u64,
+    pub redis_disconnects: u64,
+}
+
+/// The cluster part of `stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStats {
+    pub node: String,
+    /// "up" or "down".
+    pub redis: &'static str,
+    /// Redis channels this hub is subscribed to (or on its way).
+    pub cluster_routes: usize,
+    pub cluster_waiting: usize,
+    #[serde(flatten)]
+    pub counters: ClusterCounters,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig, execute: Execute) -> Cluster {
+        let names = Names::new(&config.prefix, &config.node);
+        let mut state = State::default();
+        state.routes.want(&names.inbox, true);
+        state.routes.want(&names.all, true);
+        Cluster {
+            config,
+            names,
+            execute,
+            state: RefCell::new(state),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.config.node
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state.borrow().up
+    }
+
+    /// Sends `line` to every hub that holds one of `targets`, one part per
+    /// target, and returns the request to wait on. Published if the link
+    /// can take it; otherwise acted on here alone, unconfirmed.
+    pub fn request(&self, hub: &mut Hub, line: &[u8], targets: &[Target]) -> GatherId {
+        let mut state = self.state.borrow_mut();
+        let id = state.gathers.start(targets.len());
+        if state.up && state.out.len() < MAX_OUTPUT {
+            state.counters.cluster_requests += 1;
+            let mut message = Vec::with_capacity(line.len() + 32);
+            for (part, &target) in targets.iter().enumerate() {
+                let part = part as u32;
+                message.clear();
+                let header = Header {
+                    origin: &self.config.node,
+                    request: id.wire(),
+                    part,
+                };
+                wire::request(&mut message, &header, line);
+                let route = self.names.route(target);
+                resp::command(&mut state.out, &[b"PUBLISH", &route, &message]);
+                state
+                    .expected
+                    .push_back((Instant::now(), Expect::Count(id, part)));
+            }
+            wake(&mut state.out_waker);
+            return id;
+        }
+        drop(state);
+        for (part, &target) in targets.iter().enumerate() {
+            let partial = (self.execute)(hub, self, target, line);
+            let mut state = self.state.borrow_mut();
+            if let Some(partial) = partial {
+                state.gathers.answer(id, part as u32, partial);
+            }
+            state.gathers.give_up(id, part as u32);
+        }
+        id
+    }
+
+    /// Ready with what a request gathered once it is complete.
+    pub fn poll_gather(&self, id: GatherId, cx: &mut Context<'_>) -> Poll<Gathered> {
+        let mut state = self.state.borrow_mut();
+        let polled = state.gathers.poll(id, cx);
+        if let Poll::Ready(Gathered {
+            unconfirmed: true, ..
+        }) = polled
+        {
+            state.counters.cluster_unconfirmed += 1;
+        }
+        polled
+    }
+
+    /// Ends a request at its deadline with what it has.
+    pub fn finish(&self, id: GatherId) -> Gathered {
+        let mut state = self.state.borrow_mut();
+        let gathered = state.gathers.finish(id);
+        if gathered.unconfirmed {
+            state.counters.cluster_unconfirmed += 1;
+        }
+        gathered
+    }
+
+    /// Ready once requests for everything connection `id` holds (its uid,
+    /// its channels) reach this hub, or at once while the link is down: a
+    /// session does not act on its client's next message before, so that
+    /// a client that saw its login answered can be reached from any hub.
+    pub fn poll_ready(&self, hub: &Hub, id: ConnId, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.borrow_mut();
+        if !state.up {
+            return Poll::Ready(());
+        }
+        let uid_ready = hub
+            .uid_of(id)
+            .is_none_or(|uid| state.routes.ready(&self.names.route(Target::Uid(uid))));
+        let channels_ready = || {
+            hub.subscriptions_of(id)
+                .iter()
+                .all(|ch| state.routes.ready(&self.names.route(Target::Channel(ch))))
+        };
+        if uid_ready && channels_ready() {
+            return Poll::Ready(());
+        }
+        state.ready_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    pub fn stats(&self) -> ClusterStats {
+        let state = self.state.borrow();
+        ClusterStats {
+            node: self.config.node.clone(),
+            redis: if state.up { "up" } else { "down" },
+            cluster_routes: state.routes.len(),
+            cluster_waiting: state.gathers.len(),
+            counters: state.counters.clone(),
+        }
+    }
+}
+
+fn wake(waker: &mut Option<Waker>) {
+    if let Some(w) = waker.take() {
+        w.wake();
+    }
+}

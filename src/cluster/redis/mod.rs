@@ -1,0 +1,7 @@
+//! Redis as the cluster sees it: where it is (`url`), one connection and
+//! its handshake (`conn`), and RESP2 framing (`resp`). No task of its own:
+//! `cluster::link` drives the connections on the hub's executor.
+
+pub mod conn;
+pub mod resp;
+pub mod url;

@@ -1,0 +1,212 @@
+//! Which Redis channels this hub is subscribed to, against which it
+//! should be: one per uid it holds a connection of, one per channel it
+//! holds a member of, plus its own inbox and the one every hub shares.
+//!
+//! The hub notes each change (`hub::Routes`); here they become
+//! `SUBSCRIBE` and `UNSUBSCRIBE` commands, batched per turn: a uid that
+//! leaves and comes back within a turn costs nothing. A channel has at
+//! most one command in flight: a change that comes while one is waits for
+//! its confirmation, so the state here is always the server's or on its
+//! way there. A route is *ready* once Redis confirmed it: from then on,
+//! every request for it reaches this hub.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    No,
+    Subscribing,
+    Subscribed,
+    Unsubscribing,
+}
+
+struct Route {
+    wanted: bool,
+    sent: Sent,
+}
+
+#[derive(Default)]
+pub struct Routes {
+    table: HashMap<Box<[u8]>, Route>,
+    /// Channels whose wanted state differs from the server's and that have
+    /// nothing in flight: the next batch.
+    dirty: Vec<Box<[u8]>>,
+}
+
+/// One batch of commands: channels to subscribe to, and to leave.
+#[derive(Default, Debug)]
+pub struct Batch {
+    pub subscribe: Vec<Box<[u8]>>,
+    pub unsubscribe: Vec<Box<[u8]>>,
+}
+
+impl Routes {
+    /// This hub now holds (`wanted`) or no longer holds the route `channel`.
+    pub fn want(&mut self, channel: &[u8], wanted: bool) {
+        match self.table.get_mut(channel) {
+            Some(route) => {
+                let was_settled = route.settled();
+                route.wanted = wanted;
+                if was_settled && !route.settled() && !route.in_flight() {
+                    self.dirty.push(channel.into());
+                }
+            }
+            None if wanted => {
+                self.table.insert(
+                    channel.into(),
+                    Route {
+                        wanted,
+                        sent: Sent::No,
+                    },
+                );
+                self.dirty.push(channel.into());
+            }
+            None => {}
+        }
+    }
+
+    /// The commands to send now. Each channel in them is in flight until
+    /// its confirmation.
+    pub fn batch(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        for channel in std::mem::take(&mut self.dirty) {
+            let Some(route) = self.table.get_mut(&channel) else {
+                continue;
+            };
+            match (route.wanted, route.sent) {
+                (true, Sent::No) => {
+                    route.sent = Sent::Subscribing;
+                    batch.subscribe.push(channel);
+                }
+                (false, Sent::Subscribed) => {
+                    route.sent = Sent::Unsubscribing;
+                    batch.unsubscribe.push(channel);
+                }
+                (false, Sent::No) => {
+                    self.table.remove(&channel);
+                }
+                // Settled since it was noted, or in flight.
+                _ => {}
+            }
+        }
+        batch
+    }
+
+    /// Whether a batch is waiting.
+    pub fn has_batch(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Redis confirmed a `subscribe` (`true`) or `unsubscribe` of `channel`.
+    pub fn confirmed(&mut self, channel: &[u8], subscribed: bool) {
+        let Some(route) = self.table.get_mut(channel) else {
+            return;
+        };
+        route.sent = match subscribed {
+            true => Sent::Subscribed,
+            false => Sent::No,
+        };
+        if !route.settled() {
+            self.dirty.push(channel.into());
+        } else if !route.wanted {
+            self.table.remove(channel);
+        }
+    }
+
+    /// Whether requests for `channel` reach this hub now.
+    pub fn ready(&self, channel: &[u8]) -> bool {
+        self.table
+            .get(channel)
+            .is_some_and(|r| r.sent == Sent::Subscribed)
+    }
+
+    /// A new connection to Redis holds no subscription: everything wanted
+    /// goes into the next batch, and the rest is forgotten.
+    pub fn reset(&mut self) {
+        self.table.retain(|_, route| route.wanted);
+        self.dirty.clear();
+        for (channel, route) in &mut self.table {
+            route.sent = Sent::No;
+            self.dirty.push(channel.clone());
+        }
+    }
+
+    /// Channels subscribed or on their way.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+impl Route {
+    fn settled(&self) -> bool {
+        matches!(
+            (self.wanted, self.sent),
+            (true, Sent::Subscribed) | (false, Sent::No)
+        )
+    }
+
+    fn in_flight(&self) -> bool {
+        matches!(self.sent, Sent::Subscribing | Sent::Unsubscribing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[Box<[u8]>]) -> Vec<&[u8]> {
+        list.iter().map(|c| &**c).collect()
+    }
+
+    #[test]
+    fn changes_within_a_turn_cancel_out() {
+        let mut r = Routes::default();
+        r.want(b"u:a", true);
+        r.want(b"u:b", true);
+        r.want(b"u:b", false);
+        let batch = r.batch();
+        assert_eq!(names(&batch.subscribe), [&b"u:a"[..]]);
+        assert!(batch.unsubscribe.is_empty());
+        assert!(!r.ready(b"u:a"));
+        r.confirmed(b"u:a", true);
+        assert!(r.ready(b"u:a"));
+        // Leaving and coming back before the next batch sends nothing.
+        r.want(b"u:a", false);
+        r.want(b"u:a", true);
+        let batch = r.batch();
+        assert!(batch.subscribe.is_empty() && batch.unsubscribe.is_empty());
+        assert!(r.ready(b"u:a"));
+    }
+
+    #[test]
+    fn one_command_in_flight_per_channel() {
+        let mut r = Routes::default();
+        r.want(b"c:x", true);
+        assert_eq!(r.batch().subscribe.len(), 1);
+        // Gone and back while the subscribe is in flight: nothing more yet.
+        r.want(b"c:x", false);
+        assert!(r.batch().unsubscribe.is_empty());
+        r.confirmed(b"c:x", true);
+        let batch = r.batch();
+        assert_eq!(names(&batch.unsubscribe), [&b"c:x"[..]]);
+        r.confirmed(b"c:x", false);
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_new_connection_subscribes_everything_wanted_again() {
+        let mut r = Routes::default();
+        r.want(b"u:a", true);
+        r.want(b"u:b", true);
+        let _ = r.batch();
+        r.confirmed(b"u:a", true);
+        r.reset();
+        assert!(!r.ready(b"u:a"));
+        let mut again = names(&r.batch().subscribe)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>();
+        again.sort();
+        assert_eq!(again, [b"u:a".to_vec(), b"u:b".to_vec()]);
+    }
+}

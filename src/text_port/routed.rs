@@ -1,0 +1,299 @@
+//! The text port in cluster mode: which requests concern other hubs, how a
+//! hub acts on one that came from another (`execute`, for one target), and
+//! the reply built from every hub's share.
+//!
+//! A request is published as the line the backend sent, so the hubs that
+//! act on it parse it as any text port would; the Redis channel it came on
+//! names the one uid, channel or "everyone" it is for there.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use super::protocol::{Command, Presence, Reply, Request, RequestError, Targets, parse_request};
+use super::replies::Wait;
+use super::{broadcast_fanout, channel_fanout, distinct, each_uid, original, to_uid};
+use crate::cluster::wire::Partial;
+use crate::cluster::{Cluster, Gathered};
+use crate::hub::{Hub, Target};
+
+/// What the reply of a routed request is made of.
+pub enum Shape {
+    /// The original form: `ok` once some connection took the line.
+    Legacy,
+    Delivered,
+    Online,
+    /// `online` for these uids, one part each.
+    OnlineMany(Vec<String>),
+    Kicked,
+    Subscribed,
+    Unsubscribed,
+    Members,
+    Channels,
+    Nodes,
+}
+
+/// What handling a request in cluster mode came to.
+pub enum Routed<'l> {
+    /// Published: its reply waits for the hubs' answers.
+    Waiting(Option<&'l RawValue>, Wait),
+    /// Refused here: it asks what a cluster does not carry yet.
+    Refused(Option<&'l RawValue>, RequestError),
+    /// Not a cluster matter (devices, `listen`, this hub's `stats`).
+    Local(Request<'l>),
+}
+
+/// Sends a request that concerns other hubs through the cluster.
+pub fn route<'l>(
+    hub: &mut Hub,
+    cluster: &Cluster,
+    line: &'l [u8],
+    request: Request<'l>,
+) -> Routed<'l> {
+    let planned = match plan(&request) {
+        Ok(Some((id, shape, targets))) => Ok((id, shape, targets)),
+        Ok(None) => Err(None),
+        Err((id, e)) => Err(Some((id, e))),
+    };
+    let (id, shape, targets) = match planned {
+        Ok(plan) => plan,
+        Err(None) => return Routed::Local(request),
+        Err(Some((id, e))) => return Routed::Refused(id, e),
+    };
+    match &request {
+        Request::Legacy { .. }
+        | Request::Command {
+            command: Ok(Command::Push { .. }),
+            ..
+        } => {
+            hub.counters.pushes += 1;
+        }
+        Request::Command {
+            command: Ok(Command::Broadcast { .. }),
+            ..
+        } => {
+            hub.counters.broadcasts += 1;
+        }
+        Request::Command {
+            command: Ok(Command::Publish { .. }),
+            ..
+        } => {
+            hub.counters.publications += 1;
+        }
+        _ => {}
+    }
+    let gather = cluster.request(hub, line, &targets);
+    let deadline = Instant::now() + cluster.timeout();
+    Routed::Waiting(
+        id,
+        Wait::Cluster {
+            gather,
+            shape,
+            timer: smol::Timer::at(deadline),
+        },
+    )
+}
+
+type Plan<'r, 'l> = (Option<&'l RawValue>, Shape, Vec<Target<'r>>);
+
+/// The reply's shape and the targets, one part each, of a request that
+/// concerns other hubs; `None` for one that does not.
+fn plan<'r, 'l>(
+    request: &'r Request<'l>,
+) -> Result<Option<Plan<'r, 'l>>, (Option<&'l RawValue>, RequestError)> {
+    let uids = |who: &'r Targets| each_uid(who).map(Target::Uid).collect::<Vec<_>>();
+    let (id, command) = match request {
+        Request::Legacy { uid, .. } => {
+            return Ok(Some((None, Shape::Legacy, vec![Target::Uid(uid)])));
+        }
+        Request::Command {
+            id,
+            command: Ok(command),
+        } => (*id, command),
+        _ => return Ok(None),
+    };
+    let not_yet = |what| Err((id, RequestError::NotInCluster(what)));
+    let (shape, targets) = match command {
+        Command::Push {
+            ack_timeout: Some(_),
+            ..
+        } => return not_yet("`ack_timeout`"),
+        Command::Push { apns: Some(_), .. } => return not_yet("`apns`"),
+        Command::PushConn { .. } => return not_yet("a push to `conn`"),
+        Command::Push { to, .. } => (Shape::Delivered, uids(to)),
+        Command::Broadcast { .. } => (Shape::Delivered, vec![Target::All]),
+        Command::Publish { chs, .. } => (
+            Shape::Delivered,
+            distinct(chs).map(Target::Channel).collect(),
+        ),
+        Command::Subscribe { who, .. } => (Shape::Subscribed, uids(who)),
+        Command::Unsubscribe { who, .. } => (Shape::Unsubscribed, uids(who)),
+        Command::Channels { .. } => (Shape::Channels, vec![Target::All]),
+        Command::Members { ch } => (Shape::Members, vec![Target::Channel(ch)]),
+        Command::Online {
+            who: Targets::One(uid),
+        } => (Shape::Online, vec![Target::Uid(uid)]),
+        Command::Online {
+            who: Targets::Many(list),
+        } => (
+            Shape::OnlineMany(list.iter().map(|u| u.to_string()).collect()),
+            list.iter().map(|u| Target::Uid(u)).collect(),
+        ),
+        Command::Kick { who } => (Shape::Kicked, uids(who)),
+        Command::Stats { cluster: true } => (Shape::Nodes, vec![Target::All]),
+        Command::Stats { cluster: false }
+        | Command::Listen { .. }
+        | Command::Register { .. }
+        | Command::Unregister { .. }
+        | Command::Devices { .. } => return Ok(None),
+    };
+    Ok(Some((id, shape, targets)))
+}
+
+/// Acts on a request from another hub (or this one, back through Redis)
+/// for `target` alone, and says what this hub's share of the answer is.
+pub fn execute(hub: &mut Hub, cluster: &Cluster, target: Target, line: &[u8]) -> Option<Partial> {
+    let request = parse_request(line);
+    let Request::Command { command, .. } = request else {
+        return match (request, target) {
+            (Request::Legacy { line, .. }, Target::Uid(uid)) => Some(Partial::Delivered(
+                hub.deliver(Target::Uid(uid), |pos| original(line, pos)),
+            )),
+            _ => None,
+        };
+    };
+    Some(match (command.ok()?, target) {
+        (Command::Push { data, .. }, Target::Uid(uid)) => {
+            let raw = OnceCell::new();
+            Partial::Delivered(hub.deliver(Target::Uid(uid), |pos| to_uid(&data, pos, &raw)))
+        }
+        (Command::Broadcast { data }, Target::All) => {
+            Partial::Delivered(hub.deliver(Target::All, |pos| broadcast_fanout(&data, pos)))
+        }
+        (Command::Publish { data, .. }, Target::Channel(ch)) => {
+            let raw = OnceCell::new();
+            Partial::Delivered(hub.deliver(Target::Channel(ch), |pos| {
+                channel_fanout(ch, &data, pos, &raw)
+            }))
+        }
+        (Command::Subscribe { chs, .. }, Target::Uid(uid)) => {
+            let (added, refused) = super::subscribe_uid(hub, uid, &chs);
+            let refused = refused
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect();
+            Partial::Subscribed(added, refused)
+        }
+        (Command::Unsubscribe { chs, .. }, Target::Uid(uid)) => {
+            Partial::Unsubscribed(super::unsubscribe_uid(hub, uid, &chs))
+        }
+        (Command::Channels { prefix }, Target::All) => Partial::Channels(
+            hub.channel_list(&prefix)
+                .into_iter()
+                .map(|(ch, n)| (ch.to_string(), n))
+                .collect(),
+        ),
+        (Command::Members { .. }, Target::Channel(ch)) => {
+            let (uids, connections) = hub.members(ch);
+            Partial::Members(uids.iter().map(|u| u.to_string()).collect(), connections)
+        }
+        (Command::Online { .. }, Target::Uid(uid)) => Partial::Online(hub.connections_of(uid)),
+        (Command::Kick { .. }, Target::Uid(uid)) => Partial::Kicked(hub.kick(uid)),
+        (Command::Stats { cluster: true }, Target::All) => {
+            let mut stats = hub.stats();
+            stats.cluster = Some(cluster.stats());
+            // Stats are plain numbers and strings: they always serialize.
+            let json = serde_json::to_string(&stats).expect("stats serialize");
+            Partial::Nodes(vec![RawValue::from_string(json).expect("stats are JSON")])
+        }
+        _ => return None,
+    })
+}
+
+/// The reply of a routed request from what the hubs answered.
+pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
+    let Gathered { parts, unconfirmed } = gathered;
+    let sum = |parts: &[Option<Partial>]| -> usize {
+        parts
+            .iter()
+            .map(|p| match p {
+                Some(
+                    Partial::Delivered(n)
+                    | Partial::Online(n)
+                    | Partial::Kicked(n)
+                    | Partial::Unsubscribed(n)
+                    | Partial::Subscribed(n, _),
+                ) => *n,
+                _ => 0,
+            })
+            .sum()
+    };
+    let reply = match shape {
+        // `ok` needs a connection that took the line; an unconfirmed hub
+        // proves nothing either way.
+        Shape::Legacy => return Reply::Legacy(sum(&parts) > 0),
+        Shape::Delivered => Reply::Delivered(sum(&parts)),
+        Shape::Online => Reply::Online(sum(&parts)),
+        Shape::Kicked => Reply::Kicked(sum(&parts)),
+        Shape::Unsubscribed => Reply::Unsubscribed(sum(&parts)),
+        Shape::Subscribed => {
+            let mut refused = BTreeMap::new();
+            for part in &parts {
+                if let Some(Partial::Subscribed(_, reasons)) = part {
+                    for (reason, n) in reasons {
+                        *refused.entry(refusal_kind(reason)).or_insert(0) += n;
+                    }
+                }
+            }
+            Reply::Subscribed(sum(&parts), refused)
+        }
+        Shape::OnlineMany(uids) => Reply::OnlineMany(
+            uids.iter()
+                .zip(&parts)
+                .map(|(uid, part)| {
+                    let connections = sum(std::slice::from_ref(part));
+                    Presence {
+                        uid: Cow::Owned(uid.clone()),
+                        online: connections > 0,
+                        connections,
+                    }
+                })
+                .collect(),
+        ),
+        Shape::Members => match parts.into_iter().flatten().next() {
+            Some(Partial::Members(uids, connections)) => {
+                Reply::Members(uids.into_iter().map(Rc::from).collect(), connections)
+            }
+            _ => Reply::Members(Vec::new(), 0),
+        },
+        Shape::Channels => match parts.into_iter().flatten().next() {
+            Some(Partial::Channels(list)) => {
+                Reply::Channels(list.into_iter().map(|(ch, n)| (Rc::from(ch), n)).collect())
+            }
+            _ => Reply::Channels(Vec::new()),
+        },
+        Shape::Nodes => match parts.into_iter().flatten().next() {
+            Some(Partial::Nodes(nodes)) => Reply::Nodes(nodes),
+            _ => Reply::Nodes(Vec::new()),
+        },
+    };
+    match unconfirmed {
+        true => Reply::Unconfirmed(Box::new(reply)),
+        false => reply,
+    }
+}
+
+/// A refusal's reason as counted here; another hub's unknown reason is
+/// kept under a name of its own rather than dropped.
+fn refusal_kind(reason: &str) -> &'static str {
+    use crate::hub::SubscribeError::*;
+    [TooManySubscriptions, TooManyChannels]
+        .into_iter()
+        .map(|e| e.kind())
+        .find(|kind| *kind == reason)
+        .unwrap_or("other")
+}
