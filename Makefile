@@ -1,6 +1,7 @@
 # pushhub — build, try, test and install.
 #   make run      a demo hub on localhost (plain-uid mode) with instructions
 #   make test     the whole test suite
+#   make cluster  two hubs sharing their ports over a local redis-server
 #   make install  the binary and the systemd unit (PREFIX, DESTDIR honoured)
 
 CARGO   ?= cargo
@@ -27,7 +28,7 @@ KOSOKU_VERSION := 0.1.0
 KOSOKU_VENV    := target/kosoku-$(KOSOKU_VERSION)
 KOSOKU         := $(KOSOKU_VENV)/bin/kosoku
 
-.PHONY: build run test bench bench-load bench-chart fuzz soak lint install deploy clean \
+.PHONY: build run cluster template-unit test bench bench-load bench-chart fuzz soak lint install deploy clean \
 	conformance conformance-quick conformance-deps
 
 build:
@@ -49,6 +50,11 @@ run: build
 	@echo "     php -r '\$$c = stream_socket_client(\"tcp://$(TEXT)\"); fwrite(\$$c, json_encode([\"uid\" => \"uid1\", \"percent\" => \"88%\"]) . PHP_EOL); echo fread(\$$c, 8192);'"
 	@echo
 	$(BIN) --allow-plain-uid --ws $(WS) --text $(TEXT)
+
+# A local cluster to try: redis-server and two hubs on the same ports
+# (--reuse-port), in the foreground; Ctrl-C stops them (deploy/cluster.sh).
+cluster: build
+	BIN=$(BIN) WS=$(WS) TEXT=$(TEXT) deploy/cluster.sh
 
 # The unit and integration tests, then the quick conformance run on the debug
 # builds they leave behind.
@@ -110,8 +116,23 @@ install:
 	sed 's|/usr/local/bin/pushhub|$(PREFIX)/bin/pushhub|' deploy/pushhub.service > pushhub.service.tmp
 	install -D -m 644 pushhub.service.tmp $(DESTDIR)$(UNITDIR)/pushhub.service
 	rm -f pushhub.service.tmp
+	$(MAKE) --no-print-directory template-unit > pushhub@.service.tmp
+	install -D -m 644 pushhub@.service.tmp $(DESTDIR)$(UNITDIR)/pushhub@.service
+	rm -f pushhub@.service.tmp
 	@echo "installed; next: put the token secret in /etc/pushhub/secret, then"
 	@echo "  systemctl daemon-reload && systemctl enable --now pushhub"
+	@echo "  (or, one hub per core over a local Redis: systemctl enable --now pushhub@1 pushhub@2)"
+
+# pushhub@N.service, one hub per core: the same unit, each instance sharing the
+# ports (--reuse-port) over the local Redis, with its own node id, metrics
+# port (568N) and state directory. Printed on stdout.
+template-unit:
+	@sed -e 's|/usr/local/bin/pushhub|$(PREFIX)/bin/pushhub|' \
+		-e 's|^Description=.*|Description=pushhub WebSocket push hub, cluster node %i|' \
+		-e 's|^After=network.target|After=network.target redis-server.service|' \
+		-e 's|^\(ExecStart=.*--secret-file [^ ]*\)$$|\1 --reuse-port --redis redis://127.0.0.1:6379 --node-id %H-%i --metrics 127.0.0.1:568%i|' \
+		-e 's|^StateDirectory=pushhub|StateDirectory=pushhub-%i|' \
+		deploy/pushhub.service
 
 # Installs the release binary and the systemd unit on HOST (user@server, with
 # sudo there) over ssh, then restarts the service. The secret file is not

@@ -73,7 +73,9 @@ pub struct Cluster {
     state: RefCell<State>,
 }
 
-/// The Redis channel names of this cluster.
+/// The Redis channel names of this cluster. A uid's and a channel's are
+/// `PREFIX:{u:UID}` and `PREFIX:{c:NAME}`: the braces make the name a Redis
+/// Cluster hash tag, so that a stream's channel and its keys share a slot.
 struct Names {
     uid: Vec<u8>,
     channel: Vec<u8>,
@@ -86,8 +88,8 @@ impl Names {
     fn new(prefix: &str, node: &str) -> Names {
         let name = |rest: &str| format!("{prefix}:{rest}").into_bytes();
         Names {
-            uid: name("u:"),
-            channel: name("c:"),
+            uid: name("{u:"),
+            channel: name("{c:"),
             all: name("all"),
             node: name("n:"),
             inbox: name(&format!("n:{node}")),
@@ -96,8 +98,8 @@ impl Names {
 
     fn route(&self, target: Target) -> Vec<u8> {
         match target {
-            Target::Uid(uid) => [&self.uid[..], uid.as_bytes()].concat(),
-            Target::Channel(ch) => [&self.channel[..], ch.as_bytes()].concat(),
+            Target::Uid(uid) => [&self.uid[..], uid.as_bytes(), b"}"].concat(),
+            Target::Channel(ch) => [&self.channel[..], ch.as_bytes(), b"}"].concat(),
             Target::All => self.all.clone(),
         }
     }
@@ -107,7 +109,7 @@ impl Names {
         if channel == self.all {
             return Some(Target::All);
         }
-        let text = |rest: &'c [u8]| std::str::from_utf8(rest).ok();
+        let text = |rest: &'c [u8]| std::str::from_utf8(rest.strip_suffix(b"}")?).ok();
         if let Some(uid) = channel.strip_prefix(&self.uid[..]) {
             return text(uid).map(Target::Uid);
         }
@@ -303,5 +305,28 @@ impl Cluster {
 fn wake(waker: &mut Option<Waker>) {
     if let Some(w) = waker.take() {
         w.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_round_trip_and_carry_a_hash_tag() {
+        let names = Names::new("pushhub", "a");
+        for target in [
+            Target::Uid("u1"),
+            Target::Uid("we}ird:{uid"),
+            Target::Channel("news"),
+            Target::All,
+        ] {
+            let route = names.route(target);
+            assert_eq!(names.target(&route), Some(target));
+        }
+        assert_eq!(names.route(Target::Uid("u1")), b"pushhub:{u:u1}");
+        assert_eq!(names.target(b"pushhub:{u:u1"), None);
+        assert_eq!(names.target(b"pushhub:n:a"), None);
+        assert_eq!(names.target(b"other:{u:u1}"), None);
     }
 }
