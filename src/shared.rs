@@ -48,8 +48,9 @@ impl Shared {
         cluster: Option<Rc<Cluster>>,
     ) -> Shared {
         let mut hub = Hub::new(Limits::from_config(&config));
-        if cluster.is_some() {
+        if let Some(cluster) = &cluster {
             hub.track_routes();
+            hub.listeners.join_cluster(cluster.node());
         }
         Shared {
             hub: RefCell::new(hub),

@@ -49,6 +49,7 @@ pub(crate) async fn run(shared: Rc<Shared>) {
                 info!("redis: connected to {url} as node {}", cluster.node());
                 let why = serve(&shared, &cluster, link).await;
                 cluster.link_down();
+                cluster.forget_listener_hubs(&shared);
                 warn!("redis: link lost: {why}; serving this hub's clients alone until it is back");
             }
             Err(e) => {
@@ -103,8 +104,9 @@ async fn serve(shared: &Shared, cluster: &Cluster, link: Link) -> String {
     let write_routes = write_routes(shared, cluster, &subscriber);
     let read_messages = read_messages(shared, cluster, &subscriber, subscriber_input);
     let watch = watch(cluster);
+    let forward = super::events::forward(shared, cluster);
     smol::future::or(
-        smol::future::or(write_commands, read_replies),
+        smol::future::or(write_commands, smol::future::or(read_replies, forward)),
         smol::future::or(write_routes, smol::future::or(read_messages, watch)),
     )
     .await
@@ -218,8 +220,14 @@ async fn watch(cluster: &Cluster) -> String {
     let limit = cluster.config.timeout;
     let period = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut last_ping = Instant::now();
+    let mut last_look = Instant::now();
+    cluster.ask_for_listeners();
     loop {
         Timer::after(period).await;
+        if last_look.elapsed() >= Duration::from_secs(1) {
+            last_look = Instant::now();
+            cluster.ask_for_listeners();
+        }
         let mut state = cluster.state.borrow_mut();
         if let Some((since, _)) = state.expected.front()
             && since.elapsed() > limit
@@ -269,6 +277,7 @@ impl Cluster {
     /// Takes the hub's route changes into the routes; `waker` is woken
     /// at the next one.
     fn absorb_routes(&self, shared: &Shared, waker: &std::task::Waker) {
+        self.track_listeners(shared);
         let changes = shared.hub.borrow_mut().take_routes(waker);
         let mut state = self.state.borrow_mut();
         for change in changes {
@@ -276,7 +285,8 @@ impl Cluster {
                 true => crate::hub::Target::Channel(&change.name),
                 false => crate::hub::Target::Uid(&change.name),
             };
-            state.routes.want(&self.names.route(target), change.held);
+            let route = self.names.route(super::Route::To(target));
+            state.routes.want(&route, change.held);
         }
     }
 
@@ -328,7 +338,15 @@ impl Cluster {
                 warn!("redis: PUBLISH refused: {other:?}");
                 state.gathers.give_up(id, part);
             }
-            (Expect::Ping, Frame::SimpleString(_)) | (Expect::Ignore, Frame::Integer(_)) => {}
+            (Expect::ListenerHubs, reply) => {
+                drop(state);
+                self.on_listener_hubs(&reply);
+            }
+            (Expect::Events(n), Frame::Integer(0)) => {
+                state.counters.cluster_events_lost += u64::from(n)
+            }
+            (Expect::Ping, Frame::SimpleString(_))
+            | (Expect::Ignore | Expect::Events(_), Frame::Integer(_)) => {}
             (_, other) => debug!("redis: unexpected reply {other:?}"),
         }
         Ok(())
@@ -375,6 +393,16 @@ impl Cluster {
     }
 
     fn on_message(&self, shared: &Shared, channel: &[u8], payload: &[u8]) {
+        if let Some(rest) = channel.strip_prefix(&self.names.listen[..]) {
+            let me = self.config.node.as_bytes();
+            if rest
+                .strip_suffix(me)
+                .is_some_and(|kinds| kinds.ends_with(b":"))
+            {
+                self.on_events(shared, payload);
+            }
+            return;
+        }
         if channel == self.names.inbox {
             let mut state = self.state.borrow_mut();
             for (request, part, partial) in wire::parse_answers(payload) {

@@ -18,6 +18,7 @@
 //! `link` runs the two Redis connections as tasks of the hub's executor;
 //! everything else here is state that never awaits.
 
+mod events;
 mod gather;
 pub mod link;
 pub mod redis;
@@ -61,10 +62,19 @@ pub struct ClusterConfig {
     pub max_frame: usize,
 }
 
-/// How a hub acts on a request that came through Redis, for one target
-/// of it: the text port's own handling, restricted to that uid, channel
-/// or to everyone. `None` if the line is not one it can act on.
-pub type Execute = fn(&mut Hub, &Cluster, Target<'_>, &[u8]) -> Option<Partial>;
+/// Where one part of a request goes: to the hubs that hold a uid or a
+/// channel (or to every hub), or to one hub by its node id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    To(Target<'a>),
+    Node(&'a str),
+}
+
+/// How a hub acts on a request that came through Redis, for one route of
+/// it: the text port's own handling, restricted to that uid, channel, to
+/// everyone, or (`Node`) to this hub. `None` if the line is not one it can
+/// act on.
+pub type Execute = fn(&mut Hub, &Cluster, Route<'_>, &[u8]) -> Option<Partial>;
 
 pub struct Cluster {
     config: ClusterConfig,
@@ -82,6 +92,10 @@ struct Names {
     all: Vec<u8>,
     node: Vec<u8>,
     inbox: Vec<u8>,
+    /// What hubs with listeners subscribe to: `PREFIX:l:KINDS:NODE`.
+    listen: Vec<u8>,
+    /// Requests for one hub: `PREFIX:d:NODE`.
+    direct: Vec<u8>,
 }
 
 impl Names {
@@ -93,30 +107,36 @@ impl Names {
             all: name("all"),
             node: name("n:"),
             inbox: name(&format!("n:{node}")),
+            listen: name("l:"),
+            direct: name("d:"),
         }
     }
 
-    fn route(&self, target: Target) -> Vec<u8> {
-        match target {
-            Target::Uid(uid) => [&self.uid[..], uid.as_bytes(), b"}"].concat(),
-            Target::Channel(ch) => [&self.channel[..], ch.as_bytes(), b"}"].concat(),
-            Target::All => self.all.clone(),
+    fn route(&self, route: Route) -> Vec<u8> {
+        match route {
+            Route::To(Target::Uid(uid)) => [&self.uid[..], uid.as_bytes(), b"}"].concat(),
+            Route::To(Target::Channel(ch)) => [&self.channel[..], ch.as_bytes(), b"}"].concat(),
+            Route::To(Target::All) => self.all.clone(),
+            Route::Node(node) => [&self.direct[..], node.as_bytes()].concat(),
         }
     }
 
-    /// The target a route's channel stands for.
-    fn target<'c>(&self, channel: &'c [u8]) -> Option<Target<'c>> {
+    /// The route a channel stands for.
+    fn target<'c>(&self, channel: &'c [u8]) -> Option<Route<'c>> {
         if channel == self.all {
-            return Some(Target::All);
+            return Some(Route::To(Target::All));
         }
         let text = |rest: &'c [u8]| std::str::from_utf8(rest.strip_suffix(b"}")?).ok();
         if let Some(uid) = channel.strip_prefix(&self.uid[..]) {
-            return text(uid).map(Target::Uid);
+            return text(uid).map(|uid| Route::To(Target::Uid(uid)));
+        }
+        if let Some(node) = channel.strip_prefix(&self.direct[..]) {
+            return std::str::from_utf8(node).ok().map(Route::Node);
         }
         channel
             .strip_prefix(&self.channel[..])
             .and_then(text)
-            .map(Target::Channel)
+            .map(|ch| Route::To(Target::Channel(ch)))
     }
 }
 
@@ -126,6 +146,10 @@ enum Expect {
     Count(GatherId, u32),
     /// A liveness check.
     Ping,
+    /// Which hubs have listeners.
+    ListenerHubs,
+    /// Events forwarded to another hub's listeners: lost if nobody got them.
+    Events(u32),
     /// Nothing to act on (an answer published to another hub).
     Ignore,
 }
@@ -147,6 +171,12 @@ struct State {
     ready_waiters: Vec<Waker>,
     /// Answers to other hubs, by origin, from the messages read so far.
     answers: HashMap<String, Vec<u8>>,
+    /// This hub's listener channel, while it has listeners.
+    listening: Option<Vec<u8>>,
+    /// Other hubs with listeners, as Redis last said.
+    listener_hubs: Vec<events::ListenerHub>,
+    /// The task that forwards events, woken when that list changes.
+    events_waker: Option<Waker>,
     counters: ClusterCounters,
 }
 
@@ -161,6 +191,8 @@ pub struct ClusterCounters {
     pub cluster_unconfirmed: u64,
     /// Messages from Redis that were not ours to read.
     pub cluster_bad_messages: u64,
+    /// Clients' events for another hub's listeners that reached none.
+    pub cluster_events_lost: u64,
     pub redis_connects: u64,
     pub redis_disconnects: u64,
 }
@@ -184,6 +216,9 @@ impl Cluster {
         let mut state = State::default();
         state.routes.want(&names.inbox, true);
         state.routes.want(&names.all, true);
+        state
+            .routes
+            .want(&names.route(Route::Node(&config.node)), true);
         Cluster {
             config,
             names,
@@ -207,7 +242,7 @@ impl Cluster {
     /// Sends `line` to every hub that holds one of `targets`, one part per
     /// target, and returns the request to wait on. Published if the link
     /// can take it; otherwise acted on here alone, unconfirmed.
-    pub fn request(&self, hub: &mut Hub, line: &[u8], targets: &[Target]) -> GatherId {
+    pub fn request(&self, hub: &mut Hub, line: &[u8], targets: &[Route]) -> GatherId {
         let mut state = self.state.borrow_mut();
         let id = state.gathers.start(targets.len());
         if state.up && state.out.len() < MAX_OUTPUT {
@@ -233,7 +268,12 @@ impl Cluster {
         }
         drop(state);
         for (part, &target) in targets.iter().enumerate() {
-            let partial = (self.execute)(hub, self, target, line);
+            // Another hub's connection is not this hub's to act on.
+            let elsewhere = matches!(target, Route::Node(node) if node != self.config.node);
+            let partial = match elsewhere {
+                true => None,
+                false => (self.execute)(hub, self, target, line),
+            };
             let mut state = self.state.borrow_mut();
             if let Some(partial) = partial {
                 state.gathers.answer(id, part as u32, partial);
@@ -275,13 +315,16 @@ impl Cluster {
         if !state.up {
             return Poll::Ready(());
         }
-        let uid_ready = hub
-            .uid_of(id)
-            .is_none_or(|uid| state.routes.ready(&self.names.route(Target::Uid(uid))));
+        let uid_ready = hub.uid_of(id).is_none_or(|uid| {
+            state
+                .routes
+                .ready(&self.names.route(Route::To(Target::Uid(uid))))
+        });
         let channels_ready = || {
-            hub.subscriptions_of(id)
-                .iter()
-                .all(|ch| state.routes.ready(&self.names.route(Target::Channel(ch))))
+            hub.subscriptions_of(id).iter().all(|ch| {
+                let route = Route::To(Target::Channel(ch));
+                state.routes.ready(&self.names.route(route))
+            })
         };
         if uid_ready && channels_ready() {
             return Poll::Ready(());
@@ -316,15 +359,17 @@ mod tests {
     fn route_names_round_trip_and_carry_a_hash_tag() {
         let names = Names::new("pushhub", "a");
         for target in [
-            Target::Uid("u1"),
-            Target::Uid("we}ird:{uid"),
-            Target::Channel("news"),
-            Target::All,
+            Route::To(Target::Uid("u1")),
+            Route::To(Target::Uid("we}ird:{uid")),
+            Route::To(Target::Channel("news")),
+            Route::To(Target::All),
+            Route::Node("b"),
         ] {
             let route = names.route(target);
             assert_eq!(names.target(&route), Some(target));
         }
-        assert_eq!(names.route(Target::Uid("u1")), b"pushhub:{u:u1}");
+        let u1 = Route::To(Target::Uid("u1"));
+        assert_eq!(names.route(u1), b"pushhub:{u:u1}");
         assert_eq!(names.target(b"pushhub:{u:u1"), None);
         assert_eq!(names.target(b"pushhub:n:a"), None);
         assert_eq!(names.target(b"other:{u:u1}"), None);

@@ -8,6 +8,10 @@
 //! passes them on to the next. A listener that does not read holds at most
 //! `--max-listener-buffer` bytes of events: past that, and when every
 //! listener is full, an event is dropped and counted, never held.
+//!
+//! In a cluster, a hub with no listener of its own hands its events to the
+//! cluster (`Remote`), which forwards them to a hub that has one; event
+//! lines then name the hub (`node`) of their connection.
 
 use std::fmt;
 use std::task::{Context, Poll, Waker};
@@ -65,6 +69,8 @@ struct Line<'a> {
     event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
     conn: WireId,
     #[serde(skip_serializing_if = "Option::is_none")]
     d: Option<Data<'a>>,
@@ -99,8 +105,32 @@ struct Listener {
     waker: Option<Waker>,
 }
 
+/// An event for another hub's listener.
+pub struct RemoteEvent {
+    /// Its connection: a connection's events stay on one hub.
+    pub conn: WireId,
+    /// A message (else a connect or disconnect).
+    pub message: bool,
+    /// Its line, newline included.
+    pub line: Vec<u8>,
+}
+
+/// Events for the listeners of other hubs, while this one has none.
+#[derive(Default)]
+struct Remote {
+    /// Which events some other hub's listeners take.
+    takes: Interests,
+    out: Vec<RemoteEvent>,
+    bytes: usize,
+    waker: Option<Waker>,
+}
+
 pub struct Listeners {
     slab: Slab<Listener>,
+    /// Cluster mode: this hub's node id, and the way to other hubs'
+    /// listeners.
+    node: Option<std::rc::Rc<str>>,
+    remote: Option<Remote>,
     /// The listeners' keys, in the order they came: an event's listener is
     /// chosen by its connection among them.
     order: Vec<u32>,
@@ -114,11 +144,83 @@ impl Listeners {
     pub fn new(max_bytes: usize) -> Listeners {
         Listeners {
             slab: Slab::new(),
+            node: None,
+            remote: None,
             order: Vec::new(),
             max_bytes,
             sent: 0,
             dropped: 0,
         }
+    }
+
+    /// Cluster mode: event lines name this hub, and events no local
+    /// listener takes may go to other hubs'.
+    pub fn join_cluster(&mut self, node: &str) {
+        self.node = Some(node.into());
+        self.remote = Some(Remote::default());
+    }
+
+    /// Which events other hubs' listeners take (the cluster's latest view).
+    pub fn set_remote(&mut self, takes: Interests) {
+        if let Some(remote) = &mut self.remote {
+            remote.takes = takes;
+        }
+    }
+
+    /// What this hub's own listeners take, together.
+    pub fn interests(&self) -> Interests {
+        self.slab.iter().fold(NONE, |all, (_, l)| Interests {
+            messages: all.messages || l.interests.messages,
+            presence: all.presence || l.interests.presence,
+        })
+    }
+
+    /// The events waiting for other hubs' listeners, taken; `waker` is
+    /// woken when the next one comes.
+    pub fn take_remote(&mut self, waker: &Waker) -> Vec<RemoteEvent> {
+        let Some(remote) = &mut self.remote else {
+            return Vec::new();
+        };
+        match &remote.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => remote.waker = Some(waker.clone()),
+        }
+        remote.bytes = 0;
+        std::mem::take(&mut remote.out)
+    }
+
+    /// An event line from another hub: to a local listener that takes its
+    /// kind and has room, chosen by its connection (`conn`, on `node`) as a
+    /// local event's would be. False if none could take it (counted).
+    pub fn emit_line(&mut self, node: &str, conn: WireId, event: Event, line: &[u8]) -> bool {
+        let Some(key) = self.choose(hash(node, conn), event) else {
+            self.dropped += 1;
+            return false;
+        };
+        let l = &mut self.slab[key as usize];
+        l.out.extend_from_slice(line);
+        l.out.push(b'\n');
+        if let Some(waker) = &l.waker {
+            waker.wake_by_ref();
+        }
+        self.sent += 1;
+        true
+    }
+
+    /// The listener that takes an event of the connection hashed to `at`:
+    /// its own, or the next with room.
+    fn choose(&self, at: usize, event: Event) -> Option<u32> {
+        let n = self.order.len();
+        if n == 0 {
+            return None;
+        }
+        let max = self.max_bytes;
+        (0..n).map(|i| self.order[(at + i) % n]).find(|&key| {
+            let l = &self.slab[key as usize];
+            // An empty buffer takes any event, so that one larger than the
+            // bound is not refused by every listener.
+            wants(l.interests, event) && (l.out.is_empty() || l.out.len() < max)
+        })
     }
 
     /// Adds a listener; its key is its backend connection's until `remove`.
@@ -147,9 +249,15 @@ impl Listeners {
         }
     }
 
-    /// Whether some listener takes events of this kind.
+    /// Whether some listener of this hub takes events of this kind.
     pub fn any_for(&self, event: Event) -> bool {
         self.slab.iter().any(|(_, l)| wants(l.interests, event))
+    }
+
+    /// Whether some listener, here or (in a cluster) on another hub, takes
+    /// events of this kind.
+    pub fn anywhere_for(&self, event: Event) -> bool {
+        self.any_for(event) || self.remote.as_ref().is_some_and(|r| wants(r.takes, event))
     }
 
     pub fn len(&self) -> usize {
@@ -164,40 +272,65 @@ impl Listeners {
     /// the connection's own (chosen by `conn`) or, if that one is full, the
     /// next. False if none could take it (then it is counted as dropped).
     pub fn emit(&mut self, conn: WireId, uid: Option<&str>, event: Event) -> bool {
-        let n = self.order.len();
-        if n == 0 {
-            return false;
-        }
-        let start = (conn.0 as u32 as usize) % n;
-        let max = self.max_bytes;
-        let chosen = (0..n).map(|i| self.order[(start + i) % n]).find(|&key| {
-            let l = &self.slab[key as usize];
-            // An empty buffer takes any event, so that one larger than the
-            // bound is not refused by every listener.
-            wants(l.interests, event) && (l.out.is_empty() || l.out.len() < max)
-        });
-        let Some(key) = chosen else {
-            if self.any_for(event) {
-                self.dropped += 1;
-            }
-            return false;
-        };
+        let node = self.node.clone();
+        let node = node.as_deref();
+        let chosen = self.choose(hash(node.unwrap_or(""), conn), event);
         let (name, d, binary) = match event {
             Event::Message(p) => ("message", Some(Data(p)), matches!(p, Payload::Binary(_))),
             Event::Connect => ("connect", None, false),
             Event::Disconnect => ("disconnect", None, false),
         };
-        let l = &mut self.slab[key as usize];
         let line = Line {
             event: name,
             uid,
+            node,
             conn,
             d,
             binary,
         };
+        let Some(key) = chosen else {
+            return self.emit_remote(conn, event, &line);
+        };
+        let l = &mut self.slab[key as usize];
         serde_json::to_writer(&mut l.out, &line).expect("event lines always serialize");
         l.out.push(b'\n');
         if let Some(waker) = &l.waker {
+            waker.wake_by_ref();
+        }
+        self.sent += 1;
+        true
+    }
+
+    /// An event no local listener took, for other hubs' listeners: while
+    /// this hub has none of its own that take it, and some other hub has.
+    fn emit_remote(&mut self, conn: WireId, event: Event, line: &Line) -> bool {
+        let local = self.any_for(event);
+        let max = self.max_bytes;
+        let Some(remote) = self
+            .remote
+            .as_mut()
+            .filter(|r| !local && wants(r.takes, event))
+        else {
+            if local {
+                self.dropped += 1;
+            }
+            return false;
+        };
+        if remote.bytes >= max {
+            self.dropped += 1;
+            return false;
+        }
+        let mut out = serde_json::to_vec(line).expect("event lines always serialize");
+        out.push(b'\n');
+        remote.bytes += out.len();
+        remote.out.push(RemoteEvent {
+            conn,
+            message: matches!(event, Event::Message(_)),
+            line: out,
+        });
+        if remote.out.len() == 1
+            && let Some(waker) = &remote.waker
+        {
             waker.wake_by_ref();
         }
         self.sent += 1;
@@ -231,6 +364,27 @@ impl Listeners {
     pub fn queued_bytes(&self) -> usize {
         self.slab.iter().map(|(_, l)| l.out.len()).sum()
     }
+}
+
+const NONE: Interests = Interests {
+    messages: false,
+    presence: false,
+};
+
+impl Default for Interests {
+    fn default() -> Interests {
+        NONE
+    }
+}
+
+/// Where a connection's events start looking for a listener: the same
+/// place every time, so that they stay on one listener.
+fn hash(node: &str, conn: WireId) -> usize {
+    let mut h = conn.0 as u32 as usize;
+    for b in node.bytes() {
+        h = h.wrapping_mul(31).wrapping_add(usize::from(b));
+    }
+    h
 }
 
 fn wants(interests: Interests, event: Event) -> bool {

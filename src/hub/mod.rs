@@ -694,7 +694,7 @@ impl Hub {
         let event = Event::Message(payload);
         let result = match self.listeners.emit(id.wire(), uid.as_deref(), event) {
             true => Ok(()),
-            false if self.listeners.any_for(event) => Err(UpstreamError::Full),
+            false if self.listeners.anywhere_for(event) => Err(UpstreamError::Full),
             false => Err(UpstreamError::NoListener),
         };
         match result {

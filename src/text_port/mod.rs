@@ -19,6 +19,7 @@ use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cluster::Cluster;
+use crate::hub::listeners::WireId;
 use crate::hub::{Fanout, Hub, Pos, Target};
 use crate::metrics::Counters;
 use crate::push::apns::sender::Sender;
@@ -244,15 +245,7 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
             with_registry(registry, |r| r.devices(&uid).map(Reply::Devices))
         }
         Command::Push { to, data, .. } => Reply::Delivered(push_each(hub, &to, &data).0),
-        Command::PushConn { conn, data } => {
-            hub.counters.pushes += 1;
-            let sent = hub.send_to(conn, |v1| match (&data, v1) {
-                (ConnData::Text(data), true) => v1::msg(data.json, None),
-                (ConnData::Text(data), false) => Frame::text(&data.text),
-                (ConnData::Binary(bytes), _) => Frame::binary(bytes),
-            });
-            Reply::Delivered(usize::from(sent))
-        }
+        Command::PushConn { conn, data, .. } => Reply::Delivered(push_conn(hub, conn, &data)),
         // Handled by `handle_line`, which owns the connection's state.
         Command::Listen { .. } => Reply::Listening,
         Command::Broadcast { data } => {
@@ -319,6 +312,17 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
             Reply::Stats(Box::new(stats))
         }
     }
+}
+
+/// A push to one connection by its wire id: 1 if it took it.
+fn push_conn(hub: &mut Hub, conn: WireId, data: &ConnData) -> usize {
+    hub.counters.pushes += 1;
+    let sent = hub.send_to(conn, |v1| match (data, v1) {
+        (ConnData::Text(data), true) => v1::msg(data.json, None),
+        (ConnData::Text(data), false) => Frame::text(&data.text),
+        (ConnData::Binary(bytes), _) => Frame::binary(bytes),
+    });
+    usize::from(sent)
 }
 
 /// Subscribes every connection of `uid` to each of `chs`: how many were

@@ -84,6 +84,8 @@ pub enum Command<'a> {
     /// A message to one connection, by its id (a listener's answer).
     PushConn {
         conn: WireId,
+        /// In a cluster, the hub the connection is on (its events say).
+        node: Option<Cow<'a, str>>,
         data: ConnData<'a>,
     },
     /// Turns the connection into a listener of the clients' events.
@@ -343,6 +345,8 @@ struct Fields<'a> {
     events: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     cluster: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    node: Option<&'a RawValue>,
 }
 
 /// The longest `ack_timeout`: a reply held longer would hold every reply
@@ -541,8 +545,10 @@ fn push_conn<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
             ConnData::Binary(bytes)
         }
     };
+    let node = fields.node.map(|raw| string(raw, "node")).transpose()?;
     Ok(Command::PushConn {
         conn: WireId(conn),
+        node,
         data,
     })
 }

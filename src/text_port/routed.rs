@@ -18,7 +18,7 @@ use super::protocol::{Command, Presence, Reply, Request, RequestError, Targets, 
 use super::replies::Wait;
 use super::{broadcast_fanout, channel_fanout, distinct, each_uid, original, to_uid};
 use crate::cluster::wire::Partial;
-use crate::cluster::{Cluster, Gathered};
+use crate::cluster::{Cluster, Gathered, Route};
 use crate::hub::{Hub, Target};
 
 /// What the reply of a routed request is made of.
@@ -54,7 +54,7 @@ pub fn route<'l>(
     line: &'l [u8],
     request: Request<'l>,
 ) -> Routed<'l> {
-    let planned = match plan(&request) {
+    let planned = match plan(&request, cluster.node()) {
         Ok(Some((id, shape, targets))) => Ok((id, shape, targets)),
         Ok(None) => Err(None),
         Err((id, e)) => Err(Some((id, e))),
@@ -98,17 +98,23 @@ pub fn route<'l>(
     )
 }
 
-type Plan<'r, 'l> = (Option<&'l RawValue>, Shape, Vec<Target<'r>>);
+type Plan<'r, 'l> = (Option<&'l RawValue>, Shape, Vec<Route<'r>>);
 
 /// The reply's shape and the targets, one part each, of a request that
 /// concerns other hubs; `None` for one that does not.
 fn plan<'r, 'l>(
     request: &'r Request<'l>,
+    cluster_node: &str,
 ) -> Result<Option<Plan<'r, 'l>>, (Option<&'l RawValue>, RequestError)> {
-    let uids = |who: &'r Targets| each_uid(who).map(Target::Uid).collect::<Vec<_>>();
+    let uids = |who: &'r Targets| {
+        each_uid(who)
+            .map(|uid| Route::To(Target::Uid(uid)))
+            .collect::<Vec<_>>()
+    };
+    let one = |target| vec![Route::To(target)];
     let (id, command) = match request {
         Request::Legacy { uid, .. } => {
-            return Ok(Some((None, Shape::Legacy, vec![Target::Uid(uid)])));
+            return Ok(Some((None, Shape::Legacy, one(Target::Uid(uid)))));
         }
         Request::Command {
             id,
@@ -123,28 +129,33 @@ fn plan<'r, 'l>(
             ..
         } => return not_yet("`ack_timeout`"),
         Command::Push { apns: Some(_), .. } => return not_yet("`apns`"),
-        Command::PushConn { .. } => return not_yet("a push to `conn`"),
+        Command::PushConn {
+            node: Some(node), ..
+        } if *node != *cluster_node => (Shape::Delivered, vec![Route::Node(node)]),
+        Command::PushConn { .. } => return Ok(None),
         Command::Push { to, .. } => (Shape::Delivered, uids(to)),
-        Command::Broadcast { .. } => (Shape::Delivered, vec![Target::All]),
+        Command::Broadcast { .. } => (Shape::Delivered, one(Target::All)),
         Command::Publish { chs, .. } => (
             Shape::Delivered,
-            distinct(chs).map(Target::Channel).collect(),
+            distinct(chs)
+                .map(|ch| Route::To(Target::Channel(ch)))
+                .collect(),
         ),
         Command::Subscribe { who, .. } => (Shape::Subscribed, uids(who)),
         Command::Unsubscribe { who, .. } => (Shape::Unsubscribed, uids(who)),
-        Command::Channels { .. } => (Shape::Channels, vec![Target::All]),
-        Command::Members { ch } => (Shape::Members, vec![Target::Channel(ch)]),
+        Command::Channels { .. } => (Shape::Channels, one(Target::All)),
+        Command::Members { ch } => (Shape::Members, one(Target::Channel(ch))),
         Command::Online {
             who: Targets::One(uid),
-        } => (Shape::Online, vec![Target::Uid(uid)]),
+        } => (Shape::Online, one(Target::Uid(uid))),
         Command::Online {
             who: Targets::Many(list),
         } => (
             Shape::OnlineMany(list.iter().map(|u| u.to_string()).collect()),
-            list.iter().map(|u| Target::Uid(u)).collect(),
+            list.iter().map(|u| Route::To(Target::Uid(u))).collect(),
         ),
         Command::Kick { who } => (Shape::Kicked, uids(who)),
-        Command::Stats { cluster: true } => (Shape::Nodes, vec![Target::All]),
+        Command::Stats { cluster: true } => (Shape::Nodes, one(Target::All)),
         Command::Stats { cluster: false }
         | Command::Listen { .. }
         | Command::Register { .. }
@@ -156,8 +167,20 @@ fn plan<'r, 'l>(
 
 /// Acts on a request from another hub (or this one, back through Redis)
 /// for `target` alone, and says what this hub's share of the answer is.
-pub fn execute(hub: &mut Hub, cluster: &Cluster, target: Target, line: &[u8]) -> Option<Partial> {
+pub fn execute(hub: &mut Hub, cluster: &Cluster, route: Route, line: &[u8]) -> Option<Partial> {
     let request = parse_request(line);
+    let target = match route {
+        Route::To(target) => target,
+        Route::Node(_) => {
+            return match request {
+                Request::Command {
+                    command: Ok(Command::PushConn { conn, data, .. }),
+                    ..
+                } => Some(Partial::Delivered(super::push_conn(hub, conn, &data))),
+                _ => None,
+            };
+        }
+    };
     let Request::Command { command, .. } = request else {
         return match (request, target) {
             (Request::Legacy { line, .. }, Target::Uid(uid)) => Some(Partial::Delivered(
