@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod apns;
+pub mod cluster;
 pub mod redis;
 pub mod tls;
 
