@@ -433,7 +433,14 @@ impl Cluster {
         if header.origin == self.config.node {
             state.gathers.answer(id, header.part, partial);
         } else {
-            let batch = state.answers.entry(header.origin.to_owned()).or_default();
+            // One origin's answers share one batch: its key is made once.
+            if !state.answers.contains_key(header.origin) {
+                state.answers.insert(header.origin.to_owned(), Vec::new());
+            }
+            let batch = state
+                .answers
+                .get_mut(header.origin)
+                .expect("inserted above");
             wire::answer(batch, header.request, header.part, &partial);
         }
     }

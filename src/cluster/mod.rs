@@ -113,12 +113,22 @@ impl Names {
     }
 
     fn route(&self, route: Route) -> Vec<u8> {
-        match route {
-            Route::To(Target::Uid(uid)) => [&self.uid[..], uid.as_bytes(), b"}"].concat(),
-            Route::To(Target::Channel(ch)) => [&self.channel[..], ch.as_bytes(), b"}"].concat(),
-            Route::To(Target::All) => self.all.clone(),
-            Route::Node(node) => [&self.direct[..], node.as_bytes()].concat(),
-        }
+        let mut name = Vec::new();
+        self.route_into(&mut name, route);
+        name
+    }
+
+    /// Appends `route`'s channel name to `out`.
+    fn route_into(&self, out: &mut Vec<u8>, route: Route) {
+        let (start, name, end): (&[u8], &[u8], &[u8]) = match route {
+            Route::To(Target::Uid(uid)) => (&self.uid, uid.as_bytes(), b"}"),
+            Route::To(Target::Channel(ch)) => (&self.channel, ch.as_bytes(), b"}"),
+            Route::To(Target::All) => (&self.all, b"", b""),
+            Route::Node(node) => (&self.direct, node.as_bytes(), b""),
+        };
+        out.extend_from_slice(start);
+        out.extend_from_slice(name);
+        out.extend_from_slice(end);
     }
 
     /// The route a channel stands for.
@@ -247,17 +257,21 @@ impl Cluster {
         let id = state.gathers.start(targets.len());
         if state.up && state.out.len() < MAX_OUTPUT {
             state.counters.cluster_requests += 1;
+            // One buffer each for the message and the channel name, reused
+            // by every part.
             let mut message = Vec::with_capacity(line.len() + 32);
+            let mut route = Vec::new();
             for (part, &target) in targets.iter().enumerate() {
                 let part = part as u32;
                 message.clear();
+                route.clear();
                 let header = Header {
                     origin: &self.config.node,
                     request: id.wire(),
                     part,
                 };
                 wire::request(&mut message, &header, line);
-                let route = self.names.route(target);
+                self.names.route_into(&mut route, target);
                 resp::command(&mut state.out, &[b"PUBLISH", &route, &message]);
                 state
                     .expected
