@@ -316,7 +316,6 @@ fn a_login_is_complete_for_the_cluster_once_its_ping_is_answered() {
 /// Redis subscription for the channel is in place, so that a publication
 /// entering another hub right after finds nobody there.
 #[test]
-#[ignore = "known gap, next: the holding hub answers a server-side subscribe before Redis confirmed the channel's route"]
 fn a_subscribe_is_complete_for_the_cluster_once_it_is_answered() {
     let cluster = Cluster::start(&["a", "b"]);
     run(async {
@@ -350,7 +349,6 @@ fn a_subscribe_is_complete_for_the_cluster_once_it_is_answered() {
 /// The same for a v1 client's own `sub`: once `subbed` came, the cluster's
 /// publications reach it.
 #[test]
-#[ignore = "known gap, next: subbed is sent before Redis confirmed the channel's route"]
 fn a_v1_sub_is_complete_for_the_cluster_once_subbed_is_answered() {
     let cluster = Cluster::start_with(&["a", "b"], &["--public-channel", "fresh:*"]);
     run(async {

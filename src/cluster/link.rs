@@ -17,7 +17,8 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::redis::conn::{self, ConnectError, Stream};
 use super::redis::resp::{self, Frame, Input};
-use super::{Cluster, Expect, GatherId, State, wake, wire};
+use super::{Answer, Cluster, Expect, GatherId, State, wake, wire};
+use crate::hub::RouteChange;
 use crate::shared::Shared;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -279,7 +280,17 @@ impl Cluster {
     fn absorb_routes(&self, shared: &Shared, waker: &std::task::Waker) {
         self.track_listeners(shared);
         let changes = shared.hub.borrow_mut().take_routes(waker);
+        self.absorb(changes);
+    }
+
+    /// Notes the hub's route changes for the next batch, and says which
+    /// routes it took that Redis has yet to confirm.
+    fn absorb(&self, changes: Vec<RouteChange>) -> Vec<Box<[u8]>> {
+        if changes.is_empty() {
+            return Vec::new();
+        }
         let mut state = self.state.borrow_mut();
+        let mut pending = Vec::new();
         for change in changes {
             let target = match change.channel {
                 true => crate::hub::Target::Channel(&change.name),
@@ -287,7 +298,14 @@ impl Cluster {
             };
             let route = self.names.route(super::Route::To(target));
             state.routes.want(&route, change.held);
+            if state.routes.pending(&route) {
+                pending.push(route.into_boxed_slice());
+            }
         }
+        if state.routes.has_batch() {
+            wake(&mut state.routes_waker);
+        }
+        pending
     }
 
     /// A new link: nothing is subscribed on it yet.
@@ -308,6 +326,7 @@ impl Cluster {
             expected,
             gathers,
             answers,
+            held,
             ready_waiters,
             counters,
             ..
@@ -317,6 +336,7 @@ impl Cluster {
         out.clear();
         expected.clear();
         answers.clear();
+        held.clear();
         gathers.give_up_all();
         for waker in ready_waiters.drain(..) {
             waker.wake();
@@ -375,6 +395,7 @@ impl Cluster {
                 for waker in state.ready_waiters.drain(..) {
                     waker.wake();
                 }
+                self.release_held(&mut state);
             }
             (Some(b"unsubscribe"), Some(channel), _) => {
                 let mut state = self.state.borrow_mut();
@@ -382,6 +403,7 @@ impl Cluster {
                 if state.routes.has_batch() {
                     wake(&mut state.routes_waker);
                 }
+                self.release_held(&mut state);
             }
             (Some(b"pong"), _, _) => {}
             _ => {
@@ -417,10 +439,18 @@ impl Cluster {
             self.state.borrow_mut().counters.cluster_bad_messages += 1;
             return;
         };
-        let partial = {
+        let (partial, taken) = {
             let mut hub = shared.hub.borrow_mut();
-            (self.execute)(&mut hub, self, target, line)
+            let partial = (self.execute)(&mut hub, self, target, line);
+            // A subscription is answered once other hubs' publications
+            // reach it: the channels it made this hub take wait for Redis.
+            let taken = match &partial {
+                Some(wire::Partial::Subscribed(added, _)) if *added > 0 => hub.drain_routes(),
+                _ => Vec::new(),
+            };
+            (partial, taken)
         };
+        let waits = self.absorb(taken);
         let mut state = self.state.borrow_mut();
         state.counters.cluster_messages_in += 1;
         // A line this hub cannot act on gets no answer: its origin then
@@ -429,19 +459,49 @@ impl Cluster {
             state.counters.cluster_bad_messages += 1;
             return;
         };
-        let id = GatherId::from_wire(header.request);
-        if header.origin == self.config.node {
-            state.gathers.answer(id, header.part, partial);
-        } else {
-            // One origin's answers share one batch: its key is made once.
-            if !state.answers.contains_key(header.origin) {
-                state.answers.insert(header.origin.to_owned(), Vec::new());
-            }
-            let batch = state
-                .answers
-                .get_mut(header.origin)
-                .expect("inserted above");
-            wire::answer(batch, header.request, header.part, &partial);
+        let answer = Answer {
+            origin: header.origin.to_owned(),
+            request: header.request,
+            part: header.part,
+            partial,
+        };
+        match waits.is_empty() {
+            true => self.answer(&mut state, answer),
+            false => state.held.push((answer, waits)),
+        }
+    }
+
+    /// Answers another hub's request, or one of this hub's own.
+    fn answer(&self, state: &mut State, answer: Answer) {
+        let Answer {
+            origin,
+            request,
+            part,
+            partial,
+        } = answer;
+        if origin == self.config.node {
+            state
+                .gathers
+                .answer(GatherId::from_wire(request), part, partial);
+            return;
+        }
+        // One origin's answers share one batch.
+        let batch = state.answers.entry(origin).or_default();
+        wire::answer(batch, request, part, &partial);
+    }
+
+    /// Answers the held requests whose routes Redis has now confirmed (or
+    /// that this hub no longer holds).
+    fn release_held(&self, state: &mut State) {
+        if state.held.is_empty() {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.held)
+            .into_iter()
+            .partition(|(_, waits)| waits.iter().all(|r| !state.routes.pending(r)));
+        state.held = waiting;
+        for (answer, _) in ready {
+            self.answer(state, answer);
         }
     }
 

@@ -181,6 +181,8 @@ struct State {
     ready_waiters: Vec<Waker>,
     /// Answers to other hubs, by origin, from the messages read so far.
     answers: HashMap<String, Vec<u8>>,
+    /// Answers that wait for these routes to be confirmed.
+    held: Vec<(Answer, Vec<Box<[u8]>>)>,
     /// This hub's listener channel, while it has listeners.
     listening: Option<Vec<u8>>,
     /// Other hubs with listeners, as Redis last said.
@@ -188,6 +190,14 @@ struct State {
     /// The task that forwards events, woken when that list changes.
     events_waker: Option<Waker>,
     counters: ClusterCounters,
+}
+
+/// This hub's share of a request from `origin`.
+struct Answer {
+    origin: String,
+    request: u64,
+    part: u32,
+    partial: Partial,
 }
 
 /// The cluster's counters, in `stats` and `/metrics`.

@@ -120,6 +120,13 @@ impl Routes {
             .is_some_and(|r| r.sent == Sent::Subscribed)
     }
 
+    /// Whether this hub holds `channel` and Redis has yet to confirm it.
+    pub fn pending(&self, channel: &[u8]) -> bool {
+        self.table
+            .get(channel)
+            .is_some_and(|r| r.wanted && r.sent != Sent::Subscribed)
+    }
+
     /// A new connection to Redis holds no subscription: everything wanted
     /// goes into the next batch, and the rest is forgotten.
     pub fn reset(&mut self) {
@@ -191,6 +198,22 @@ mod tests {
         assert_eq!(names(&batch.unsubscribe), [&b"c:x"[..]]);
         r.confirmed(b"c:x", false);
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn a_route_is_pending_while_held_and_unconfirmed() {
+        let mut r = Routes::default();
+        assert!(!r.pending(b"c:x"));
+        r.want(b"c:x", true);
+        assert!(r.pending(b"c:x"));
+        let _ = r.batch();
+        assert!(r.pending(b"c:x"));
+        // Let go before Redis answered: nothing to wait for any more.
+        r.want(b"c:x", false);
+        assert!(!r.pending(b"c:x"));
+        r.want(b"c:x", true);
+        r.confirmed(b"c:x", true);
+        assert!(!r.pending(b"c:x") && r.ready(b"c:x"));
     }
 
     #[test]

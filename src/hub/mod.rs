@@ -842,6 +842,12 @@ impl Hub {
             .map_or_else(Vec::new, |log| log.take(waker))
     }
 
+    /// The same, for a caller that acts on them at once: whoever took
+    /// them last stays the one woken.
+    pub fn drain_routes(&mut self) -> Vec<RouteChange> {
+        self.routes.as_mut().map_or_else(Vec::new, RouteLog::drain)
+    }
+
     /// A live connection's uid.
     pub fn uid_of(&self, id: ConnId) -> Option<&Rc<str>> {
         self.get(id)?.uid.as_ref()

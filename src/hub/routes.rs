@@ -34,6 +34,11 @@ impl RouteLog {
         });
     }
 
+    /// The changes since the last call, the waker kept.
+    pub fn drain(&mut self) -> Vec<RouteChange> {
+        std::mem::take(&mut self.changes)
+    }
+
     /// The changes since the last call; `waker` is woken at the next one.
     pub fn take(&mut self, waker: &Waker) -> Vec<RouteChange> {
         match &self.waker {

@@ -332,10 +332,11 @@ impl Session {
     fn poll_turn(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<Turn> {
         while *budget > 0 {
             *budget -= 1;
-            if let Some(ending) = self.poll_write(cx) {
+            let routed = self.poll_routed(cx).is_ready();
+            if let Some(ending) = self.poll_write(cx, routed) {
                 return Poll::Ready(Turn::End(ending));
             }
-            if self.poll_routed(cx).is_pending() {
+            if !routed {
                 self.shared.hub.borrow_mut().set_waker(self.id, cx.waker());
                 return Poll::Pending;
             }
@@ -379,9 +380,10 @@ impl Session {
     }
 
     /// Ready once the cluster routes to this connection everything it
-    /// took (at once on a hub alone). Until then its client's next message
-    /// waits: a client that saw its login or subscription answered (the
-    /// pong to a ping sent after it, say) can then be reached from any hub.
+    /// took (at once on a hub alone). Until then nothing is written to its
+    /// client and its next message waits: a client that saw its login or
+    /// subscription answered (`welcome`, `subbed`, or the pong to a ping
+    /// sent after it) can then be reached from any hub.
     fn poll_routed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.routing {
             return Poll::Ready(());
@@ -394,12 +396,15 @@ impl Session {
         Poll::Ready(())
     }
 
-    /// Writes what the hub has queued. `Some` ends the connection.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<Ending> {
+    /// Writes what the hub has queued, if `routed` (otherwise it stays
+    /// queued, its answers not yet true for the cluster). `Some` ends the
+    /// connection.
+    fn poll_write(&mut self, cx: &mut Context<'_>, routed: bool) -> Option<Ending> {
         let mut hub = self.shared.hub.borrow_mut();
         match hub.outbound(self.id) {
             Outbound::Gone => Some(Ending::Gone),
             Outbound::Close(reason) => Some(Ending::Hub(reason)),
+            Outbound::Write(_) if !routed => None,
             Outbound::Write(queue) => match self.link.poll_write(queue, cx) {
                 Poll::Ready(Err(e)) => {
                     debug!("write failed: {e}");
