@@ -125,7 +125,12 @@ fn with_redis_killed_local_clients_are_served_and_answers_say_unconfirmed_until_
         wait_connected_since(hub, mark, until);
     }
     run(async {
-        // Both stayed connected throughout: their subscriptions are back.
+        // Both stayed connected throughout: their subscriptions come back
+        // (the link is up a moment before Redis confirmed them all).
+        let deadline = Deadline::new(BACK, "ub's route to be subscribed again");
+        while a.connections("ub").await != 1 || b.connections("ua").await != 1 {
+            deadline.tick().await;
+        }
         let line = r#"{"uid":"ub","percent":"3%"}"#;
         assert_eq!(
             a.request(line).await,

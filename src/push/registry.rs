@@ -16,6 +16,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Page cache of the registry database, in KiB: the bound on its memory.
 const CACHE_KIB: i64 = 512;
 
+/// How long a registration waits for another process's write to the same
+/// file (the thread is blocked meanwhile; registrations are rare and short).
+const BUSY_MS: u64 = 200;
+
 /// Device tokens are 32 bytes today; Apple says not to count on that, and the
 /// legacy protocol allowed up to 100.
 const MIN_TOKEN_BYTES: usize = 32;
@@ -106,6 +110,9 @@ impl Registry {
         let db = Connection::open(path)?;
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        // Hubs of one box in a cluster share the file: a write that meets
+        // another hub's waits for it, briefly, rather than failing.
+        db.busy_timeout(std::time::Duration::from_millis(BUSY_MS))?;
         db.execute_batch(&format!(
             "PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -{CACHE_KIB};

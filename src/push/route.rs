@@ -25,12 +25,23 @@ pub struct ApnsPush<'a> {
 
 impl ApnsPush<'_> {
     /// A copy that outlives the request line, for a push that waits for an
-    /// acknowledgement before it goes to APNs.
+    /// acknowledgement (or for other hubs) before it goes to APNs.
     pub fn into_owned(self) -> ApnsPush<'static> {
         ApnsPush {
             payload: Cow::Owned(self.payload.into_owned()),
             collapse_id: self.collapse_id.map(|id| Cow::Owned(id.into_owned())),
             ..self
+        }
+    }
+
+    pub fn to_static(&self) -> ApnsPush<'static> {
+        ApnsPush {
+            payload: Cow::Owned(self.payload.to_string()),
+            collapse_id: self
+                .collapse_id
+                .as_ref()
+                .map(|id| Cow::Owned(id.to_string())),
+            ..*self
         }
     }
 }

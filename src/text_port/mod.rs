@@ -67,7 +67,8 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut
     let replies = &mut backend.replies;
     let mut request = parse_request(line);
     if let Some(cluster) = services.cluster {
-        request = match routed::route(hub, cluster, line, request) {
+        let has_apns = services.registry.is_some() && services.apns.is_some();
+        request = match routed::route(hub, cluster, has_apns, line, request) {
             routed::Routed::Waiting(id, wait) => return replies.wait(id, 0, wait),
             routed::Routed::Refused(id, e) => {
                 return write_reply(replies.ready(), id, &refuse(hub, e));

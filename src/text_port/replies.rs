@@ -64,6 +64,8 @@ pub struct Fallback {
 struct Waiting {
     id: Option<Box<RawValue>>,
     delivered: usize,
+    /// Some hub did not confirm its share (of a routed push with `apns`).
+    unconfirmed: bool,
     wait: Wait,
     after: Vec<u8>,
 }
@@ -76,7 +78,11 @@ impl Waiting {
                 Wait::Apns(flight) => {
                     std::task::ready!(flight.poll_done(cx));
                     let summary = std::mem::take(flight).into_summary();
-                    return Poll::Ready(Reply::DeliveredApns(self.delivered, summary));
+                    let reply = Reply::DeliveredApns(self.delivered, summary);
+                    return Poll::Ready(match self.unconfirmed {
+                        true => Reply::Unconfirmed(Box::new(reply)),
+                        false => reply,
+                    });
                 }
                 Wait::Ack {
                     watch,
@@ -115,7 +121,22 @@ impl Waiting {
                             cluster.finish(*gather)
                         }
                     };
-                    return Poll::Ready(routed::reply(shape, gathered));
+                    let Shape::DeliveredApns(uids, apns) = shape else {
+                        return Poll::Ready(routed::reply(shape, gathered));
+                    };
+                    // The hubs have answered: APNs now, from this hub only.
+                    let (delivered, to_apns) = routed::apns_uids(uids, apns.when, &gathered);
+                    let uids: Vec<&str> = to_apns.iter().map(String::as_str).collect();
+                    let flight = match (services.registry, services.apns) {
+                        (Some(registry), Some(sender)) => {
+                            InFlight::start(registry, sender, &uids, apns)
+                        }
+                        // Checked when the push came; the services do not change.
+                        _ => InFlight::default(),
+                    };
+                    self.delivered = delivered;
+                    self.unconfirmed = gathered.unconfirmed;
+                    self.wait = Wait::Apns(flight);
                 }
                 Wait::Unacked(flight) => {
                     let summary = match flight {
@@ -170,6 +191,7 @@ impl Replies {
         self.waiting.push_back(Waiting {
             id: id.map(RawValue::to_owned),
             delivered,
+            unconfirmed: false,
             wait,
             after: Vec::new(),
         });

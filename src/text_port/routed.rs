@@ -20,12 +20,17 @@ use super::{broadcast_fanout, channel_fanout, distinct, each_uid, original, to_u
 use crate::cluster::wire::Partial;
 use crate::cluster::{Cluster, Gathered, Route};
 use crate::hub::{Hub, Target};
+use crate::push::route::{ApnsPush, ApnsWhen};
 
 /// What the reply of a routed request is made of.
 pub enum Shape {
     /// The original form: `ok` once some connection took the line.
     Legacy,
     Delivered,
+    /// A push with `apns` to these uids, one part each: once the hubs have
+    /// answered, this hub alone sends to the devices of the uids that
+    /// `apns_when` picks, so that each device gets it once.
+    DeliveredApns(Vec<String>, ApnsPush<'static>),
     Online,
     /// `online` for these uids, one part each.
     OnlineMany(Vec<String>),
@@ -51,10 +56,11 @@ pub enum Routed<'l> {
 pub fn route<'l>(
     hub: &mut Hub,
     cluster: &Cluster,
+    has_apns: bool,
     line: &'l [u8],
     request: Request<'l>,
 ) -> Routed<'l> {
-    let planned = match plan(&request, cluster.node()) {
+    let planned = match plan(&request, cluster.node(), has_apns) {
         Ok(Some((id, shape, targets))) => Ok((id, shape, targets)),
         Ok(None) => Err(None),
         Err((id, e)) => Err(Some((id, e))),
@@ -105,6 +111,7 @@ type Plan<'r, 'l> = (Option<&'l RawValue>, Shape, Vec<Route<'r>>);
 fn plan<'r, 'l>(
     request: &'r Request<'l>,
     cluster_node: &str,
+    has_apns: bool,
 ) -> Result<Option<Plan<'r, 'l>>, (Option<&'l RawValue>, RequestError)> {
     let uids = |who: &'r Targets| {
         each_uid(who)
@@ -128,7 +135,18 @@ fn plan<'r, 'l>(
             ack_timeout: Some(_),
             ..
         } => return not_yet("`ack_timeout`"),
-        Command::Push { apns: Some(_), .. } => return not_yet("`apns`"),
+        Command::Push { apns: Some(_), .. } if !has_apns => {
+            return Err((id, RequestError::NoApns));
+        }
+        Command::Push {
+            to,
+            apns: Some(apns),
+            ..
+        } => {
+            let targets = uids(to);
+            let names = each_uid(to).map(str::to_string).collect();
+            (Shape::DeliveredApns(names, apns.to_static()), targets)
+        }
         Command::PushConn {
             node: Some(node), ..
         } if *node != *cluster_node => (Shape::Delivered, vec![Route::Node(node)]),
@@ -260,6 +278,8 @@ pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
         // proves nothing either way.
         Shape::Legacy => return Reply::Legacy(sum(&parts) > 0),
         Shape::Delivered => Reply::Delivered(sum(&parts)),
+        // Answered with its APNs summary (`apns_uids`), not from here.
+        Shape::DeliveredApns(..) => Reply::Delivered(sum(&parts)),
         Shape::Online => Reply::Online(sum(&parts)),
         Shape::Kicked => Reply::Kicked(sum(&parts)),
         Shape::Unsubscribed => Reply::Unsubscribed(sum(&parts)),
@@ -308,6 +328,33 @@ pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
         true => Reply::Unconfirmed(Box::new(reply)),
         false => reply,
     }
+}
+
+/// The connections the hubs said took a push, and which of its uids go to
+/// APNs by `when`. A uid no hub confirmed is not known to be online: its
+/// devices get the notification (at worst beside a connection that got it
+/// too, never not at all).
+pub fn apns_uids(uids: &[String], when: ApnsWhen, gathered: &Gathered) -> (usize, Vec<String>) {
+    let mut delivered = 0;
+    let mut to_apns = Vec::new();
+    for (uid, part) in uids.iter().zip(&gathered.parts) {
+        let n = match part {
+            Some(Partial::Delivered(n)) => *n,
+            _ => 0,
+        };
+        delivered += n;
+        let send = match when {
+            ApnsWhen::Always => true,
+            ApnsWhen::Offline => n == 0,
+            // `unacked` comes with `ack_timeout`, which a cluster refuses.
+            ApnsWhen::Never | ApnsWhen::Unacked => false,
+        };
+        // Two parts for one uid still make one notification per device.
+        if send && !to_apns.contains(uid) {
+            to_apns.push(uid.clone());
+        }
+    }
+    (delivered, to_apns)
 }
 
 /// A refusal's reason as counted here; another hub's unknown reason is
