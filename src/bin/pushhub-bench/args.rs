@@ -85,6 +85,42 @@ pub struct CommonArgs {
     pub timeout_secs: u64,
     pub floor_us: Option<f64>,
     pub tls: bool,
+    pub extra_pids: Vec<ExtraPid>,
+    pub cluster: bool,
+    pub redis: Option<SocketAddr>,
+    pub label: Option<String>,
+}
+
+/// `--extra-pid NAME=PID`: another process whose CPU time and RSS the run
+/// reports beside the hub's (a second hub, redis-server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraPid {
+    pub name: String,
+    pub pid: u32,
+}
+
+impl FromStr for ExtraPid {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ExtraPid, String> {
+        let (name, pid) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=PID, got {s:?}"))?;
+        // The name becomes a JSON key beside the others: keep it plain.
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!("the name of {s:?} must be letters, digits, - or _"));
+        }
+        let pid = pid
+            .parse()
+            .map_err(|_| format!("the pid of {s:?} is not a number"))?;
+        Ok(ExtraPid {
+            name: name.to_string(),
+            pid,
+        })
+    }
 }
 
 /// Declares a hub bench's flags: its own, then the shared ones.
@@ -136,6 +172,22 @@ macro_rules! hub_bench {
             /// be): for benchmarking on loopback only
             #[argh(switch)]
             pub tls: bool,
+            /// NAME=PID of another process to measure beside the hub (a second
+            /// hub, redis-server): its CPU time over each measured part and its
+            /// RSS go under "procs"."NAME" in the JSON; repeatable
+            #[argh(option)]
+            pub extra_pid: Vec<ExtraPid>,
+            /// the hubs form a cluster: `stats` is asked with "cluster":true and
+            /// summed over the nodes, so that clients held by any hub count
+            #[argh(switch)]
+            pub cluster: bool,
+            /// the cluster's redis-server (in 127.0.0.0/8): benches that measure
+            /// memory also report its used_memory (INFO memory)
+            #[argh(option)]
+            pub redis: Option<SocketAddr>,
+            /// a name for this run, copied into the JSON as "label"
+            #[argh(option)]
+            pub label: Option<String>,
         }
 
         impl $name {
@@ -151,6 +203,10 @@ macro_rules! hub_bench {
                     timeout_secs: self.timeout_secs,
                     floor_us: self.floor_us,
                     tls: self.tls,
+                    extra_pids: self.extra_pid.clone(),
+                    cluster: self.cluster,
+                    redis: self.redis,
+                    label: self.label.clone(),
                 }
             }
         }
@@ -553,4 +609,24 @@ pub struct WorkerArgs {
     /// wss, without verifying the hub's certificate (see `conns --help`)
     #[argh(switch)]
     pub tls: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_extra_pids() {
+        assert_eq!(
+            "hub_b=42".parse::<ExtraPid>(),
+            Ok(ExtraPid {
+                name: "hub_b".into(),
+                pid: 42
+            })
+        );
+        assert!("42".parse::<ExtraPid>().is_err());
+        assert!("=42".parse::<ExtraPid>().is_err());
+        assert!("a\"b=42".parse::<ExtraPid>().is_err());
+        assert!("redis=x".parse::<ExtraPid>().is_err());
+    }
 }

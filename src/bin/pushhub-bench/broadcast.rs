@@ -25,7 +25,7 @@ use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::stats::Summary;
-use crate::textport::{Backend, Replies, broadcast_index, broadcast_line, delivered, publish_line};
+use crate::textport::{Replies, broadcast_index, broadcast_line, delivered, publish_line};
 
 /// Uids per subscribe request, in `publish` mode.
 const SUBSCRIBE_BATCH: u32 = 500;
@@ -161,7 +161,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
     report.set("size", a.size);
     report.set("repeats", a.repeats);
     let fanout = Rc::new(Fanout::new(a.n, a.repeats + a.burst));
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
     let pool = env.open_clients(a.n, fanout.clone(), &mut backend).await?;
     if fan == Fan::Publish {
         let plan = Plan::new(a.n, 1, 1)?;
@@ -183,6 +183,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         // (a) One at a time.
         let mut times = Vec::new();
         let cpu0 = hub.cpu_ns()?;
+        let extras0 = env.extras_cpu_ns()?;
         for k in 0..a.repeats {
             let line = fan.line(k, a.size);
             let sent = now_ns();
@@ -208,6 +209,11 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
             ));
         }
         report.num("single_hub_cpu_us_per_msg", single_cpu_us, 3);
+        env.report_extras(
+            "single_cpu_us_per_msg",
+            &extras0,
+            f64::from(a.repeats) * deliveries,
+        )?;
         env.ratio_to_floor("single_ratio_to_floor", single_cpu_us);
 
         // (b) Back to back, in one write.
@@ -217,6 +223,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         }
         report.set("burst", a.burst);
         let cpu0 = hub.cpu_ns()?;
+        let extras0 = env.extras_cpu_ns()?;
         let sent = now_ns();
         requests.send(&lines).await?;
         let all_have_all = async {
@@ -233,6 +240,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         report.num("burst_ms", ms(burst_ns), 3);
         report.num("burst_msgs_per_s", burst_msgs / (burst_ns as f64 / 1e9), 0);
         report.num("burst_hub_cpu_us_per_msg", burst_cpu_us, 3);
+        env.report_extras("burst_cpu_us_per_msg", &extras0, burst_msgs)?;
         env.ratio_to_floor("burst_ratio_to_floor", burst_cpu_us);
         Ok::<(), String>(())
     };

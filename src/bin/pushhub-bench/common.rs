@@ -18,7 +18,7 @@ use crate::args::{CommonArgs, Mode};
 use crate::client::{ClientConfig, Credential, Listener, Pool};
 use crate::net;
 use crate::proc::HubProc;
-use crate::report::{Report, say};
+use crate::report::{Report, rounded, say};
 use crate::stream;
 use crate::textport::Backend;
 
@@ -44,6 +44,12 @@ pub struct Env {
     pub floor_us: Option<f64>,
     /// `--tls`: the TLS settings of every client.
     pub tls: Option<TlsConnector>,
+    /// `--extra-pid`: processes measured beside the hub, by name.
+    pub extras: Vec<(String, HubProc)>,
+    /// `--cluster`: `stats` summed over the cluster's nodes.
+    pub cluster: bool,
+    /// `--redis`: the cluster's redis-server, for its memory.
+    pub redis: Option<SocketAddrV4>,
     /// The flags as given, for the worker processes.
     pub args: CommonArgs,
     /// When --timeout-secs runs out.
@@ -80,6 +86,14 @@ impl Env {
                 args.hub_pid.unwrap_or_default()
             ));
         }
+        let mut extras: Vec<(String, HubProc)> = Vec::new();
+        for extra in &args.extra_pids {
+            if extras.iter().any(|(name, _)| *name == extra.name) {
+                return Err(format!("--extra-pid {} is given twice", extra.name));
+            }
+            extras.push((extra.name.clone(), HubProc::new(extra.pid)?));
+        }
+        let redis = args.redis.map(net::loopback_v4).transpose()?;
         Ok(Env {
             ex,
             report,
@@ -92,6 +106,9 @@ impl Env {
             concurrency: args.concurrency,
             floor_us: args.floor_us,
             tls,
+            extras,
+            cluster: args.cluster,
+            redis,
             args: args.clone(),
             deadline: Instant::now() + Duration::from_secs(args.timeout_secs),
         })
@@ -124,6 +141,53 @@ impl Env {
     /// The hub's CPU time now, or 0 without --hub-pid.
     pub fn hub_cpu_ns(&self) -> Result<u64, String> {
         self.hub.as_ref().map_or(Ok(0), HubProc::cpu_ns)
+    }
+
+    /// A text-port connection, asking `stats` of the whole cluster with
+    /// `--cluster`.
+    pub async fn backend(&self) -> Result<Backend, String> {
+        Ok(Backend::connect(self.text).await?.cluster(self.cluster))
+    }
+
+    /// The CPU time of each `--extra-pid` process now, in their order.
+    pub fn extras_cpu_ns(&self) -> Result<Vec<u64>, String> {
+        self.extras.iter().map(|(_, p)| p.cpu_ns()).collect()
+    }
+
+    /// Reports, for each `--extra-pid` process, its CPU time since `since`
+    /// (from [`Env::extras_cpu_ns`]) per unit of work, in µs, as
+    /// `"procs"."NAME"."<key>"`, and its RSS now. The hub's own figures keep
+    /// their keys: a run without `--extra-pid` reports what it always did.
+    pub fn report_extras(&self, key: &str, since: &[u64], units: f64) -> Result<(), String> {
+        let used = self.extras_cpu_since(since)?;
+        self.report_extras_cpu(key, &used, units)
+    }
+
+    /// The CPU time each `--extra-pid` process used since `since`, in ns.
+    pub fn extras_cpu_since(&self, since: &[u64]) -> Result<Vec<u64>, String> {
+        let now = self.extras_cpu_ns()?;
+        Ok(now
+            .iter()
+            .zip(since)
+            .map(|(n, s)| n.saturating_sub(*s))
+            .collect())
+    }
+
+    /// [`Env::report_extras`] for CPU times already measured (`used_ns`, in
+    /// the order of the processes), for benches that add up several parts.
+    pub fn report_extras_cpu(&self, key: &str, used_ns: &[u64], units: f64) -> Result<(), String> {
+        for ((name, proc), &cpu_ns) in self.extras.iter().zip(used_ns) {
+            self.report
+                .set_in("procs", name, key, rounded(cpu_ns as f64 / 1e3 / units, 3));
+            self.report
+                .set_in("procs", name, "rss_bytes", proc.rss_bytes()?);
+        }
+        Ok(())
+    }
+
+    /// Redis's `used_memory` now, with `--redis`.
+    pub fn redis_memory(&self) -> Result<Option<u64>, String> {
+        self.redis.map(crate::redis::used_memory).transpose()
     }
 
     pub fn client_config(&self) -> ClientConfig {

@@ -20,7 +20,6 @@ use crate::clock::{ms, now_ns};
 use crate::common::Env;
 use crate::report::{rounded, say};
 use crate::stats::{least_squares_slope, two_point_slope};
-use crate::textport::Backend;
 use crate::worker::{self, Worker};
 
 const DEFAULT_STEPS: [u32; 5] = [1000, 2000, 5000, 10000, 18000];
@@ -38,11 +37,15 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
     report.set("per_process", a.per_process);
     report.set("sources", env.sources);
 
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
     env.wait_idle(&mut backend).await?;
     let baseline = backend.stats().await?.authenticated;
     let idle_rss = hub.rss_bytes()?;
     report.set("idle_rss_bytes", idle_rss);
+    let idle_redis = env.redis_memory()?;
+    if let Some(bytes) = idle_redis {
+        report.set("redis_idle_used_memory", bytes);
+    }
     say(&format!(
         "idle hub: {:.1} MiB RSS; opening {} connections in {} steps{}",
         idle_rss as f64 / 1048576.0,
@@ -62,10 +65,13 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
     let measure = async {
         let (mut opened, mut open_ns, mut cpu_ns) = (0u32, 0u64, 0u64);
         let mut points = Vec::new();
+        let mut redis_points = Vec::new();
+        let mut extras_ns = vec![0u64; env.extras.len()];
         let mut rows: Vec<Value> = Vec::new();
         for &step in &steps {
             let t0 = now_ns();
             let c0 = hub.cpu_ns()?;
+            let x0 = env.extras_cpu_ns()?;
             if use_workers {
                 let left = Duration::from_secs(env.args.timeout_secs)
                     .saturating_sub(Duration::from_nanos(t0 - started));
@@ -95,19 +101,29 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
                 .wait_authenticated(&mut backend, baseline + u64::from(step))
                 .await?;
             let (dt, dc) = (now_ns() - t0, hub.cpu_ns()?.saturating_sub(c0));
+            for (sum, used) in extras_ns.iter_mut().zip(env.extras_cpu_since(&x0)?) {
+                *sum += used;
+            }
             let added = step - opened;
             (opened, open_ns, cpu_ns) = (step, open_ns + dt, cpu_ns + dc);
 
             Timer::after(Duration::from_millis(a.settle_ms)).await;
             let rss = hub.rss_bytes()?;
             points.push((f64::from(step), rss as f64));
-            rows.push(json!({
+            let mut row = json!({
                 "n": step,
                 "rss_bytes": rss,
                 "authenticated": authenticated - baseline,
                 "open_ms": rounded(ms(dt), 1),
                 "hub_cpu_us_per_conn": rounded(dc as f64 / 1e3 / f64::from(added), 2),
-            }));
+            });
+            // Each uid's route is subscribed in Redis before its login is
+            // answered, so by now Redis holds every one of them.
+            if let Some(bytes) = env.redis_memory()? {
+                redis_points.push((f64::from(step), bytes as f64));
+                row["redis_used_memory"] = bytes.into();
+            }
+            rows.push(row);
             report.set("steps", rows.clone());
             say(&format!(
                 "{step:>6} connections: hub RSS {:.1} MiB, +{added} in {:.0} ms ({:.1} µs hub CPU each)",
@@ -122,6 +138,16 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
         }
         if let Some(slope) = two_point_slope(&points) {
             report.num("slope_two_point_bytes_per_conn", slope, 1);
+        }
+        if let Some(slope) = least_squares_slope(&redis_points) {
+            report.num("redis_slope_bytes_per_conn", slope, 1);
+        }
+        if let (Some(idle), Some(&(n, bytes))) = (idle_redis, redis_points.last()) {
+            report.num(
+                "redis_bytes_per_conn_over_idle",
+                (bytes - idle as f64) / n,
+                1,
+            );
         }
         if let Some(&(n, rss)) = points.last() {
             report.num(
@@ -139,6 +165,7 @@ pub async fn run(env: Rc<Env>, a: &ConnsArgs) -> Result<(), String> {
         let cpu_us = cpu_ns as f64 / 1e3 / f64::from(opened);
         report.num("connect_rate_per_s", rate, 0);
         report.num("hub_cpu_us_per_conn", cpu_us, 2);
+        env.report_extras_cpu("cpu_us_per_conn", &extras_ns, f64::from(opened))?;
         env.ratio_to_floor("conn_ratio_to_floor", cpu_us);
         Ok(())
     };

@@ -57,7 +57,7 @@ pub async fn run(env: Rc<Env>, a: &HistoryArgs) -> Result<(), String> {
     report.set("uids", a.uids);
     report.set("size", a.size);
     report.set("chunk", a.chunk);
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
     let settle = Duration::from_millis(a.settle_ms);
 
     let memory = async {

@@ -16,7 +16,9 @@
 //! - [`net`]: loopback checks, sockets bound to source addresses, fd limits.
 //! - [`stream`]: a client's plain or TLS (`--tls`, wss) byte stream.
 //! - [`textport`]: the pipelined text-port connection.
-//! - [`proc`]: the hub's RSS and CPU time from /proc.
+//! - [`proc`]: the hub's RSS and CPU time from /proc (and those of the
+//!   processes measured beside it, `--extra-pid`).
+//! - [`redis`]: a cluster's redis-server memory (`--redis`).
 //! - [`stats`]: percentiles and slopes; [`rng`]: uid choice; [`clock`]: clocks.
 //! - [`notify`]: task wake-ups; [`report`]: the JSON line and the summary.
 //! - [`channels`]: which client is in which channel, and the pipelined
@@ -44,6 +46,7 @@ mod notify;
 mod proc;
 mod push;
 mod pushmax;
+mod redis;
 mod replay;
 mod report;
 mod rng;
@@ -130,6 +133,9 @@ where
         }
     };
     report.set("mode", env.mode.name());
+    if let Some(label) = &args.label {
+        report.set("label", label.as_str());
+    }
     if args.tls {
         report.set("tls", true);
     }

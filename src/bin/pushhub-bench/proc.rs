@@ -33,15 +33,18 @@ impl HubProc {
     pub fn listens_on(&self, addr: SocketAddrV4) -> Result<bool, String> {
         let tcp = fs::read_to_string("/proc/net/tcp")
             .map_err(|e| format!("cannot read /proc/net/tcp: {e}"))?;
-        let inode = listener_inode(&tcp, addr)
-            .ok_or_else(|| format!("nothing listens on {addr} (is the hub running?)"))?;
-        let socket = format!("socket:[{inode}]");
+        let inodes = listener_inodes(&tcp, addr);
+        if inodes.is_empty() {
+            return Err(format!("nothing listens on {addr} (is the hub running?)"));
+        }
+        // Hubs sharing a port (--reuse-port) each hold a listener of their own.
+        let sockets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
         let fds = fs::read_dir(format!("/proc/{}/fd", self.pid))
             .map_err(|e| format!("cannot list the descriptors of pid {}: {e}", self.pid))?;
         Ok(fds
             .filter_map(Result::ok)
             .filter_map(|fd| fs::read_link(fd.path()).ok())
-            .any(|target| target.as_os_str() == socket.as_str()))
+            .any(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str())))
     }
 
     fn read(&self, what: &str) -> Result<String, String> {
@@ -111,25 +114,28 @@ pub fn tcp_mem_pages(sockstat: &str) -> Option<u64> {
     fields.next()?.parse().ok()
 }
 
-/// The inode of the TCP socket listening on `addr`, from the text of
-/// `/proc/net/tcp` (addresses as the kernel prints them: the IPv4 address as a
-/// native-endian hex word, the port as hex).
-pub fn listener_inode(tcp: &str, addr: SocketAddrV4) -> Option<u64> {
+/// The inodes of the TCP sockets listening on `addr` (several with
+/// SO_REUSEPORT), from the text of `/proc/net/tcp` (addresses as the kernel
+/// prints them: the IPv4 address as a native-endian hex word, the port as hex).
+pub fn listener_inodes(tcp: &str, addr: SocketAddrV4) -> Vec<u64> {
     const LISTEN: &str = "0A";
     let local = format!(
         "{:08X}:{:04X}",
         u32::from_ne_bytes(addr.ip().octets()),
         addr.port()
     );
-    tcp.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields[..] {
-            [_, l, _, st, _, _, _, _, _, inode, ..] if l == local && st == LISTEN => {
-                inode.parse().ok()
+    tcp.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields[..] {
+                [_, l, _, st, _, _, _, _, _, inode, ..] if l == local && st == LISTEN => {
+                    inode.parse().ok()
+                }
+                _ => None,
             }
-            _ => None,
-        }
-    })
+        })
+        .collect()
 }
 
 /// The first field of a schedstat line: time spent on the CPU, in ns.
@@ -204,12 +210,16 @@ mod tests {
     fn finds_a_listener_inode() {
         let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
                    0: 0100007F:5324 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123456 1 0000000000000000 100 0 0 10 0\n\
-                   1: 0100007F:5324 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n";
+                   1: 0100007F:5324 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n\
+                   2: 0100007F:5324 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 654321 1 0000000000000000 100 0 0 10 0\n";
         let addr = |s: &str| s.parse::<SocketAddrV4>().unwrap();
         if cfg!(target_endian = "little") {
-            assert_eq!(listener_inode(tcp, addr("127.0.0.1:21284")), Some(123456));
+            assert_eq!(
+                listener_inodes(tcp, addr("127.0.0.1:21284")),
+                [123456, 654321]
+            );
         }
-        assert_eq!(listener_inode(tcp, addr("127.0.0.1:21285")), None);
-        assert_eq!(listener_inode("", addr("127.0.0.1:21284")), None);
+        assert!(listener_inodes(tcp, addr("127.0.0.1:21285")).is_empty());
+        assert!(listener_inodes("", addr("127.0.0.1:21284")).is_empty());
     }
 }

@@ -24,7 +24,7 @@ use crate::notify::Notify;
 use crate::report::say;
 use crate::rng::Rng;
 use crate::stats::Summary;
-use crate::textport::{Backend, delivered};
+use crate::textport::delivered;
 
 /// Most lines written in one system call when the sender is behind.
 const MAX_BATCH: u64 = 1024;
@@ -94,7 +94,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     tally.acked.replace(vec![0; total as usize]);
     tally.target.replace(Vec::with_capacity(total as usize));
 
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
     let pool = env.open_clients(a.n, tally.clone(), &mut backend).await?;
     let (requests, mut replies) = backend.split();
     say(&format!(
@@ -103,6 +103,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     ));
 
     let cpu0 = env.hub_cpu_ns()?;
+    let extras0 = env.extras_cpu_ns()?;
     let t0 = now_ns();
     let (max_lag_ns, max_lag_at_ns, last_send_ns) =
         (Cell::new(0u64), Cell::new(0u64), Cell::new(t0));
@@ -177,6 +178,8 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     // Read now, checked after `outcome`: a hub that died is better told by
     // what the run saw than by a missing /proc entry.
     let cpu_ns = env.hub_cpu_ns().map(|c| c.saturating_sub(cpu0));
+    let sent_f = tally.target.borrow().len().max(1) as f64;
+    let extras = env.report_extras("cpu_us_per_push", &extras0, sent_f);
     // What went out, whether or not the run finished.
     let sent = tally.target.borrow().len() as u64;
 
@@ -228,6 +231,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     }
     outcome?;
     cpu_ns?;
+    extras?;
     env.check_none_closed(&pool)?;
     let (misrouted, garbled) = (tally.misrouted.get(), tally.garbled.get());
     if lost > 0 || fail.get() > 0 || misrouted > 0 || garbled > 0 {

@@ -22,7 +22,7 @@ use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::rng::Rng;
-use crate::textport::{Backend, delivered};
+use crate::textport::delivered;
 
 /// Most lines written in one system call.
 const BATCH: u32 = 256;
@@ -67,7 +67,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
         arrived: Cell::new(0),
         changed: Notify::default(),
     });
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
     let pool = env.open_clients(n, tally.clone(), &mut backend).await?;
     let (requests, mut replies) = backend.split();
     say(&format!(
@@ -80,6 +80,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
     let room = Notify::default();
     let (ok, fail, delivered_total) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
     let cpu0 = hub.cpu_ns()?;
+    let extras0 = env.extras_cpu_ns()?;
     let t0 = now_ns();
     let sender = async {
         let mut rng = Rng::new(t0 ^ 0xfeed);
@@ -149,6 +150,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
     // Checked after `outcome`: a hub that died is better told by what the run
     // saw than by a missing /proc entry.
     let cpu_ns = hub.cpu_ns().map(|c| c.saturating_sub(cpu0));
+    let extras = env.report_extras("cpu_us_per_push", &extras0, f64::from(acked.get().max(1)));
 
     // What was answered, whether or not the run finished.
     report.set("pushes", acked.get());
@@ -185,6 +187,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
     report.set("clients_short", short);
     let drained = outcome?;
     cpu_ns?;
+    extras?;
     env.check_none_closed(&pool)?;
     if !drained || short > 0 || fail.get() > 0 {
         return Err(format!(

@@ -566,7 +566,7 @@ pub async fn run(env: Rc<Env>, a: &ReplayArgs) -> Result<(), String> {
     }
     report.set("concurrency", env.concurrency);
     let settle = Duration::from_millis(a.settle_ms);
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
 
     let measured = async {
         env.wait_idle(&mut backend).await?;

@@ -51,6 +51,35 @@ impl Report {
         }
     }
 
+    /// Sets `field` of the object `name` inside the object `key` (creating
+    /// both), for figures grouped by process: `"procs":{"redis":{...}}`.
+    pub fn set_in(&self, key: &str, name: &str, field: &str, value: impl Into<Value>) {
+        let mut fields = self.fields.borrow_mut();
+        let at = match fields.iter().position(|(k, _)| k == key) {
+            Some(at) => at,
+            None => {
+                fields.push((key.to_string(), Value::Object(Default::default())));
+                fields.len() - 1
+            }
+        };
+        let outer = &mut fields[at].1;
+        if !outer.is_object() {
+            *outer = Value::Object(Default::default());
+        }
+        let inner = outer
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(name)
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !inner.is_object() {
+            *inner = Value::Object(Default::default());
+        }
+        inner
+            .as_object_mut()
+            .expect("made an object above")
+            .insert(field.to_string(), value.into());
+    }
+
     /// Sets a measured float, rounded to `digits` decimals (null if not finite).
     pub fn num(&self, key: &str, x: f64, digits: i32) {
         self.set(key, rounded(x, digits));
@@ -118,6 +147,19 @@ mod tests {
         assert_eq!(
             report.json_line(),
             r#"{"bench":"push","n":4,"p50_us":12.3,"bad":null,"rate":5000}"#
+        );
+    }
+
+    #[test]
+    fn groups_figures_by_process() {
+        let report = Report::new("push");
+        report.set_in("procs", "redis", "rss_bytes", 7);
+        report.set("n", 1);
+        report.set_in("procs", "b", "cpu_us_per_push", rounded(1.234, 2));
+        report.set_in("procs", "redis", "cpu_us_per_push", 2);
+        assert_eq!(
+            report.json_line(),
+            r#"{"bench":"push","procs":{"b":{"cpu_us_per_push":1.23},"redis":{"cpu_us_per_push":2,"rss_bytes":7}},"n":1}"#
         );
     }
 }

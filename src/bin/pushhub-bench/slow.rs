@@ -23,7 +23,7 @@ use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::stats::Summary;
-use crate::textport::{Backend, broadcast_index, broadcast_line, delivered};
+use crate::textport::{broadcast_index, broadcast_line, delivered};
 
 /// How long the slow clients get, at the end, to read what was queued for them.
 const DRAIN: Duration = Duration::from_secs(15);
@@ -180,13 +180,13 @@ pub async fn run(env: Rc<Env>, a: &SlowArgs) -> Result<(), String> {
         readers_closed: Cell::new(0),
         changed: Notify::default(),
     });
-    let mut control = Backend::connect(env.text).await?;
+    let mut control = env.backend().await?;
     let mut config = env.client_config();
     config.rcvbuf = a.slow_rcvbuf.map(|bytes| (a.readers..n, bytes));
     let pool = env
         .open_clients_with(n, tally.clone(), &mut control, config)
         .await?;
-    let (requests, mut replies) = Backend::connect(env.text).await?.split();
+    let (requests, mut replies) = env.backend().await?.split();
     let mut broadcast = async |k: u32| -> Result<(u64, u64), String> {
         let sent = now_ns();
         requests.send(&broadcast_line(k, a.size)).await?;

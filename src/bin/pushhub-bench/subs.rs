@@ -99,7 +99,7 @@ pub async fn run(env: Rc<Env>, a: &SubsArgs) -> Result<(), String> {
     report.set("channels", a.channels);
     report.set("batch", a.batch);
     let inbox = Rc::new(Inbox::new(a.n, a.channels));
-    let mut backend = Backend::connect(env.text).await?;
+    let mut backend = env.backend().await?;
     env.wait_idle(&mut backend).await?;
     let idle_rss = hub.rss_bytes()?;
     report.set("idle_rss_bytes", idle_rss);
@@ -115,10 +115,12 @@ pub async fn run(env: Rc<Env>, a: &SubsArgs) -> Result<(), String> {
             connected.saturating_sub(idle_rss) as f64 / f64::from(a.n),
             1,
         );
+        let redis_connected = env.redis_memory()?;
 
         let mut points = vec![(0.0, connected as f64)];
         let mut rounds = Vec::new();
         let (t0, cpu0) = (now_ns(), hub.cpu_ns()?);
+        let extras0 = env.extras_cpu_ns()?;
         for j in 0..a.per_client {
             subscribe_round(&mut backend, &plan, j, a.batch).await?;
             let subs = u64::from(a.n) * u64::from(j + 1);
@@ -140,6 +142,18 @@ pub async fn run(env: Rc<Env>, a: &SubsArgs) -> Result<(), String> {
         Timer::after(settle).await;
         let subscribed = hub.rss_bytes()?;
         report.set("rss_subscribed_bytes", subscribed);
+        // Read after the settle: a hub answers a subscribe before Redis has
+        // confirmed the channel's route.
+        env.report_extras("cpu_us_per_subscription_settled", &extras0, total)?;
+        if let (Some(before), Some(after)) = (redis_connected, env.redis_memory()?) {
+            report.set("redis_connected_used_memory", before);
+            report.set("redis_subscribed_used_memory", after);
+            report.num(
+                "redis_bytes_per_channel",
+                (after as f64 - before as f64) / stats.channels.max(1) as f64,
+                1,
+            );
+        }
         let per_sub = (subscribed as f64 - connected as f64) / total;
         report.num("bytes_per_subscription", per_sub, 1);
         let slope = least_squares_slope(&points);

@@ -113,6 +113,8 @@ impl Replies {
 pub struct Backend {
     requests: Requests,
     replies: Replies,
+    /// Ask `stats` of every hub of a cluster and sum them.
+    cluster: bool,
 }
 
 impl Backend {
@@ -120,7 +122,18 @@ impl Backend {
         let (requests, replies) = connect(addr)
             .await
             .map_err(|e| format!("cannot connect to the text port {addr}: {e}"))?;
-        Ok(Backend { requests, replies })
+        Ok(Backend {
+            requests,
+            replies,
+            cluster: false,
+        })
+    }
+
+    /// In a cluster, one hub's `stats` counts only its own clients, and the
+    /// kernel chooses which hub a shared port's connection lands on.
+    pub fn cluster(mut self, cluster: bool) -> Backend {
+        self.cluster = cluster;
+        self
     }
 
     /// Sends one request line (without newline) and parses its JSON reply.
@@ -138,10 +151,15 @@ impl Backend {
         })
     }
 
-    /// The hub's `stats` reply.
+    /// The hub's `stats` reply; a cluster's summed over its nodes.
     pub async fn stats(&mut self) -> Result<Stats, String> {
-        let value = self.request(r#"{"cmd":"stats"}"#).await?;
-        serde_json::from_value(value).map_err(|e| format!("unexpected stats reply: {e}"))
+        if !self.cluster {
+            let value = self.request(r#"{"cmd":"stats"}"#).await?;
+            return serde_json::from_value(value)
+                .map_err(|e| format!("unexpected stats reply: {e}"));
+        }
+        let value = self.request(r#"{"cmd":"stats","cluster":true}"#).await?;
+        cluster_stats(value)
     }
 
     /// Writes `lines`, `count` requests, while reading their replies, and
@@ -168,8 +186,27 @@ impl Backend {
     }
 }
 
+/// A `{"ok":true,"nodes":[...]}` reply summed; an error if a hub did not
+/// answer (`unconfirmed`), since a sum without it would be a wrong count.
+fn cluster_stats(value: Value) -> Result<Stats, String> {
+    if value["unconfirmed"] == true || value["ok"] != true {
+        return Err(format!("the cluster's stats are incomplete: {value}"));
+    }
+    let nodes = value["nodes"]
+        .as_array()
+        .filter(|nodes| !nodes.is_empty())
+        .ok_or_else(|| format!("a cluster stats reply without nodes: {value}"))?;
+    let mut sum = Stats::default();
+    for node in nodes {
+        let one: Stats = serde_json::from_value(node.clone())
+            .map_err(|e| format!("unexpected stats of a node: {e}"))?;
+        sum.add(&one);
+    }
+    Ok(sum)
+}
+
 /// The `stats` fields the benches look at.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Stats {
     pub connections: u64,
     pub authenticated: u64,
@@ -202,17 +239,49 @@ pub struct Stats {
     pub recoveries_failed: u64,
 }
 
-/// The body of an `"ok":true` reply; an error naming the hub's reason otherwise.
+impl Stats {
+    /// Adds another hub's counts to these.
+    fn add(&mut self, other: &Stats) {
+        self.connections += other.connections;
+        self.authenticated += other.authenticated;
+        self.dropped += other.dropped;
+        self.channels += other.channels;
+        self.subscriptions += other.subscriptions;
+        self.rejected += other.rejected;
+        for (reason, n) in &other.handshake_failures {
+            *self.handshake_failures.entry(reason.clone()).or_default() += n;
+        }
+        self.history_streams += other.history_streams;
+        self.history_messages += other.history_messages;
+        self.history_bytes += other.history_bytes;
+        self.recoveries += other.recoveries;
+        self.replayed += other.replayed;
+        self.recoveries_failed += other.recoveries_failed;
+    }
+}
+
+/// The body of an `"ok":true` reply; an error naming the hub's reason
+/// otherwise, or if a cluster could not confirm it (`unconfirmed`: a count
+/// that may be short, which no bench can take as its figure).
 fn answer<T: DeserializeOwned>(reply: &[u8]) -> Result<T, String> {
     #[derive(Deserialize)]
     struct Envelope<T> {
         ok: bool,
         #[serde(default)]
         error: Option<String>,
+        #[serde(default)]
+        unconfirmed: bool,
         #[serde(flatten)]
         body: T,
     }
     match serde_json::from_slice::<Envelope<T>>(reply) {
+        Ok(Envelope {
+            unconfirmed: true, ..
+        }) => Err(format!(
+            "the cluster did not confirm a reply (a hub or Redis silent past \
+             --cluster-timeout): {}",
+            String::from_utf8_lossy(reply)
+        )),
         Ok(Envelope { ok: true, body, .. }) => Ok(body),
         Ok(Envelope { error, .. }) => Err(format!(
             "the hub refused a request: {}",
@@ -417,5 +486,32 @@ mod tests {
                 .contains("nope")
         );
         assert!(delivered(b"ok").is_err());
+        assert!(
+            delivered(br#"{"ok":true,"delivered":1,"unconfirmed":true}"#)
+                .unwrap_err()
+                .contains("did not confirm")
+        );
+    }
+
+    #[test]
+    fn sums_a_clusters_stats() {
+        let node = |c: u64, f: u64| {
+            serde_json::json!({"connections": c, "authenticated": c, "dropped": 0,
+                "subscriptions": 2 * c, "handshake_failures": {"timeout": f}})
+        };
+        let sum = cluster_stats(serde_json::json!({"ok": true, "nodes": [node(3, 1), node(4, 2)]}))
+            .unwrap();
+        assert_eq!(
+            (sum.connections, sum.authenticated, sum.subscriptions),
+            (7, 7, 14)
+        );
+        assert_eq!(sum.handshake_failures["timeout"], 3);
+        assert!(
+            cluster_stats(
+                serde_json::json!({"ok": true, "nodes": [node(1, 0)], "unconfirmed": true})
+            )
+            .is_err()
+        );
+        assert!(cluster_stats(serde_json::json!({"ok": true, "nodes": []})).is_err());
     }
 }
