@@ -28,7 +28,7 @@ KOSOKU_VERSION := 0.1.0
 KOSOKU_VENV    := target/kosoku-$(KOSOKU_VERSION)
 KOSOKU         := $(KOSOKU_VENV)/bin/kosoku
 
-.PHONY: build run cluster template-unit test bench bench-load bench-chart fuzz soak lint install deploy clean \
+.PHONY: build run cluster template-unit test bench bench-load bench-cluster bench-chart fuzz soak lint install deploy clean \
 	conformance conformance-quick conformance-deps
 
 build:
@@ -86,6 +86,13 @@ bench:
 # Results are appended to bench/results/load.jsonl (one JSON line per run).
 bench-load: build
 	N=$(N) ONLY="$(ONLY)" bench/load.sh
+
+# Cluster benchmarks: a single hub against two hubs over a local redis-server
+# (bench/cluster.sh), each set-up REPEATS times (default 3). Parameters: N
+# (default 18000), ONLY (a subset of: push pushmax broadcast conns subs).
+# Results are appended to bench/results/cluster.jsonl.
+bench-cluster: build
+	N=$(N) ONLY="$(ONLY)" REPEATS="$(REPEATS)" bench/cluster.sh
 
 # The RSS-per-connection chart, drawn from the latest `conns` result.
 bench-chart:

@@ -48,69 +48,28 @@ HUB=${HUB:-target/release/pushhub}
 read -ra hub_flags <<< "${HUB_FLAGS:-}"
 GEN=${GEN:-target/release/pushhub-bench}
 
-mkdir -p "$(dirname "$OUT")"
-hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ] && [ $((N + 64)) -gt "$hard" ]; then
-    echo "N=$N: the hub's $N sockets do not fit under the open-files limit $hard (64 kept aside)" >&2
-    exit 2
-fi
-hub_cpu=() gen_cpu=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-    hub_cpu=(taskset -c 0) gen_cpu=(taskset -c 1)
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+check_open_files
 
 hub_pid=
-stop_hub() {
-    if [ -n "$hub_pid" ] && kill -0 "$hub_pid" 2>/dev/null; then
-        kill -INT "$hub_pid"
-        wait "$hub_pid" || true
-    fi
-    hub_pid=
-}
 tls_dir=
 cleanup() {
-    stop_hub
+    stop_hubs
     if [ -n "$tls_dir" ]; then rm -rf "$tls_dir"; fi
 }
 trap cleanup EXIT
 
 start_hub() {
-    stop_hub
+    stop_hubs
     local auth=(--allow-plain-uid)
     [ $# -gt 0 ] && auth=("$@")
-    "${hub_cpu[@]}" "$HUB" "${auth[@]}" "${hub_flags[@]}" --ws "$WS" --text "$TEXT" --metrics off --log-level warn &
-    hub_pid=$!
-    # Wait (bounded) until the text port answers.
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/${TEXT%:*}/${TEXT#*:}") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "the hub did not start" >&2
-    exit 1
+    launch_hub "$TEXT" -- "${auth[@]}" --ws "$WS" --text "$TEXT"
+    hub_pid=$last_pid
 }
 
 run() {
-    echo "== $*" >&2
-    "${gen_cpu[@]}" "$GEN" "$@" --ws "$WS" --text "$TEXT" --hub-pid "$hub_pid" | tee -a "$OUT"
-}
-
-# The steps of `conns`: the standard ones below N, then N.
-steps() {
-    local below
-    below=$(printf '%s\n' 1000 2000 5000 10000 18000 | awk -v n="$N" '$1 < n' | paste -sd, -)
-    echo "${below:+$below,}$N"
-}
-
-# The kernel's floor drifts with what else the machine does, so it is measured
-# again right before each benchmark whose CPU figures are compared with it.
-floor_us=
-measure_floor() {
-    echo "== floor" >&2
-    local line
-    # Unpinned: it pins its sender and its receivers to two CPUs itself, as
-    # the hub and its clients are.
-    line=$("$GEN" floor --n "$1" --size 34 --rounds 10 | tee -a "$OUT")
-    floor_us=$(printf '%s' "$line" | sed -n 's/.*"cpu_us_per_send":\([0-9.]*\).*/\1/p')
+    gen "$@" --ws "$WS" --text "$TEXT" --hub-pid "$hub_pid"
 }
 
 for bench in $ONLY; do
@@ -143,7 +102,7 @@ for bench in $ONLY; do
             -out "$tls_dir/cert.pem" 2>/dev/null
         start_hub --allow-plain-uid --tls-cert "$tls_dir/cert.pem" --tls-key "$tls_dir/key.pem"
         run conns --n "$N" --steps "$(steps)" --tls
-        stop_hub
+        stop_hubs
         rm -rf "$tls_dir"
         tls_dir=
         ;;
