@@ -9,7 +9,7 @@
 #   REPEATS=1 ONLY="push pushmax" bench/cluster.sh
 #   HUB=../old/target/release/pushhub bench/cluster.sh   # another build
 #
-# Set-ups (labels):
+# Set-ups (labels; with PIN_B=1 the cluster ones end in -b-cpu1):
 #   single  one hub, no Redis.
 #   local   two hubs (a: 21400/21401, b: 21402/21403) over Redis; clients and
 #           backend both on a: pushes that stay on their hub, in cluster mode.
@@ -154,7 +154,9 @@ setup() {
             --extra-pid "redis=$redis_pid" --cluster --redis "$REDIS")
         ;;
     esac
-    gen_flags+=(--label "$1")
+    local label=$1
+    [ "$PIN_B" != 1 ] || [ "$1" = single ] || label+=-b-cpu1
+    gen_flags+=(--label "$label")
 }
 
 for bench in $ONLY; do

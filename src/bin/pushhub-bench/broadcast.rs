@@ -184,6 +184,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         let mut times = Vec::new();
         let cpu0 = hub.cpu_ns()?;
         let extras0 = env.extras_cpu_ns()?;
+        let steal0 = crate::proc::steal_ns();
         for k in 0..a.repeats {
             let line = fan.line(k, a.size);
             let sent = now_ns();
@@ -242,6 +243,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         report.num("burst_hub_cpu_us_per_msg", burst_cpu_us, 3);
         env.report_extras("burst_cpu_us_per_msg", &extras0, burst_msgs)?;
         env.ratio_to_floor("burst_ratio_to_floor", burst_cpu_us);
+        env.report_steal("steal_ms", steal0);
         Ok::<(), String>(())
     };
     // Figures are reported as they are measured, so a timeout keeps them.

@@ -185,6 +185,15 @@ impl Env {
         Ok(())
     }
 
+    /// Reports `key`: the machine's steal time since `since` (from
+    /// [`crate::proc::steal_ns`]), in ms, where /proc/stat tells it.
+    pub fn report_steal(&self, key: &str, since: Option<u64>) {
+        if let (Some(before), Some(now)) = (since, crate::proc::steal_ns()) {
+            self.report
+                .num(key, now.saturating_sub(before) as f64 / 1e6, 0);
+        }
+    }
+
     /// Redis's `used_memory` now, with `--redis`.
     pub fn redis_memory(&self) -> Result<Option<u64>, String> {
         self.redis.map(crate::redis::used_memory).transpose()

@@ -104,6 +104,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
 
     let cpu0 = env.hub_cpu_ns()?;
     let extras0 = env.extras_cpu_ns()?;
+    let steal0 = crate::proc::steal_ns();
     let t0 = now_ns();
     let (max_lag_ns, max_lag_at_ns, last_send_ns) =
         (Cell::new(0u64), Cell::new(0u64), Cell::new(t0));
@@ -180,6 +181,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     let cpu_ns = env.hub_cpu_ns().map(|c| c.saturating_sub(cpu0));
     let sent_f = tally.target.borrow().len().max(1) as f64;
     let extras = env.report_extras("cpu_us_per_push", &extras0, sent_f);
+    env.report_steal("steal_ms", steal0);
     // What went out, whether or not the run finished.
     let sent = tally.target.borrow().len() as u64;
 

@@ -81,6 +81,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
     let (ok, fail, delivered_total) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
     let cpu0 = hub.cpu_ns()?;
     let extras0 = env.extras_cpu_ns()?;
+    let steal0 = crate::proc::steal_ns();
     let t0 = now_ns();
     let sender = async {
         let mut rng = Rng::new(t0 ^ 0xfeed);
@@ -150,6 +151,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
     // Checked after `outcome`: a hub that died is better told by what the run
     // saw than by a missing /proc entry.
     let cpu_ns = hub.cpu_ns().map(|c| c.saturating_sub(cpu0));
+    env.report_steal("steal_ms", steal0);
     let extras = env.report_extras("cpu_us_per_push", &extras0, f64::from(acked.get().max(1)));
 
     // What was answered, whether or not the run finished.
