@@ -486,7 +486,7 @@ impl Flags {
     /// the process environment; `fd_limit` is the open-files limit the process
     /// runs with.
     pub fn into_config(self, env: Env, fd_limit: u64) -> Result<Config, ConfigError> {
-        let cluster = cluster::settings::from_flags(
+        let mut cluster = cluster::settings::from_flags(
             ClusterFlags {
                 redis: self.redis.as_deref(),
                 password_file: self.redis_password_file.as_deref(),
@@ -505,11 +505,10 @@ impl Flags {
             ));
         }
         let mut history = self.history_limits()?;
-        if cluster.is_some() {
-            // Positions are per hub until history lives in Redis: a client
-            // that reconnects elsewhere, or here after this hub stopped
-            // receiving its streams, would otherwise be told it missed
-            // nothing.
+        if let Some(cluster) = &mut cluster {
+            // A cluster keeps its streams' history in Redis, where every hub
+            // reads it; none is kept here, so no position is ever a hub's own.
+            cluster.history = history;
             history.size_uid = 0;
             history.size_channel = 0;
             history.size_broadcast = 0;

@@ -314,7 +314,18 @@ impl Cluster {
         state.up = true;
         state.counters.redis_connects += 1;
         state.routes.reset();
+        self.load_scripts(&mut state);
         wake(&mut state.routes_waker);
+    }
+
+    /// Loads the streams' scripts, ahead of whatever `EVALSHA` comes next
+    /// on the command connection.
+    fn load_scripts(&self, state: &mut State) {
+        self.scripts.load(&mut state.out);
+        for _ in 0..2 {
+            state.expected.push_back((Instant::now(), Expect::Script));
+        }
+        wake(&mut state.out_waker);
     }
 
     /// The link is gone, and every answer still to come with it.
@@ -328,6 +339,7 @@ impl Cluster {
             answers,
             held,
             ready_waiters,
+            reads,
             counters,
             ..
         } = &mut *state;
@@ -340,6 +352,11 @@ impl Cluster {
         gathers.give_up_all();
         for waker in ready_waiters.drain(..) {
             waker.wake();
+        }
+        // What Redis did not say stays unknown.
+        for read in reads.values_mut() {
+            read.remaining = 0;
+            wake(&mut read.waker);
         }
     }
 
@@ -354,10 +371,37 @@ impl Cluster {
                 let n = u32::try_from(n).unwrap_or(0);
                 state.gathers.expect(id, part, n);
             }
+            (Expect::Count(id, part), reply @ Frame::Array(_)) => {
+                match super::streams::published(&reply) {
+                    Some((n, _)) => state.gathers.expect(id, part, n),
+                    None => {
+                        warn!("redis: unexpected reply to a message: {reply:?}");
+                        state.gathers.give_up(id, part);
+                    }
+                }
+            }
             (Expect::Count(id, part), other) => {
                 warn!("redis: PUBLISH refused: {other:?}");
+                self.reload_if_needed(&mut state, &other);
                 state.gathers.give_up(id, part);
             }
+            (Expect::Read(number, i), reply) => {
+                self.reload_if_needed(&mut state, &reply);
+                let history = &self.config.history;
+                if let Some(read) = state.reads.get_mut(&number) {
+                    let since = read.since.get(i).copied().flatten();
+                    let result = super::streams::read_reply(reply, since, history);
+                    if let Some(slot) = read.results.get_mut(i) {
+                        *slot = result;
+                    }
+                    read.remaining = read.remaining.saturating_sub(1);
+                    if read.remaining == 0 {
+                        wake(&mut read.waker);
+                    }
+                }
+            }
+            (Expect::Script, Frame::BulkString(_)) => {}
+            (Expect::Script, other) => warn!("redis: SCRIPT LOAD refused: {other:?}"),
             (Expect::ListenerHubs, reply) => {
                 drop(state);
                 self.on_listener_hubs(&reply);
@@ -370,6 +414,16 @@ impl Cluster {
             (_, other) => debug!("redis: unexpected reply {other:?}"),
         }
         Ok(())
+    }
+
+    /// Loads the scripts again if Redis lost them (`SCRIPT FLUSH`): what
+    /// ran into that is unconfirmed, what follows works.
+    fn reload_if_needed(&self, state: &mut State, reply: &Frame) {
+        if let Frame::Error(e) = reply
+            && e.starts_with("NOSCRIPT")
+        {
+            self.load_scripts(state);
+        }
     }
 
     /// Something on the subscriber connection: a message on a route or
@@ -441,7 +495,7 @@ impl Cluster {
         };
         let (partial, taken) = {
             let mut hub = shared.hub.borrow_mut();
-            let partial = (self.execute)(&mut hub, self, target, line);
+            let partial = (self.execute)(&mut hub, self, target, header.pos, line);
             // A subscription is answered once other hubs' publications
             // reach it: the channels it made this hub take wait for Redis.
             let taken = match &partial {

@@ -15,6 +15,11 @@
 //! Redis's order. While the link is down, requests are acted on here only,
 //! and their answers say so.
 //!
+//! Streams with history keep their positions and last messages in Redis
+//! (`streams`): a message of one is published by a script that gives it
+//! its position, and a client's position and what it missed are read from
+//! there, so it recovers on any hub.
+//!
 //! `link` runs the two Redis connections as tasks of the hub's executor;
 //! everything else here is state that never awaits.
 
@@ -24,6 +29,7 @@ pub mod link;
 pub mod redis;
 mod routes;
 pub mod settings;
+pub mod streams;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -41,8 +47,11 @@ use redis::url::RedisUrl;
 use routes::Routes;
 use wire::{Header, Partial};
 
+use streams::{Scripts, StreamRead};
+
 use crate::auth::Secret;
-use crate::hub::{ConnId, Hub, Target};
+use crate::config::HistoryLimits;
+use crate::hub::{ConnId, Hub, Pos, StreamKey, Target};
 
 /// Bytes of commands that may wait for the Redis connection before new
 /// requests stop being published (and are answered unconfirmed): a link
@@ -60,6 +69,8 @@ pub struct ClusterConfig {
     /// The most one message from Redis may be: a request carries a whole
     /// backend line.
     pub max_frame: usize,
+    /// What streams keep, in Redis.
+    pub history: HistoryLimits,
 }
 
 /// Where one part of a request goes: to the hubs that hold a uid or a
@@ -72,14 +83,15 @@ pub enum Route<'a> {
 
 /// How a hub acts on a request that came through Redis, for one route of
 /// it: the text port's own handling, restricted to that uid, channel, to
-/// everyone, or (`Node`) to this hub. `None` if the line is not one it can
-/// act on.
-pub type Execute = fn(&mut Hub, &Cluster, Route<'_>, &[u8]) -> Option<Partial>;
+/// everyone, or (`Node`) to this hub, a message with the position Redis
+/// gave it. `None` if the line is not one it can act on.
+pub type Execute = fn(&mut Hub, &Cluster, Route<'_>, Option<Pos>, &[u8]) -> Option<Partial>;
 
 pub struct Cluster {
     config: ClusterConfig,
     names: Names,
     execute: Execute,
+    scripts: Scripts,
     state: RefCell<State>,
 }
 
@@ -104,7 +116,7 @@ impl Names {
         Names {
             uid: name("{u:"),
             channel: name("{c:"),
-            all: name("all"),
+            all: name("{all}"),
             node: name("n:"),
             inbox: name(&format!("n:{node}")),
             listen: name("l:"),
@@ -160,6 +172,10 @@ enum Expect {
     ListenerHubs,
     /// Events forwarded to another hub's listeners: lost if nobody got them.
     Events(u32),
+    /// Where a stream stands, for a read's stream.
+    Read(u64, usize),
+    /// A script loaded.
+    Script,
     /// Nothing to act on (an answer published to another hub).
     Ignore,
 }
@@ -189,8 +205,26 @@ struct State {
     listener_hubs: Vec<events::ListenerHub>,
     /// The task that forwards events, woken when that list changes.
     events_waker: Option<Waker>,
+    /// Reads of streams' positions, by number.
+    reads: HashMap<u64, Read>,
+    next_read: u64,
+    /// Streams created by this hub so far: what makes each one's epoch.
+    epochs: u64,
     counters: ClusterCounters,
 }
+
+/// A read of where streams stand, for one client.
+struct Read {
+    since: Vec<Option<Pos>>,
+    results: Vec<Option<StreamRead>>,
+    /// Replies still to come; 0 once complete (or the link is lost).
+    remaining: usize,
+    waker: Option<Waker>,
+}
+
+/// A read of streams' positions, to wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadId(u64);
 
 /// This hub's share of a request from `origin`.
 struct Answer {
@@ -233,7 +267,10 @@ pub struct ClusterStats {
 impl Cluster {
     pub fn new(config: ClusterConfig, execute: Execute) -> Cluster {
         let names = Names::new(&config.prefix, &config.node);
-        let mut state = State::default();
+        let mut state = State {
+            epochs: epoch_base(&config.node),
+            ..State::default()
+        };
         state.routes.want(&names.inbox, true);
         state.routes.want(&names.all, true);
         state
@@ -243,8 +280,19 @@ impl Cluster {
             config,
             names,
             execute,
+            scripts: Scripts::default(),
             state: RefCell::new(state),
         }
+    }
+
+    /// Whether streams of this kind keep history (in Redis) and carry
+    /// positions.
+    pub fn keeps_history(&self, stream: StreamKey) -> bool {
+        streams::size(&self.config.history, stream) > 0
+    }
+
+    pub fn history(&self) -> &HistoryLimits {
+        &self.config.history
     }
 
     pub fn node(&self) -> &str {
@@ -260,29 +308,50 @@ impl Cluster {
     }
 
     /// Sends `line` to every hub that holds one of `targets`, one part per
-    /// target, and returns the request to wait on. Published if the link
-    /// can take it; otherwise acted on here alone, unconfirmed.
-    pub fn request(&self, hub: &mut Hub, line: &[u8], targets: &[Route]) -> GatherId {
+    /// target, and returns the request to wait on; `message` if the line is
+    /// a message of each target's stream, which then takes its next
+    /// position. Published if the link can take it; otherwise acted on
+    /// here alone, unconfirmed (and without positions).
+    pub fn request(
+        &self,
+        hub: &mut Hub,
+        line: &[u8],
+        targets: &[Route],
+        message: bool,
+    ) -> GatherId {
         let mut state = self.state.borrow_mut();
         let id = state.gathers.start(targets.len());
         if state.up && state.out.len() < MAX_OUTPUT {
             state.counters.cluster_requests += 1;
             // One buffer each for the message and the channel name, reused
             // by every part.
-            let mut message = Vec::with_capacity(line.len() + 32);
+            let mut published = Vec::with_capacity(line.len() + 32);
             let mut route = Vec::new();
             for (part, &target) in targets.iter().enumerate() {
                 let part = part as u32;
-                message.clear();
+                published.clear();
                 route.clear();
                 let header = Header {
                     origin: &self.config.node,
                     request: id.wire(),
                     part,
+                    pos: None,
                 };
-                wire::request(&mut message, &header, line);
                 self.names.route_into(&mut route, target);
-                resp::command(&mut state.out, &[b"PUBLISH", &route, &message]);
+                let size = match target {
+                    Route::To(t) if message => streams::size(&self.config.history, t.stream()),
+                    _ => 0,
+                };
+                if size > 0 {
+                    wire::head(&mut published, &header);
+                    let epoch = next_epoch(&mut state);
+                    let (history, out) = (&self.config.history, &mut state.out);
+                    self.scripts
+                        .publish(out, &route, &published, line, size, history, epoch);
+                } else {
+                    wire::request(&mut published, &header, line);
+                    resp::command(&mut state.out, &[b"PUBLISH", &route, &published]);
+                }
                 state
                     .expected
                     .push_back((Instant::now(), Expect::Count(id, part)));
@@ -296,7 +365,7 @@ impl Cluster {
             let elsewhere = matches!(target, Route::Node(node) if node != self.config.node);
             let partial = match elsewhere {
                 true => None,
-                false => (self.execute)(hub, self, target, line),
+                false => (self.execute)(hub, self, target, None, line),
             };
             let mut state = self.state.borrow_mut();
             if let Some(partial) = partial {
@@ -330,6 +399,12 @@ impl Cluster {
         gathered
     }
 
+    /// Drops a request whose answer nobody waits for: answers that come
+    /// later find nothing.
+    pub fn forget(&self, id: GatherId) {
+        self.state.borrow_mut().gathers.finish(id);
+    }
+
     /// Ready once requests for everything connection `id` holds (its uid,
     /// its channels) reach this hub, or at once while the link is down: a
     /// session does not act on its client's next message before, so that
@@ -357,6 +432,63 @@ impl Cluster {
         Poll::Pending
     }
 
+    /// Reads where each of `streams` stands, and what came after the
+    /// position given with it, for a client that is to be told. Call it
+    /// once the client's routes are ready ([`poll_ready`](Cluster::poll_ready)):
+    /// a message published after the read then reaches this hub too.
+    pub fn read(&self, streams: &[(StreamKey, Option<Pos>)]) -> ReadId {
+        let mut state = self.state.borrow_mut();
+        let number = state.next_read;
+        state.next_read += 1;
+        let mut read = Read {
+            since: streams.iter().map(|(_, since)| *since).collect(),
+            results: streams.iter().map(|_| None).collect(),
+            remaining: 0,
+            waker: None,
+        };
+        if state.up && state.out.len() < MAX_OUTPUT {
+            let history = &self.config.history;
+            for (i, &(stream, since)) in streams.iter().enumerate() {
+                let size = streams::size(history, stream);
+                if size == 0 {
+                    continue;
+                }
+                let route = self.names.route(Route::To(Target::from(stream)));
+                let epoch = next_epoch(&mut state);
+                self.scripts
+                    .read(&mut state.out, &route, since, size, history, epoch);
+                state
+                    .expected
+                    .push_back((Instant::now(), Expect::Read(number, i)));
+                read.remaining += 1;
+            }
+            wake(&mut state.out_waker);
+        }
+        state.reads.insert(number, read);
+        ReadId(number)
+    }
+
+    /// Ready once a read is complete, with each stream's answer in the
+    /// order asked (`None` where Redis could not say: a kind without
+    /// history, or a link lost).
+    pub fn poll_read(&self, id: ReadId, cx: &mut Context<'_>) -> Poll<Vec<Option<StreamRead>>> {
+        let mut state = self.state.borrow_mut();
+        let Some(read) = state.reads.get_mut(&id.0) else {
+            return Poll::Ready(Vec::new());
+        };
+        if read.remaining > 0 {
+            read.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let read = state.reads.remove(&id.0).map(|r| r.results);
+        Poll::Ready(read.unwrap_or_default())
+    }
+
+    /// Drops a read nobody waits for any more.
+    pub fn cancel_read(&self, id: ReadId) {
+        self.state.borrow_mut().reads.remove(&id.0);
+    }
+
     pub fn stats(&self) -> ClusterStats {
         let state = self.state.borrow();
         ClusterStats {
@@ -367,6 +499,25 @@ impl Cluster {
             counters: state.counters.clone(),
         }
     }
+}
+
+/// A fresh epoch for a stream this hub may create: unrelated to any other
+/// hub's or run's (a random base, mixed with a count).
+fn next_epoch(state: &mut State) -> u64 {
+    state.epochs = state.epochs.wrapping_add(1);
+    state
+        .epochs
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+}
+
+fn epoch_base(node: &str) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    // std's RandomState is seeded from the operating system.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    node.hash(&mut hasher);
+    std::time::SystemTime::now().hash(&mut hasher);
+    hasher.finish()
 }
 
 fn wake(waker: &mut Option<Waker>) {

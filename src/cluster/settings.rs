@@ -70,6 +70,8 @@ pub fn from_flags(
             .max_line_length
             .saturating_mul(2)
             .saturating_add(1 << 20),
+        // The hub's own, set with the rest of its configuration.
+        history: crate::config::HistoryLimits::default(),
     }))
 }
 

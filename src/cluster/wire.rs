@@ -4,7 +4,9 @@
 //! channel's, or every hub's): `<origin> <request> <part>\n` and then the
 //! backend's line exactly as it came, so every hub acts on it with the
 //! text port's own parser. The channel it arrives on says which uid or
-//! channel of the line it is for.
+//! channel of the line it is for. A message of a stream with history also
+//! carries the position Redis gave it (`<origin> <request> <part>
+//! <epoch>:<offset>\n`, written by the `PUBLISH` script of `streams`).
 //!
 //! An **answer** is published to the origin's own channel: lines of
 //! `<request> <part> <partial>`, where the partial is JSON; a hub batches
@@ -14,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use crate::hub::Pos;
 
 /// One hub's share of an answer, as it travels.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,13 +87,26 @@ pub struct Header<'a> {
     pub origin: &'a str,
     pub request: u64,
     pub part: u32,
+    /// The message's position in its stream, when it has one.
+    pub pos: Option<Pos>,
+}
+
+/// Appends a request's header but for its position and the newline: what
+/// the `PUBLISH` script completes.
+pub fn head(out: &mut Vec<u8>, header: &Header) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{} {} {}", header.origin, header.request, header.part);
 }
 
 /// Appends a request: its header, then the line.
 pub fn request(out: &mut Vec<u8>, header: &Header, line: &[u8]) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = writeln!(out, "{} {} {}", header.origin, header.request, header.part);
+    head(out, header);
+    if let Some(pos) = header.pos {
+        out.push(b' ');
+        out.extend_from_slice(pos.to_string().as_bytes());
+    }
+    out.push(b'\n');
     out.extend_from_slice(line);
 }
 
@@ -102,6 +119,14 @@ pub fn parse_request(message: &[u8]) -> Option<(Header<'_>, &[u8])> {
         origin: fields.next().filter(|o| !o.is_empty())?,
         request: fields.next()?.parse().ok()?,
         part: fields.next()?.parse().ok()?,
+        pos: None,
+    };
+    let header = match fields.next() {
+        Some(pos) => Header {
+            pos: Some(Pos::parse(pos)?),
+            ..header
+        },
+        None => header,
     };
     fields
         .next()
@@ -142,18 +167,28 @@ mod tests {
             origin: "node-a",
             request: 42,
             part: 3,
+            pos: None,
         };
         let line = b"{\"uid\":\"u 1\",\"x\":\"a\\nb\"}";
         request(&mut out, &header, line);
         let (parsed, rest) = parse_request(&out).unwrap();
         assert_eq!(parsed, header);
         assert_eq!(rest, line);
+        let header = Header {
+            pos: Pos::parse("1f:7"),
+            ..header
+        };
+        out.clear();
+        request(&mut out, &header, line);
+        assert!(out.starts_with(b"node-a 42 3 1f:7\n"));
+        assert_eq!(parse_request(&out), Some((header, &line[..])));
         for bad in [
             &b"no newline"[..],
             b"a 1\n{}",
             b"a x 1\n{}",
             b" 1 2\n",
             b"a 1 2 3\n",
+            b"a 1 2 3:4 5\n",
         ] {
             assert_eq!(parse_request(bad), None, "{bad:?}");
         }

@@ -34,6 +34,32 @@ pub enum StreamKey<'a> {
     All,
 }
 
+/// A stream, owned: what outlives the request that named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamName {
+    Uid(Rc<str>),
+    Channel(Rc<str>),
+    All,
+}
+
+impl StreamName {
+    pub fn new(key: StreamKey) -> StreamName {
+        match key {
+            StreamKey::Uid(uid) => StreamName::Uid(Rc::from(uid)),
+            StreamKey::Channel(ch) => StreamName::Channel(Rc::from(ch)),
+            StreamKey::All => StreamName::All,
+        }
+    }
+
+    pub fn key(&self) -> StreamKey<'_> {
+        match self {
+            StreamName::Uid(uid) => StreamKey::Uid(uid),
+            StreamName::Channel(ch) => StreamKey::Channel(ch),
+            StreamName::All => StreamKey::All,
+        }
+    }
+}
+
 /// A stream's kind, kept with its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -10,6 +10,7 @@
 
 mod acks;
 mod channels;
+mod held;
 mod history;
 pub mod listeners;
 pub mod queue;
@@ -26,7 +27,7 @@ use smol::Async;
 
 pub use acks::{AckError, AckWatch};
 pub use channels::SubscribeError;
-pub use history::{MESSAGE_OVERHEAD, Pos, Recovery, StreamKey};
+pub use history::{MESSAGE_OVERHEAD, Pos, Recovery, StreamKey, StreamName};
 pub use routes::RouteChange;
 use routes::RouteLog;
 
@@ -61,8 +62,9 @@ impl<F: Fn(bool) -> Frame> Fanout<F> {
         cell.get_or_init(|| (self.encode)(conn.v1))
     }
 
-    /// The v1 frame, encoded now if no v1 client needed it: what history keeps.
-    fn v1_frame(&self) -> &Frame {
+    /// The v1 frame, encoded now if no v1 client needed it: what history
+    /// keeps, and what a replay from Redis's history sends.
+    pub fn v1_frame(&self) -> &Frame {
         self.v1.get_or_init(|| (self.encode)(true))
     }
 }
@@ -78,8 +80,19 @@ pub enum Target<'a> {
     All,
 }
 
+impl<'a> From<StreamKey<'a>> for Target<'a> {
+    fn from(stream: StreamKey<'a>) -> Target<'a> {
+        match stream {
+            StreamKey::Uid(uid) => Target::Uid(uid),
+            StreamKey::Channel(ch) => Target::Channel(ch),
+            StreamKey::All => Target::All,
+        }
+    }
+}
+
 impl<'a> Target<'a> {
-    fn stream(self) -> StreamKey<'a> {
+    /// The stream a message to this target is a message of.
+    pub fn stream(self) -> StreamKey<'a> {
         match self {
             Target::Uid(uid) => StreamKey::Uid(uid),
             Target::Channel(ch) => StreamKey::Channel(ch),
@@ -235,6 +248,7 @@ pub struct Hub {
     n_anonymous: usize,
     channels: channels::Channels,
     history: history::History,
+    held: held::Held,
     acks: acks::Acks,
     pub listeners: Listeners,
     next_generation: u32,
@@ -261,6 +275,7 @@ impl Hub {
             n_anonymous: 0,
             channels: channels::Channels::new(limits.max_subscriptions, limits.max_channels),
             history: history::History::new(limits.history, epoch_base()),
+            held: held::Held::default(),
             acks: acks::Acks::default(),
             listeners: Listeners::new(limits.max_listener_buffer),
             next_generation: 0,
@@ -419,6 +434,7 @@ impl Hub {
     pub fn remove(&mut self, id: ConnId) -> Option<Queue> {
         self.get(id)?;
         self.unlink(id.key);
+        self.held.forget(id.key);
         Some(self.conns.remove(id.key as usize).queue)
     }
 
@@ -503,50 +519,84 @@ impl Hub {
 
     /// Queues `message` for every connection of `uid`; returns how many took it.
     pub fn push(&mut self, uid: &str, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
-        let mut n = 0;
-        self.each_of_uid(uid, |hub, key| {
-            let frame = message.for_conn(&hub.conns[key as usize]);
-            n += usize::from(hub.enqueue(key, frame));
-        });
-        self.counters.delivered += n as u64;
-        n
+        self.fan_out(Target::Uid(uid), message, None)
     }
 
     /// Queues `message` for every authenticated connection; returns how many took it.
     pub fn broadcast(&mut self, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
+        self.fan_out(Target::All, message, None)
+    }
+
+    /// Queues `message` for every member of channel `name`; returns how many
+    /// took it.
+    pub fn publish(&mut self, name: &str, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
+        self.fan_out(Target::Channel(name), message, None)
+    }
+
+    /// Queues `message` for `target`'s receivers, one shared frame per
+    /// kind; a message of a stream at `pos` goes to the connections that
+    /// hold that stream (`hold`) to be held instead. Returns how many took it.
+    fn fan_out(
+        &mut self,
+        target: Target,
+        message: &Fanout<impl Fn(bool) -> Frame>,
+        pos: Option<Pos>,
+    ) -> usize {
+        let stream = target.stream();
         let mut n = 0;
-        for key in 0..self.conns.capacity() {
-            let frame = match self.conns.get(key) {
-                Some(conn) if conn.is_live() => message.for_conn(conn),
-                _ => continue,
-            };
-            n += usize::from(self.enqueue(key as u32, frame));
+        match target {
+            Target::Uid(uid) => self.each_of_uid(uid, |hub, key| {
+                let frame = message.for_conn(&hub.conns[key as usize]);
+                n += usize::from(hub.take(key, frame, stream, pos));
+            }),
+            Target::All => {
+                for key in 0..self.conns.capacity() {
+                    let frame = match self.conns.get(key) {
+                        Some(conn) if conn.is_live() => message.for_conn(conn),
+                        _ => continue,
+                    };
+                    n += usize::from(self.take(key as u32, frame, stream, pos));
+                }
+            }
+            Target::Channel(name) => {
+                let Some(ch) = self.channels.find(name) else {
+                    return 0;
+                };
+                let mut at = 0;
+                while let Some(key) = self.channels.member(ch, at) {
+                    let frame = message.for_conn(&self.conns[key as usize]);
+                    let queued = self.take(key, frame, stream, pos);
+                    n += usize::from(queued);
+                    // A slow consumer left every channel as it was dropped: the
+                    // last member, not yet reached, now sits at `at` (and if it
+                    // was the last one, the channel is gone and `member` finds
+                    // nothing).
+                    if queued {
+                        at += 1;
+                    }
+                }
+            }
         }
         self.counters.delivered += n as u64;
         n
     }
 
-    /// Queues `message` for every member of channel `name`; returns how many
-    /// took it. One pass over the members, one shared frame per kind.
-    pub fn publish(&mut self, name: &str, message: &Fanout<impl Fn(bool) -> Frame>) -> usize {
-        let Some(ch) = self.channels.find(name) else {
-            return 0;
-        };
-        let mut n = 0;
-        let mut pos = 0;
-        while let Some(key) = self.channels.member(ch, pos) {
-            let frame = message.for_conn(&self.conns[key as usize]);
-            let queued = self.enqueue(key, frame);
-            n += usize::from(queued);
-            // A slow consumer left every channel as it was dropped: the last
-            // member, not yet reached, now sits at `pos` (and if it was the
-            // last one, the channel is gone and `member` finds nothing).
-            if queued {
-                pos += 1;
+    /// Queues a frame for connection `key`, or holds it if the connection
+    /// holds `stream` and the frame has a position. Whether it was taken.
+    fn take(&mut self, key: u32, frame: &Frame, stream: StreamKey, pos: Option<Pos>) -> bool {
+        if let Some(pos) = pos
+            && self.held.holds(key)
+        {
+            if self.held.len(key) >= self.limits.max_queue_messages {
+                self.counters.dropped += 1;
+                self.close_key(key, CloseReason::SlowConsumer);
+                return false;
+            }
+            if self.held.take(key, stream, pos, frame) {
+                return true;
             }
         }
-        self.counters.delivered += n as u64;
-        n
+        self.enqueue(key, frame)
     }
 
     /// Sends a message to `target` as the next message of its stream: the
@@ -570,15 +620,54 @@ impl Hub {
         let now = self.now_ms();
         let slot = self.history.next(target.stream(), now);
         let message = make(slot.map(|slot| slot.pos));
-        let n = match target {
-            Target::Uid(uid) => self.push(uid, &message),
-            Target::Channel(ch) => self.publish(ch, &message),
-            Target::All => self.broadcast(&message),
-        };
+        let n = self.fan_out(target, &message, None);
         if let Some(slot) = slot {
             self.history.keep(slot, message.v1_frame().clone(), now);
         }
         (n, slot.map(|slot| slot.pos))
+    }
+
+    /// Sends a message of `target`'s stream whose position was given
+    /// elsewhere (by Redis, in a cluster, which keeps the history): no
+    /// history here, and connections that hold the stream hold it.
+    pub fn deliver_given<F: Fn(bool) -> Frame>(
+        &mut self,
+        target: Target,
+        pos: Option<Pos>,
+        make: impl FnOnce(Option<Pos>) -> Fanout<F>,
+    ) -> usize {
+        let message = make(pos);
+        self.fan_out(target, &message, pos)
+    }
+
+    /// Holds connection `id`'s messages of `stream` that come with a
+    /// position, until [`release`](Hub::release).
+    pub fn hold(&mut self, id: ConnId, stream: StreamKey) {
+        if self.get(id).is_some() {
+            self.held.hold(id.key, id.generation, stream);
+        }
+    }
+
+    /// The position of the first message held for `id` of `stream`.
+    pub fn first_held(&self, id: ConnId, stream: StreamKey) -> Option<Pos> {
+        self.get(id)?;
+        self.held.first(id.key, id.generation, stream)
+    }
+
+    /// Stops holding `stream` for `id`, and queues what was held of it
+    /// past `after` (an offset of the epoch `after` is of; messages of
+    /// another epoch all go), or all of it.
+    pub fn release(&mut self, id: ConnId, stream: StreamKey, after: Option<Pos>) {
+        if self.get(id).is_none() {
+            return;
+        }
+        let frames = self.held.release(id.key, id.generation, stream);
+        for (pos, frame) in frames {
+            let covered = after.is_some_and(|a| a.epoch == pos.epoch && pos.offset <= a.offset);
+            if !covered && !self.send(id, &frame) {
+                break;
+            }
+        }
     }
 
     /// Whether streams of this kind keep history and carry positions.
@@ -621,20 +710,40 @@ impl Hub {
         since: Pos,
         budget: &mut ReplayBudget,
     ) -> Option<Vec<Frame>> {
-        match self
+        let replay = match self
             .history
             .recover(stream, since, budget.messages, budget.bytes)
         {
-            Recovery::Gap => {
-                self.counters.recoveries_failed += 1;
-                None
-            }
-            Recovery::Replay(frames) => {
+            Recovery::Gap => None,
+            Recovery::Replay(frames) => Some(frames),
+        };
+        self.replay(replay, budget)
+    }
+
+    /// Counts a recovery, and takes what it replays out of `budget`; one
+    /// that does not fit is a gap. `frames` are the missed messages, from
+    /// this hub's history or another's (`None`: they are not all kept).
+    pub fn replay(
+        &mut self,
+        frames: Option<Vec<Frame>>,
+        budget: &mut ReplayBudget,
+    ) -> Option<Vec<Frame>> {
+        let bytes = frames
+            .as_ref()
+            .map(|f| f.iter().map(Frame::len).sum::<usize>());
+        match (frames, bytes) {
+            (Some(frames), Some(bytes))
+                if frames.len() <= budget.messages && bytes <= budget.bytes =>
+            {
                 self.counters.recoveries += 1;
                 self.counters.replayed += frames.len() as u64;
                 budget.messages -= frames.len();
-                budget.bytes -= frames.iter().map(Frame::len).sum::<usize>();
+                budget.bytes -= bytes;
                 Some(frames)
+            }
+            _ => {
+                self.counters.recoveries_failed += 1;
+                None
             }
         }
     }

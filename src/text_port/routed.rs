@@ -19,8 +19,9 @@ use super::replies::Wait;
 use super::{broadcast_fanout, channel_fanout, distinct, each_uid, original, to_uid};
 use crate::cluster::wire::Partial;
 use crate::cluster::{Cluster, Gathered, Route};
-use crate::hub::{Hub, Target};
+use crate::hub::{Hub, Pos, StreamKey, Target};
 use crate::push::route::{ApnsPush, ApnsWhen};
+use crate::ws::frame::Frame;
 
 /// What the reply of a routed request is made of.
 pub enum Shape {
@@ -92,7 +93,12 @@ pub fn route<'l>(
         }
         _ => {}
     }
-    let gather = cluster.request(hub, line, &targets);
+    // A push, publication or broadcast is a message of each target's stream.
+    let message = matches!(
+        shape,
+        Shape::Legacy | Shape::Delivered | Shape::DeliveredApns(..)
+    ) && !targets.iter().any(|t| matches!(t, Route::Node(_)));
+    let gather = cluster.request(hub, line, &targets, message);
     let deadline = Instant::now() + cluster.timeout();
     Routed::Waiting(
         id,
@@ -185,7 +191,13 @@ fn plan<'r, 'l>(
 
 /// Acts on a request from another hub (or this one, back through Redis)
 /// for `target` alone, and says what this hub's share of the answer is.
-pub fn execute(hub: &mut Hub, cluster: &Cluster, route: Route, line: &[u8]) -> Option<Partial> {
+pub fn execute(
+    hub: &mut Hub,
+    cluster: &Cluster,
+    route: Route,
+    pos: Option<Pos>,
+    line: &[u8],
+) -> Option<Partial> {
     let request = parse_request(line);
     let target = match route {
         Route::To(target) => target,
@@ -202,24 +214,24 @@ pub fn execute(hub: &mut Hub, cluster: &Cluster, route: Route, line: &[u8]) -> O
     let Request::Command { command, .. } = request else {
         return match (request, target) {
             (Request::Legacy { line, .. }, Target::Uid(uid)) => Some(Partial::Delivered(
-                hub.deliver(Target::Uid(uid), |pos| original(line, pos)),
+                hub.deliver_given(Target::Uid(uid), pos, |pos| original(line, pos)),
             )),
             _ => None,
         };
     };
     Some(match (command.ok()?, target) {
-        (Command::Push { data, .. }, Target::Uid(uid)) => {
+        (Command::Push { data, .. }, Target::Uid(_)) => {
             let raw = OnceCell::new();
-            Partial::Delivered(hub.deliver(Target::Uid(uid), |pos| to_uid(&data, pos, &raw)))
+            Partial::Delivered(hub.deliver_given(target, pos, |pos| to_uid(&data, pos, &raw)))
         }
         (Command::Broadcast { data }, Target::All) => {
-            Partial::Delivered(hub.deliver(Target::All, |pos| broadcast_fanout(&data, pos)))
+            Partial::Delivered(hub.deliver_given(target, pos, |pos| broadcast_fanout(&data, pos)))
         }
         (Command::Publish { data, .. }, Target::Channel(ch)) => {
             let raw = OnceCell::new();
-            Partial::Delivered(hub.deliver(Target::Channel(ch), |pos| {
-                channel_fanout(ch, &data, pos, &raw)
-            }))
+            Partial::Delivered(
+                hub.deliver_given(target, pos, |pos| channel_fanout(ch, &data, pos, &raw)),
+            )
         }
         (Command::Subscribe { chs, .. }, Target::Uid(uid)) => {
             let (added, refused) = super::subscribe_uid(hub, uid, &chs);
@@ -253,6 +265,41 @@ pub fn execute(hub: &mut Hub, cluster: &Cluster, route: Route, line: &[u8]) -> O
         }
         _ => return None,
     })
+}
+
+/// The frame a v1 client of `stream` gets for a message kept in Redis's
+/// history (the backend's `line`) at `pos`; `None` if the line is not a
+/// message of that stream.
+pub fn replay(stream: StreamKey, pos: Pos, line: &[u8]) -> Option<Frame> {
+    let frame = match (parse_request(line), stream) {
+        (Request::Legacy { line, .. }, StreamKey::Uid(_)) => {
+            original(line, Some(pos)).v1_frame().clone()
+        }
+        (
+            Request::Command {
+                command: Ok(command),
+                ..
+            },
+            stream,
+        ) => match (command, stream) {
+            (Command::Push { data, .. }, StreamKey::Uid(_)) => {
+                let raw = OnceCell::new();
+                to_uid(&data, Some(pos), &raw).v1_frame().clone()
+            }
+            (Command::Broadcast { data }, StreamKey::All) => {
+                broadcast_fanout(&data, Some(pos)).v1_frame().clone()
+            }
+            (Command::Publish { data, .. }, StreamKey::Channel(ch)) => {
+                let raw = OnceCell::new();
+                channel_fanout(ch, &data, Some(pos), &raw)
+                    .v1_frame()
+                    .clone()
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(frame)
 }
 
 /// The reply of a routed request from what the hubs answered.

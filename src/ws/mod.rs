@@ -234,7 +234,8 @@ struct Session {
     pending: Vec<u8>,
     authenticated: bool,
     /// In a cluster: the uid or a channel was just taken, and the next
-    /// message waits until other hubs can reach this connection through it.
+    /// message waits until other hubs can reach this connection through it
+    /// (and Redis has said where its streams stand).
     routing: bool,
     /// A v1 client's uid and grants (once authenticated); `None` for a raw
     /// client, which costs no allocation.
@@ -257,6 +258,14 @@ impl Drop for Session {
         // method, which never happens; try_borrow keeps a drop from ever panicking.
         if let Ok(mut hub) = self.shared.hub.try_borrow_mut() {
             hub.remove(self.id);
+        }
+        if let Some(cluster) = &self.shared.cluster {
+            if let Some(read) = self.pending_read() {
+                cluster.cancel_read(read);
+            }
+            if let Some(gather) = self.pending_gather() {
+                cluster.forget(gather);
+            }
         }
     }
 }
@@ -392,6 +401,7 @@ impl Session {
             let hub = self.shared.hub.borrow();
             std::task::ready!(cluster.poll_ready(&hub, self.id, cx));
         }
+        std::task::ready!(self.poll_pending(cx));
         self.routing = false;
         Poll::Ready(())
     }

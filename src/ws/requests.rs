@@ -7,7 +7,10 @@
 //!
 //! Recovery (`since` in `auth` and `sub`) is answered first, then the
 //! missed messages follow, all queued in one turn: nothing sent later can
-//! come between them.
+//! come between them. In a cluster, where the streams' history is in
+//! Redis, the answer waits for Redis to say where each stream stands
+//! (`Pending`); the connection's live messages of those streams are held
+//! meanwhile, and follow the answer without those it already covers.
 //!
 //! The token's `subs` are joined at bind time, for raw clients too: the
 //! backend signed them.
@@ -21,8 +24,13 @@ use super::frame::Frame;
 use super::v1::{self, Credential, Op, PerStream, Since, V1Error, Welcome};
 use super::{Ending, Session};
 use crate::auth::{self, Grants, Identity, may_publish, may_subscribe};
+use crate::cluster::streams::StreamRead;
+use crate::cluster::{Cluster, GatherId, ReadId, Route};
 use crate::hub::listeners::Payload;
-use crate::hub::{AckError, Fanout, Hub, Pos, StreamKey, SubscribeError, Target, UpstreamError};
+use crate::hub::{
+    AckError, ConnId, Fanout, Hub, Pos, ReplayBudget, StreamKey, StreamName, SubscribeError,
+    Target, UpstreamError,
+};
 use crate::metrics::Counters;
 use crate::time::unix_now;
 
@@ -32,6 +40,40 @@ use crate::time::unix_now;
 pub(super) struct V1Client {
     uid: String,
     grants: Grants,
+    /// In a cluster: the answer that waits for Redis.
+    pending: Option<Box<Pending>>,
+}
+
+/// An answer that says where streams stand, waiting (in a cluster) for
+/// Redis to say it: the streams, what the client asked of each, and the
+/// read once it is sent.
+#[derive(Debug)]
+pub(super) struct Pending {
+    answer: Answer,
+    streams: Vec<(StreamName, Option<Pos>)>,
+    read: Option<ReadId>,
+}
+
+#[derive(Debug)]
+enum Answer {
+    Welcome {
+        uid: Option<String>,
+        since: Since<'static>,
+        id: Option<Box<RawValue>>,
+    },
+    Subbed {
+        ch: String,
+        since: Option<Pos>,
+        id: Option<Box<RawValue>>,
+    },
+    /// A publication through the cluster, answered once every hub that
+    /// holds the channel has, or at the deadline.
+    Pubbed {
+        ch: String,
+        id: Box<RawValue>,
+        gather: GatherId,
+        timer: smol::Timer,
+    },
 }
 
 impl From<SubscribeError> for V1Error {
@@ -151,14 +193,153 @@ impl Session {
         client.uid.clone_from(&identity.uid);
         client.grants = std::mem::take(&mut identity.grants);
         client.grants.subs = Vec::new();
-        welcome(&mut hub, self.id, Some(&identity.uid), since, id);
+        drop(hub);
+        self.welcome(Some(&identity.uid), since, id);
     }
 
     /// An anonymous v1 client's welcome, as it connects (`--allow-anonymous`
     /// alone: it will send no `auth`).
     pub(super) fn welcome_anonymous(&mut self) {
+        self.welcome(None, &Since::default(), None);
+    }
+
+    /// Welcomes a v1 client that just became live: at once on a hub alone,
+    /// once Redis has said where its streams stand in a cluster.
+    fn welcome(&mut self, uid: Option<&str>, since: &Since, id: Option<&RawValue>) {
+        let shared = std::rc::Rc::clone(&self.shared);
+        let mut hub = shared.hub.borrow_mut();
+        let Some(cluster) = &shared.cluster else {
+            return welcome(&mut hub, self.id, uid, since, id, &mut Local);
+        };
+        let mut streams = Vec::new();
+        if let Some(uid) = uid {
+            streams.push((StreamKey::Uid(uid), since.uid));
+        }
+        streams.push((StreamKey::All, since.all));
+        let subs = hub.subscriptions_of(self.id);
+        for ch in &subs {
+            let asked = since.chs.iter().find(|(c, _)| c == &**ch).map(|(_, p)| *p);
+            streams.push((StreamKey::Channel(ch), asked));
+        }
+        streams.retain(|(stream, _)| cluster.keeps_history(*stream));
+        for (stream, _) in &streams {
+            hub.hold(self.id, *stream);
+        }
+        let answer = Answer::Welcome {
+            uid: uid.map(str::to_string),
+            since: Since {
+                uid: since.uid,
+                all: since.all,
+                chs: since
+                    .chs
+                    .iter()
+                    .map(|(ch, p)| (Cow::Owned(ch.to_string()), *p))
+                    .collect(),
+            },
+            id: id.map(RawValue::to_owned),
+        };
+        let streams = streams
+            .into_iter()
+            .map(|(stream, since)| (StreamName::new(stream), since))
+            .collect();
+        drop(hub);
+        self.pend(answer, streams);
+    }
+
+    /// Leaves `answer` to wait for Redis, the session's next message with it.
+    fn pend(&mut self, answer: Answer, streams: Vec<(StreamName, Option<Pos>)>) {
+        self.routing = true;
+        if let Some(client) = self.v1.as_deref_mut() {
+            client.pending = Some(Box::new(Pending {
+                answer,
+                streams,
+                read: None,
+            }));
+        }
+    }
+
+    /// Ready once no answer waits for Redis: reads where the streams stand
+    /// (the routes are ready by now) or gathers a publication's count,
+    /// then answers.
+    pub(super) fn poll_pending(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        let (Some(cluster), Some(client)) = (&self.shared.cluster, self.v1.as_deref_mut()) else {
+            return Poll::Ready(());
+        };
+        let Some(pending) = client.pending.as_deref_mut() else {
+            return Poll::Ready(());
+        };
+        if let Answer::Pubbed {
+            ch,
+            id,
+            gather,
+            timer,
+        } = &mut pending.answer
+        {
+            let gathered = match cluster.poll_gather(*gather, cx) {
+                Poll::Ready(gathered) => gathered,
+                Poll::Pending => {
+                    std::task::ready!(std::pin::Pin::new(timer).poll(cx));
+                    cluster.finish(*gather)
+                }
+            };
+            let delivered = gathered
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Some(crate::cluster::wire::Partial::Delivered(n)) => *n,
+                    _ => 0,
+                })
+                .sum();
+            let frame = v1::pubbed(ch, delivered, gathered.unconfirmed, id);
+            client.pending = None;
+            self.shared.hub.borrow_mut().send(self.id, &frame);
+            return Poll::Ready(());
+        }
+        let read = *pending.read.get_or_insert_with(|| {
+            let streams: Vec<_> = pending.streams.iter().map(|(s, p)| (s.key(), *p)).collect();
+            cluster.read(&streams)
+        });
+        let results = std::task::ready!(cluster.poll_read(read, cx));
+        let Some(pending) = client.pending.take() else {
+            return Poll::Ready(());
+        };
+        let Pending {
+            answer, streams, ..
+        } = *pending;
+        let mut read = FromRedis {
+            conn: self.id,
+            streams: streams.into_iter().map(|(s, _)| s).zip(results).collect(),
+        };
         let mut hub = self.shared.hub.borrow_mut();
-        welcome(&mut hub, self.id, None, &Since::default(), None);
+        match answer {
+            Answer::Welcome { uid, since, id } => welcome(
+                &mut hub,
+                self.id,
+                uid.as_deref(),
+                &since,
+                id.as_deref(),
+                &mut read,
+            ),
+            Answer::Subbed { ch, since, id } => {
+                subbed(&mut hub, self.id, &ch, since, id.as_deref(), &mut read)
+            }
+            Answer::Pubbed { .. } => {}
+        }
+        Poll::Ready(())
+    }
+
+    /// The read a pending answer waits for, if it was sent.
+    pub(super) fn pending_read(&self) -> Option<ReadId> {
+        self.v1.as_deref()?.pending.as_deref()?.read
+    }
+
+    /// The publication a pending answer waits for.
+    pub(super) fn pending_gather(&self) -> Option<GatherId> {
+        match &self.v1.as_deref()?.pending.as_deref()?.answer {
+            Answer::Pubbed { gather, .. } => Some(*gather),
+            _ => None,
+        }
     }
 
     fn sub(&mut self, ch: &str, since: Option<Pos>, id: Option<&RawValue>) {
@@ -179,22 +360,22 @@ impl Session {
             drop(hub);
             return self.refuse(e.into(), id, Some(ch));
         }
-        self.routing = self.shared.cluster.is_some();
+        let Some(cluster) = &self.shared.cluster else {
+            return subbed(&mut hub, self.id, ch, since, id, &mut Local);
+        };
+        self.routing = true;
         let stream = StreamKey::Channel(ch);
-        let pos = hub.position(stream);
-        let mut budget = hub.replay_budget(self.id);
-        if since.is_some() {
-            // The answer goes first and takes room in the queue too: at its
-            // longest, unrecovered.
-            let longest = v1::subbed(ch, pos, Some(false), id);
-            budget.bytes = budget.bytes.saturating_sub(longest.len());
+        if !cluster.keeps_history(stream) {
+            return subbed(&mut hub, self.id, ch, since, id, &mut Local);
         }
-        let replay = since.map(|since| hub.recover(stream, since, &mut budget));
-        let recovered = replay.as_ref().map(Option::is_some);
-        hub.send(self.id, &v1::subbed(ch, pos, recovered, id));
-        for frame in replay.into_iter().flatten().flatten() {
-            hub.send(self.id, &frame);
-        }
+        hub.hold(self.id, stream);
+        drop(hub);
+        let answer = Answer::Subbed {
+            ch: ch.to_string(),
+            since,
+            id: id.map(RawValue::to_owned),
+        };
+        self.pend(answer, vec![(StreamName::new(stream), since)]);
     }
 
     fn unsub(&mut self, ch: &str, id: Option<&RawValue>) {
@@ -211,6 +392,9 @@ impl Session {
         };
         if !may_publish(&client.grants, ch) {
             return self.refuse(V1Error::Forbidden, id, Some(ch));
+        }
+        if let Some(cluster) = self.shared.cluster.clone() {
+            return self.publish_in_cluster(&cluster, ch, d, id);
         }
         // Raw subscribers get the data as a push's: a string's contents, or
         // the JSON as written.
@@ -229,17 +413,89 @@ impl Session {
             })
         };
         if let Some(id) = id {
-            self.answer(&v1::pubbed(ch, delivered, id));
+            self.answer(&v1::pubbed(ch, delivered, false, id));
         }
     }
 
+    /// A client's publication in a cluster goes through Redis as a
+    /// backend's `publish` would, so every hub's subscribers get it, with
+    /// its position; its answer waits for their count.
+    fn publish_in_cluster(
+        &mut self,
+        cluster: &Cluster,
+        ch: &str,
+        d: &RawValue,
+        id: Option<&RawValue>,
+    ) {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            cmd: &'static str,
+            ch: &'a str,
+            data: &'a RawValue,
+        }
+        let line = Line {
+            cmd: "publish",
+            ch,
+            data: d,
+        };
+        // A string and a JSON value: it always serializes.
+        let line = serde_json::to_vec(&line).expect("a publish line serializes");
+        let gather = {
+            let mut hub = self.shared.hub.borrow_mut();
+            hub.counters.publications += 1;
+            let target = [Route::To(Target::Channel(ch))];
+            cluster.request(&mut hub, &line, &target, true)
+        };
+        let Some(id) = id else {
+            cluster.forget(gather);
+            return;
+        };
+        let deadline = std::time::Instant::now() + cluster.timeout();
+        let answer = Answer::Pubbed {
+            ch: ch.to_string(),
+            id: id.to_owned(),
+            gather,
+            timer: smol::Timer::at(deadline),
+        };
+        self.pend(answer, Vec::new());
+    }
+
     fn ack(&mut self, ch: Option<&str>, pos: Pos, id: Option<&RawValue>) {
-        let acked = self.shared.hub.borrow_mut().ack(self.id, ch, pos);
+        let acked = match &self.shared.cluster {
+            Some(cluster) => self.ack_in_cluster(cluster, ch),
+            None => self.shared.hub.borrow_mut().ack(self.id, ch, pos),
+        };
         match (acked, id) {
             (Ok(()), Some(id)) => self.answer(&v1::acked(id)),
             (Ok(()), None) => {}
             (Err(e), _) => self.refuse(e.into(), id, ch),
         }
+    }
+
+    /// An ack in a cluster is taken for a stream the client receives: its
+    /// position lives in Redis, and checking it would take a round trip for
+    /// nothing, since no push waits for an ack there (`ack_timeout` is not
+    /// carried by a cluster).
+    fn ack_in_cluster(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        ch: Option<&str>,
+    ) -> Result<(), AckError> {
+        let mut hub = self.shared.hub.borrow_mut();
+        let receives = match (ch, self.v1.as_deref()) {
+            (Some(ch), _) => hub.subscriptions_of(self.id).iter().any(|c| **c == *ch),
+            (None, Some(client)) => !client.uid.is_empty(),
+            (None, None) => false,
+        };
+        let stream = match ch {
+            Some(ch) => StreamKey::Channel(ch),
+            None => StreamKey::Uid(""),
+        };
+        if !receives || !cluster.keeps_history(stream) {
+            return Err(AckError::NoStream);
+        }
+        hub.counters.acks += 1;
+        Ok(())
     }
 
     fn send_up(&mut self, d: &RawValue, id: Option<&RawValue>) {
@@ -271,29 +527,138 @@ impl Session {
     }
 }
 
+/// Where a client's streams stand and what it missed since its positions:
+/// this hub's history, or (in a cluster) what Redis said.
+trait Positions {
+    /// What the client missed of `stream` since `since`, within `budget`;
+    /// `None` for a gap.
+    fn recover(
+        &mut self,
+        hub: &mut Hub,
+        stream: StreamKey,
+        since: Pos,
+        budget: &mut ReplayBudget,
+    ) -> Option<Vec<Frame>>;
+
+    /// Where `stream` stands for the client, once what it asked is
+    /// `recovered` (or `None` if it asked nothing).
+    fn position(
+        &mut self,
+        hub: &mut Hub,
+        stream: StreamKey,
+        recovered: Option<bool>,
+    ) -> Option<Pos>;
+
+    /// The answer and its replay are queued: what was held of `stream`
+    /// past `pos` follows them.
+    fn release(&mut self, _hub: &mut Hub, _stream: StreamKey, _pos: Option<Pos>) {}
+}
+
+/// This hub's own history.
+struct Local;
+
+impl Positions for Local {
+    fn recover(
+        &mut self,
+        hub: &mut Hub,
+        stream: StreamKey,
+        since: Pos,
+        budget: &mut ReplayBudget,
+    ) -> Option<Vec<Frame>> {
+        hub.recover(stream, since, budget)
+    }
+
+    fn position(&mut self, hub: &mut Hub, stream: StreamKey, _: Option<bool>) -> Option<Pos> {
+        hub.position(stream)
+    }
+}
+
+/// What Redis said of each stream (`None`: it could not say).
+struct FromRedis {
+    conn: ConnId,
+    streams: Vec<(StreamName, Option<StreamRead>)>,
+}
+
+impl FromRedis {
+    fn read(&self, stream: StreamKey) -> Option<&StreamRead> {
+        self.streams
+            .iter()
+            .find(|(s, _)| s.key() == stream)
+            .and_then(|(_, read)| read.as_ref())
+    }
+}
+
+impl Positions for FromRedis {
+    fn recover(
+        &mut self,
+        hub: &mut Hub,
+        stream: StreamKey,
+        _since: Pos,
+        budget: &mut ReplayBudget,
+    ) -> Option<Vec<Frame>> {
+        let frames = self.read(stream).and_then(|read| {
+            let missed = read.missed.as_ref()?;
+            missed
+                .iter()
+                .map(|(offset, line)| {
+                    let pos = Pos {
+                        epoch: read.pos.epoch,
+                        offset: *offset,
+                    };
+                    crate::text_port::routed::replay(stream, pos, line)
+                })
+                .collect::<Option<Vec<Frame>>>()
+        });
+        hub.replay(frames, budget)
+    }
+
+    fn position(
+        &mut self,
+        hub: &mut Hub,
+        stream: StreamKey,
+        recovered: Option<bool>,
+    ) -> Option<Pos> {
+        let pos = self.read(stream)?.pos;
+        if recovered == Some(true) {
+            return Some(pos);
+        }
+        // Messages that came between the subscription and the read were
+        // held, and are the client's: it starts just before the first.
+        match hub.first_held(self.conn, stream) {
+            Some(first) if first.epoch == pos.epoch && first.offset <= pos.offset => Some(Pos {
+                epoch: pos.epoch,
+                offset: first.offset - 1,
+            }),
+            _ => Some(pos),
+        }
+    }
+
+    fn release(&mut self, hub: &mut Hub, stream: StreamKey, pos: Option<Pos>) {
+        hub.release(self.conn, stream, pos);
+    }
+}
+
+/// The longest position there is: what an answer's room in the queue is
+/// measured with before its positions are known.
+const LONGEST: Pos = Pos {
+    epoch: u64::MAX,
+    offset: u64::MAX,
+};
+
 /// Welcomes a v1 client that just became live (as `uid`, or anonymous):
 /// where each of its streams stands, and what `since` asked to recover,
 /// then the recovered messages, in order. One replay budget for them all,
 /// less the room the welcome itself takes in the queue.
 fn welcome(
     hub: &mut Hub,
-    conn: crate::hub::ConnId,
+    conn: ConnId,
     uid: Option<&str>,
     since: &Since,
     id: Option<&RawValue>,
+    streams: &mut impl Positions,
 ) {
     let subs = hub.subscriptions_of(conn);
     let subs: Vec<&str> = subs.iter().map(|ch| &**ch).collect();
-    let mut pos = PerStream::default();
-    if let Some(uid) = uid {
-        pos.uid = hub.position(StreamKey::Uid(uid));
-    }
-    pos.all = hub.position(StreamKey::All);
-    for &ch in &subs {
-        if let Some(p) = hub.position(StreamKey::Channel(ch)) {
-            pos.chs.push((ch, p));
-        }
-    }
     // What `since` asks of each stream the connection receives.
     let asked_uid = uid.zip(since.uid);
     let asked_chs: Vec<(&str, Pos)> = subs
@@ -307,26 +672,31 @@ fn welcome(
         })
         .collect();
     let asked = since.uid.is_some() || since.all.is_some() || !since.chs.is_empty();
-    let mut welcome = Welcome {
-        uid,
-        conn: conn.wire(),
-        subs: &subs,
-        pos,
-        // At its longest, every stream asked unrecovered, to measure it.
-        recovered: asked.then(|| PerStream {
-            uid: asked_uid.map(|_| false),
-            all: since.all.map(|_| false),
-            chs: asked_chs.iter().map(|&(ch, _)| (ch, false)).collect(),
-        }),
-    };
     let mut budget = hub.replay_budget(conn);
     if asked {
-        let longest = v1::welcome(&welcome, id).len();
+        // At its longest: every stream at the longest position, every one
+        // asked unrecovered.
+        let longest = Welcome {
+            uid,
+            conn: conn.wire(),
+            subs: &subs,
+            pos: PerStream {
+                uid: uid.map(|_| LONGEST),
+                all: Some(LONGEST),
+                chs: subs.iter().map(|&ch| (ch, LONGEST)).collect(),
+            },
+            recovered: Some(PerStream {
+                uid: asked_uid.map(|_| false),
+                all: since.all.map(|_| false),
+                chs: asked_chs.iter().map(|&(ch, _)| (ch, false)).collect(),
+            }),
+        };
+        let longest = v1::welcome(&longest, id).len();
         budget.bytes = budget.bytes.saturating_sub(longest);
     }
     let mut replay = Vec::new();
     let mut recover = |hub: &mut Hub, stream: StreamKey, since: Pos| {
-        let frames = hub.recover(stream, since, &mut budget);
+        let frames = streams.recover(hub, stream, since, &mut budget);
         let ok = frames.is_some();
         replay.extend(frames.into_iter().flatten());
         ok
@@ -343,9 +713,71 @@ fn welcome(
             .chs
             .push((ch, recover(hub, StreamKey::Channel(ch), since)));
     }
-    welcome.recovered = asked.then_some(recovered);
+    let mut pos = PerStream::default();
+    if let Some(uid) = uid {
+        pos.uid = streams.position(hub, StreamKey::Uid(uid), recovered.uid);
+    }
+    pos.all = streams.position(hub, StreamKey::All, recovered.all);
+    for &ch in &subs {
+        let asked = recovered
+            .chs
+            .iter()
+            .find(|(c, _)| *c == ch)
+            .map(|(_, r)| *r);
+        if let Some(p) = streams.position(hub, StreamKey::Channel(ch), asked) {
+            pos.chs.push((ch, p));
+        }
+    }
+    let welcome = Welcome {
+        uid,
+        conn: conn.wire(),
+        subs: &subs,
+        pos,
+        recovered: asked.then_some(recovered),
+    };
     hub.send(conn, &v1::welcome(&welcome, id));
     for frame in &replay {
         hub.send(conn, frame);
     }
+    if let Some(uid) = uid {
+        streams.release(hub, StreamKey::Uid(uid), welcome.pos.uid);
+    }
+    streams.release(hub, StreamKey::All, welcome.pos.all);
+    for &ch in &subs {
+        let at = welcome
+            .pos
+            .chs
+            .iter()
+            .find(|(c, _)| *c == ch)
+            .map(|(_, p)| *p);
+        streams.release(hub, StreamKey::Channel(ch), at);
+    }
+}
+
+/// Answers a `sub` of `ch`: where the channel stands, then what `since`
+/// asked to recover of it.
+fn subbed(
+    hub: &mut Hub,
+    conn: ConnId,
+    ch: &str,
+    since: Option<Pos>,
+    id: Option<&RawValue>,
+    streams: &mut impl Positions,
+) {
+    let stream = StreamKey::Channel(ch);
+    let mut budget = hub.replay_budget(conn);
+    if since.is_some() {
+        // The answer goes first and takes room in the queue too: at its
+        // longest, unrecovered.
+        let longest = v1::subbed(ch, Some(LONGEST), Some(false), id);
+        budget.bytes = budget.bytes.saturating_sub(longest.len());
+    }
+    let replay = since.map(|since| streams.recover(hub, stream, since, &mut budget));
+    let recovered = replay.as_ref().map(Option::is_some);
+    let pos = streams.position(hub, stream, recovered);
+    hub.send(conn, &v1::subbed(ch, pos, recovered, id));
+    for frame in replay.into_iter().flatten().flatten() {
+        hub.send(conn, &frame);
+    }
+    streams.release(hub, stream, pos);
 }

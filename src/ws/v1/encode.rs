@@ -120,6 +120,8 @@ enum Out<'a> {
     Pubbed {
         ch: &'a str,
         delivered: usize,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        unconfirmed: bool,
         id: &'a RawValue,
     },
     Msg {
@@ -200,9 +202,16 @@ pub fn error(error: &V1Error, id: Option<&RawValue>, ch: Option<&str>) -> Frame 
 }
 
 /// `{"op":"pubbed","ch":C,"delivered":N,"id":X}`: the answer to a `pub` that
-/// carried an id (one without is answered only if it fails).
-pub fn pubbed(ch: &str, delivered: usize, id: &RawValue) -> Frame {
-    encode(&Out::Pubbed { ch, delivered, id })
+/// carried an id (one without is answered only if it fails). In a cluster,
+/// `"unconfirmed":true` says some hub did not answer in time: `delivered`
+/// is then a lower bound.
+pub fn pubbed(ch: &str, delivered: usize, unconfirmed: bool, id: &RawValue) -> Frame {
+    encode(&Out::Pubbed {
+        ch,
+        delivered,
+        unconfirmed,
+        id,
+    })
 }
 
 /// `{"op":"msg","pos":P,"d":D}`: a push to the client's uid (`pos` in its
@@ -320,7 +329,7 @@ mod tests {
         is(pong(None), r#"{"op":"pong"}"#);
         is(pong(id), r#"{"op":"pong","id":"r-1"}"#);
         is(
-            pubbed("room:1", 3, &json("7")),
+            pubbed("room:1", 3, false, &json("7")),
             r#"{"op":"pubbed","ch":"room:1","delivered":3,"id":7}"#,
         );
     }

@@ -123,7 +123,7 @@ mod tests {
             serde_json::json!({"op": "msg", "ch": "chat:\"q\"", "d": {"t": "hi\n"}})
         );
         assert_eq!(
-            text(&pubbed(&ch, 2, id)),
+            text(&pubbed(&ch, 2, false, id)),
             r#"{"op":"pubbed","ch":"chat:\"q\"","delivered":2,"id":{"n":1}}"#
         );
         let refused = parse(r#"{"op":"sub","ch":"a\\*","id":"s"}"#).unwrap_err();
