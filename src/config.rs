@@ -131,7 +131,8 @@ pub struct Flags {
     pub history_ttl: Duration,
 
     /// bytes the whole history may hold, hub-wide; the oldest messages are
-    /// evicted past it [default: 16MiB]
+    /// evicted past it (a cluster keeps its history in Redis, bounded by
+    /// Redis's maxmemory instead) [default: 16MiB]
     #[argh(option, default = "16 << 20", from_str_fn(parse_size))]
     pub history_memory: usize,
 

@@ -1222,6 +1222,75 @@ mod tests {
     }
 
     #[test]
+    fn held_messages_follow_the_answer_without_those_it_covers() {
+        let mut hub = Hub::new(limits());
+        let (waiting, other) = (hub.open(0, None, false), hub.open(0, None, false));
+        assert!(hub.bind(waiting, "u") && hub.bind(other, "u"));
+        hub.hold(waiting, StreamKey::Uid("u"));
+        let at = |offset| Some(Pos { epoch: 7, offset });
+        for (offset, m) in [(4, "m4"), (5, "m5")] {
+            assert_eq!(
+                hub.deliver_given(Target::Uid("u"), at(offset), |_| msg(m)),
+                2
+            );
+        }
+        // Without a position (Redis away), nothing is held.
+        hub.deliver_given(Target::Uid("u"), None, |_| msg("plain"));
+        assert_eq!(hub.first_held(waiting, StreamKey::Uid("u")), at(4));
+        assert_eq!(hub.first_held(waiting, StreamKey::All), None);
+        assert_eq!(drain(&mut hub, waiting), [text("plain").as_bytes()]);
+        assert_eq!(drain(&mut hub, other).len(), 3);
+        // The answer covered offset 4: 5 follows it, then live ones go at once.
+        hub.send(waiting, &text("answer"));
+        hub.release(waiting, StreamKey::Uid("u"), at(4));
+        hub.deliver_given(Target::Uid("u"), at(6), |_| msg("m6"));
+        let frames = drain(&mut hub, waiting);
+        let want = ["answer", "m5", "m6"].map(|m| text(m).as_bytes().to_vec());
+        assert_eq!(frames, want);
+        // Another epoch's held messages all go.
+        hub.hold(waiting, StreamKey::Uid("u"));
+        hub.deliver_given(Target::Uid("u"), at(1), |_| msg("new epoch"));
+        hub.release(
+            waiting,
+            StreamKey::Uid("u"),
+            Some(Pos {
+                epoch: 8,
+                offset: 9,
+            }),
+        );
+        assert_eq!(drain(&mut hub, waiting), [text("new epoch").as_bytes()]);
+    }
+
+    #[test]
+    fn a_connection_holds_no_more_than_its_queue_would() {
+        let mut hub = Hub::new(limits());
+        let c = hub.open(0, None, false);
+        assert!(hub.bind(c, "u"));
+        hub.hold(c, StreamKey::Uid("u"));
+        for offset in 1..=3 {
+            let pos = Some(Pos { epoch: 1, offset });
+            assert_eq!(hub.deliver_given(Target::Uid("u"), pos, |_| msg("x")), 1);
+        }
+        let pos = Some(Pos {
+            epoch: 1,
+            offset: 4,
+        });
+        assert_eq!(hub.deliver_given(Target::Uid("u"), pos, |_| msg("x")), 0);
+        assert_eq!(closing(&mut hub, c), Some(CloseReason::SlowConsumer));
+        // Gone, it holds nothing.
+        hub.remove(c);
+        let again = hub.open(0, None, false);
+        assert!(hub.bind(again, "u"));
+        assert_eq!(hub.first_held(again, StreamKey::Uid("u")), None);
+        let pos = Some(Pos {
+            epoch: 1,
+            offset: 5,
+        });
+        assert_eq!(hub.deliver_given(Target::Uid("u"), pos, |_| msg("y")), 1);
+        assert_eq!(drain(&mut hub, again), [text("y").as_bytes()]);
+    }
+
+    #[test]
     fn removal_from_any_place_in_the_chain() {
         let mut hub = Hub::new(limits());
         let ids: Vec<ConnId> = (0..4).map(|_| hub.open(0, None, false)).collect();
