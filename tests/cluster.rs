@@ -491,3 +491,13 @@ fn a_unix_socket_url_works() {
         assert_eq!(cluster_nodes(&mut a).await, ["a", "b"]);
     });
 }
+
+#[test]
+fn a_clients_message_reaches_a_listener_on_another_hub_and_is_answered() {
+    let cluster = Cluster::start_with(&["a", "b"], &["--upstream"]);
+    run(a_listener_hears_another_hubs_client(
+        cluster.text(0),
+        cluster.ws(1),
+        "talker",
+    ));
+}

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
@@ -20,34 +19,6 @@ use pushhub::channel::Pattern;
 use pushhub::time::unix_now;
 use serde_json::{Value, json};
 use smol::Timer;
-
-/// A v1 client at `ws`, not yet authenticated.
-async fn v1_connect(ws: SocketAddr) -> Client {
-    use async_tungstenite::tungstenite::client::IntoClientRequest;
-    use async_tungstenite::tungstenite::http::HeaderValue;
-    let stream = within(STEP, "connecting", smol::Async::<TcpStream>::connect(ws))
-        .await
-        .unwrap();
-    let mut request = format!("ws://{ws}/").into_client_request().unwrap();
-    let protocol = HeaderValue::from_static("pushhub.v1");
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", protocol);
-    let handshake = async_tungstenite::client_async(request, stream);
-    within(STEP, "v1 handshake", handshake).await.unwrap().0
-}
-
-/// Authenticates as `uid` with `since` and returns the welcome.
-async fn auth(client: &mut Client, uid: &str, since: Value) -> Value {
-    let mut auth = json!({"op":"auth","uid":uid});
-    if !since.is_null() {
-        auth["since"] = since;
-    }
-    send_text(client, &auth.to_string()).await;
-    let welcome = v1_frame(client).await;
-    assert_eq!(welcome["op"], "welcome", "{welcome}");
-    welcome
-}
 
 async fn sub(client: &mut Client, ch: &str, since: Option<&str>) -> Value {
     let mut sub = json!({"op":"sub","ch":ch});
@@ -80,9 +51,9 @@ fn every_hub_gives_a_message_the_same_position() {
     run(async {
         let [mut a, mut b] = cluster.backends().await;
         let mut on_a = v1_connect(cluster.ws(0)).await;
-        let welcome_a = auth(&mut on_a, "u1", Value::Null).await;
+        let welcome_a = v1_auth(&mut on_a, "u1", Value::Null).await;
         let mut on_b = v1_connect(cluster.ws(1)).await;
-        let welcome_b = auth(&mut on_b, "u1", Value::Null).await;
+        let welcome_b = v1_auth(&mut on_b, "u1", Value::Null).await;
         // One stream, wherever it is read from.
         assert_eq!(welcome_a["pos"]["uid"], welcome_b["pos"]["uid"]);
         assert_eq!(welcome_a["pos"]["all"], welcome_b["pos"]["all"]);
@@ -171,7 +142,7 @@ fn a_client_recovers_on_another_hub_what_it_missed() {
     run(async {
         let [mut a, mut b] = cluster.backends().await;
         let mut client = v1_connect(cluster.ws(0)).await;
-        let welcome = auth(&mut client, "u1", Value::Null).await;
+        let welcome = v1_auth(&mut client, "u1", Value::Null).await;
         let subbed = sub(&mut client, "news", None).await;
         ask!(b, {"cmd":"push","uid":"u1","data":"seen"} => {"ok":true,"delivered":1});
         let seen = v1_frame(&mut client).await;
@@ -192,7 +163,7 @@ fn a_client_recovers_on_another_hub_what_it_missed() {
         ask!(a, {"cmd":"broadcast","data":"all1"} => {"ok":true,"delivered":0});
         // Back, on b.
         let mut client = v1_connect(cluster.ws(1)).await;
-        let welcome = auth(&mut client, "u1", json!({"uid":since_uid,"all":since_all})).await;
+        let welcome = v1_auth(&mut client, "u1", json!({"uid":since_uid,"all":since_all})).await;
         assert_eq!(
             welcome["recovered"],
             json!({"uid":true,"all":true}),
@@ -236,7 +207,7 @@ fn a_gap_is_said_and_the_client_starts_from_where_the_stream_stands() {
     run(async {
         let [mut a, _b] = cluster.backends().await;
         let mut client = v1_connect(cluster.ws(0)).await;
-        let welcome = auth(&mut client, "u2", Value::Null).await;
+        let welcome = v1_auth(&mut client, "u2", Value::Null).await;
         let since = welcome["pos"]["uid"].clone();
         drop(client);
         let deadline = Deadline::new(Duration::from_secs(5), "u2 offline");
@@ -248,13 +219,13 @@ fn a_gap_is_said_and_the_client_starts_from_where_the_stream_stands() {
             a.json(json!({"cmd":"push","uid":"u2","data":i})).await;
         }
         let mut client = v1_connect(cluster.ws(1)).await;
-        let welcome = auth(&mut client, "u2", json!({"uid":since})).await;
+        let welcome = v1_auth(&mut client, "u2", json!({"uid":since})).await;
         assert_eq!(welcome["recovered"], json!({"uid":false}), "{welcome}");
         let (epoch, _) = pos(&since);
         assert_eq!(pos(&welcome["pos"]["uid"]), (epoch.clone(), 3));
         // A position of an epoch that never was.
         let mut other = v1_connect(cluster.ws(1)).await;
-        let welcome = auth(&mut other, "u2", json!({"uid":"123abc:1"})).await;
+        let welcome = v1_auth(&mut other, "u2", json!({"uid":"123abc:1"})).await;
         assert_eq!(welcome["recovered"], json!({"uid":false}), "{welcome}");
         // Nothing was replayed to either: the next frame is live.
         ask!(a, {"cmd":"push","uid":"u2","data":"next"} => {"ok":true,"delivered":2});
@@ -296,8 +267,8 @@ fn nothing_is_lost_or_doubled_at_the_seam_while_messages_keep_coming() {
                 let mut client = v1_connect(cluster.ws(hops % 2)).await;
                 hops += 1;
                 let welcome = match &since {
-                    Value::Null => auth(&mut client, "u3", Value::Null).await,
-                    s => auth(&mut client, "u3", json!({"uid":s})).await,
+                    Value::Null => v1_auth(&mut client, "u3", Value::Null).await,
+                    s => v1_auth(&mut client, "u3", json!({"uid":s})).await,
                 };
                 if !since.is_null() {
                     assert_eq!(welcome["recovered"], json!({"uid":true}), "{welcome}");
@@ -335,7 +306,7 @@ fn without_redis_no_position_is_made_up_and_local_delivery_goes_on() {
         cluster.redis.kill();
         wait_redis_state(&mut a, "down", Duration::from_secs(5)).await;
         let mut client = v1_connect(cluster.ws(0)).await;
-        let welcome = auth(&mut client, "u4", json!({"uid":"ab:1"})).await;
+        let welcome = v1_auth(&mut client, "u4", json!({"uid":"ab:1"})).await;
         assert!(
             welcome.get("pos").is_none_or(|p| p.get("uid").is_none()),
             "{welcome}"
@@ -384,7 +355,7 @@ fn a_client_of_a_killed_hub_recovers_on_another() {
     let (mut b, since, _client) = run(async {
         let b = Backend::connect(cluster.text(1)).await;
         let mut client = v1_connect(cluster.ws(0)).await;
-        let welcome = auth(&mut client, "u6", Value::Null).await;
+        let welcome = v1_auth(&mut client, "u6", Value::Null).await;
         (b, welcome["pos"]["uid"].clone(), client)
     });
     cluster.hubs[0].child.kill().unwrap();
@@ -397,7 +368,7 @@ fn a_client_of_a_killed_hub_recovers_on_another() {
         }
         ask!(b, {"cmd":"push","uid":"u6","data":"m1"} => {"ok":true,"delivered":0});
         let mut client = v1_connect(cluster.ws(1)).await;
-        let welcome = auth(&mut client, "u6", json!({"uid":since})).await;
+        let welcome = v1_auth(&mut client, "u6", json!({"uid":since})).await;
         assert_eq!(welcome["recovered"], json!({"uid":true}), "{welcome}");
         let mut got = Vec::new();
         loop {

@@ -8,7 +8,6 @@
 //! events are at most once, as they are to a local listener that goes.
 
 use std::task::Poll;
-use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -73,12 +72,16 @@ impl Cluster {
     /// Asks Redis which hubs have listeners.
     pub(super) fn ask_for_listeners(&self) {
         let mut state = self.state.borrow_mut();
+        let Some(home) = state.home() else {
+            return;
+        };
+        // Hubs subscribe their own channels on the URL's node: with a Redis
+        // Cluster, where PUBSUB CHANNELS answers for one node, that is
+        // where every hub looks.
         let pattern = [&self.names.listen[..], b"*"].concat();
-        resp::command(&mut state.out, &[b"PUBSUB", b"CHANNELS", &pattern]);
-        state
-            .expected
-            .push_back((Instant::now(), Expect::ListenerHubs));
-        wake(&mut state.out_waker);
+        resp::command(&mut home.out, &[b"PUBSUB", b"CHANNELS", &pattern]);
+        home.expect(Expect::ListenerHubs);
+        home.wake();
     }
 
     /// Redis's answer to [`ask_for_listeners`](Cluster::ask_for_listeners).
@@ -180,18 +183,18 @@ pub(super) async fn forward(shared: &Shared, cluster: &Cluster) -> String {
                     None => batches.push((to, event.line, 1)),
                 }
             }
-            for (to, lines, n) in batches {
-                let hub = &hubs[to];
-                let Some(channel) = channel(&cluster.names.listen, &hub.node, hub.takes) else {
-                    continue;
-                };
-                resp::command(&mut state.out, &[b"PUBLISH", &channel, &lines]);
-                state
-                    .expected
-                    .push_back((Instant::now(), Expect::Events(n)));
+            if let Some(home) = state.home() {
+                for (to, lines, n) in batches {
+                    let hub = &hubs[to];
+                    let Some(channel) = channel(&cluster.names.listen, &hub.node, hub.takes) else {
+                        continue;
+                    };
+                    resp::command(&mut home.out, &[b"PUBLISH", &channel, &lines]);
+                    home.expect(Expect::Events(n));
+                }
+                home.wake();
             }
             state.listener_hubs = hubs;
-            wake(&mut state.out_waker);
             Poll::Ready(())
         })
         .await;

@@ -1,11 +1,18 @@
-//! The cluster's two connections to Redis, as tasks of the hub's executor:
-//! the command connection (`PUBLISH`es, pipelined, their replies in order)
-//! and the subscriber connection (the routes, and the requests and
-//! answers that arrive on them). Both are made together, and lost
-//! together: when either fails or stalls past `--cluster-timeout`, both
-//! are dropped, every waiting request settles unconfirmed, and the link
-//! is made again with backoff, its routes subscribed anew.
+//! The cluster's connections to Redis, as tasks of the hub's executor. To
+//! the `--redis` URL's server: a command connection (`PUBLISH`es and
+//! scripts, pipelined, their replies in order) and a subscriber connection
+//! (the routes, and the requests and answers that arrive on them). With a
+//! Redis Cluster, the URL's node keeps the hubs' own channels (inboxes,
+//! listeners), and each shard's master gets a pair of its own for the
+//! routes whose slots it serves, with sharded pub/sub. All are made
+//! together, and lost together: when any fails or stalls past
+//! `--cluster-timeout`, or a slot moves, all are dropped, every waiting
+//! request settles unconfirmed, and the link is made again with backoff
+//! (the shard map read anew), its routes subscribed anew.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -17,7 +24,9 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::redis::conn::{self, ConnectError, Stream};
 use super::redis::resp::{self, Frame, Input};
-use super::{Answer, Cluster, Expect, GatherId, State, wake, wire};
+use super::redis::slots::{self, SlotMap};
+use super::redis::url::{Addr, RedisUrl};
+use super::{Answer, Cluster, Expect, GatherId, Outbox, Pipe, Shards, State, wake, wire};
 use crate::hub::RouteChange;
 use crate::shared::Shared;
 
@@ -30,6 +39,9 @@ const CHANNELS_PER_COMMAND: usize = 1024;
 
 /// Messages acted on before the subscriber's reader lets other tasks run.
 const MESSAGE_BUDGET: usize = 256;
+
+/// Shards a Redis Cluster may have here: a connection index is a byte.
+const MAX_SHARDS: usize = 254;
 
 /// Keeps the cluster's link to Redis up, for the life of the hub.
 pub(crate) async fn run(shared: Rc<Shared>) {
@@ -46,9 +58,16 @@ pub(crate) async fn run(shared: Rc<Shared>) {
             Ok(link) => {
                 delay = BACKOFF_MIN;
                 failures = 0;
-                cluster.link_up();
-                info!("redis: connected to {url} as node {}", cluster.node());
-                let why = serve(&shared, &cluster, link).await;
+                let shards = link.pairs.len() - 1;
+                cluster.link_up(link.shards, link.pairs.len());
+                match shards {
+                    0 => info!("redis: connected to {url} as node {}", cluster.node()),
+                    n => info!(
+                        "redis: connected to the Redis Cluster of {url} ({n} shards) as node {}",
+                        cluster.node()
+                    ),
+                }
+                let why = serve(&shared, &cluster, link.pairs).await;
                 cluster.link_down();
                 cluster.forget_listener_hubs(&shared);
                 warn!("redis: link lost: {why}; serving this hub's clients alone until it is back");
@@ -66,23 +85,90 @@ pub(crate) async fn run(shared: Rc<Shared>) {
     }
 }
 
-struct Link {
+/// A command connection and a subscriber connection to one server.
+struct Pair {
     commands: (Stream, Input),
     subscriber: (Stream, Input),
 }
 
+struct Link {
+    /// `[0]` to the URL's server, then one per shard.
+    pairs: Vec<Pair>,
+    shards: Option<Shards>,
+}
+
 async fn connect(cluster: &Cluster) -> Result<Link, ConnectError> {
+    let config = &cluster.config;
+    let mut home = connect_pair(cluster, &config.url, "").await?;
+    let Some(map) = shard_map(&mut home.commands).await? else {
+        return Ok(Link {
+            pairs: vec![home],
+            shards: None,
+        });
+    };
+    let masters: Vec<_> = map.masters().cloned().collect();
+    if masters.len() > MAX_SHARDS {
+        return Err(ConnectError::Protocol(format!(
+            "a Redis Cluster of {} shards; at most {MAX_SHARDS} are supported",
+            masters.len()
+        )));
+    }
+    let mut by_slot = vec![0u8; usize::from(slots::SLOTS)];
+    for (slot, entry) in by_slot.iter_mut().enumerate() {
+        let master = map.master_for(slot as u16).ok_or_else(|| {
+            ConnectError::Protocol(format!(
+                "slot {slot} has no master: the Redis Cluster is not whole"
+            ))
+        })?;
+        let index = masters.iter().position(|m| m == master).unwrap_or(0);
+        *entry = (index + 1) as u8;
+    }
+    let mut pairs = vec![home];
+    for (i, master) in masters.iter().enumerate() {
+        let url = RedisUrl {
+            addr: Addr::Tcp {
+                host: master.host.clone(),
+                port: master.port,
+            },
+            ..config.url.clone()
+        };
+        pairs.push(connect_pair(cluster, &url, &format!("-s{i}")).await?);
+    }
+    Ok(Link {
+        pairs,
+        shards: Some(Shards { by_slot }),
+    })
+}
+
+async fn connect_pair(cluster: &Cluster, url: &RedisUrl, tag: &str) -> Result<Pair, ConnectError> {
     let config = &cluster.config;
     let limit = config.timeout.max(Duration::from_secs(1));
     let password = config.password.as_ref();
-    let name = |role: &str| format!("pushhub-{}-{role}", config.node);
+    let name = |role: &str| format!("pushhub-{}-{role}{tag}", config.node);
     let max = config.max_frame;
-    let commands = conn::connect(&config.url, password, &name("cmd"), limit, max).await?;
-    let subscriber = conn::connect(&config.url, password, &name("sub"), limit, max).await?;
-    Ok(Link {
-        commands,
-        subscriber,
+    Ok(Pair {
+        commands: conn::connect(url, password, &name("cmd"), limit, max).await?,
+        subscriber: conn::connect(url, password, &name("sub"), limit, max).await?,
     })
+}
+
+/// A Redis Cluster's shard map, or `None` for a standalone Redis.
+async fn shard_map(commands: &mut (Stream, Input)) -> Result<Option<SlotMap>, ConnectError> {
+    let (stream, input) = commands;
+    let mut out = BytesMut::new();
+    resp::command(&mut out, &[b"CLUSTER", b"SHARDS"]);
+    write_all(stream, &out).await.map_err(ConnectError::Io)?;
+    let reply = conn::read_frame(stream, input).await?;
+    if let Frame::Error(e) = &reply {
+        // A standalone server, or a Redis before 7: not a cluster to us.
+        if e.contains("cluster support disabled") || e.contains("unknown subcommand") {
+            return Ok(None);
+        }
+        return Err(ConnectError::Refused(e.to_string()));
+    }
+    SlotMap::from_shards(&reply)
+        .map(Some)
+        .map_err(|e| ConnectError::Protocol(format!("CLUSTER SHARDS: {e}")))
 }
 
 /// Between the 50% and 100% of `delay`, so that hubs that lost Redis
@@ -94,48 +180,81 @@ fn jitter(delay: Duration) -> Duration {
     delay / 2 + delay.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }
 
+type Task<'a> = Pin<Box<dyn Future<Output = String> + 'a>>;
+
 /// Runs the link until it fails; says why.
-async fn serve(shared: &Shared, cluster: &Cluster, link: Link) -> String {
-    let Link {
-        commands: (commands, command_input),
-        subscriber: (subscriber, subscriber_input),
-    } = link;
-    let write_commands = write_commands(cluster, &commands);
-    let read_replies = read_replies(cluster, &commands, command_input);
-    let write_routes = write_routes(shared, cluster, &subscriber);
-    let read_messages = read_messages(shared, cluster, &subscriber, subscriber_input);
-    let watch = watch(cluster);
-    let forward = super::events::forward(shared, cluster);
-    smol::future::or(
-        smol::future::or(write_commands, smol::future::or(read_replies, forward)),
-        smol::future::or(write_routes, smol::future::or(read_messages, watch)),
-    )
+async fn serve(shared: &Shared, cluster: &Cluster, pairs: Vec<Pair>) -> String {
+    let mut tasks: Vec<Task> = Vec::new();
+    for (i, pair) in pairs.into_iter().enumerate() {
+        let Pair {
+            commands: (commands, command_input),
+            subscriber: (subscriber, subscriber_input),
+        } = pair;
+        let commands = Rc::new(commands);
+        let subscriber = Rc::new(subscriber);
+        tasks.push(Box::pin(write_commands(cluster, i, Rc::clone(&commands))));
+        tasks.push(Box::pin(read_replies(cluster, i, commands, command_input)));
+        tasks.push(Box::pin(write_subscriber(
+            cluster,
+            i,
+            Rc::clone(&subscriber),
+        )));
+        tasks.push(Box::pin(read_messages(
+            shared,
+            cluster,
+            subscriber,
+            subscriber_input,
+        )));
+    }
+    tasks.push(Box::pin(write_routes(shared, cluster)));
+    tasks.push(Box::pin(watch(cluster)));
+    tasks.push(Box::pin(super::events::forward(shared, cluster)));
+    // The first to end ends them all.
+    std::future::poll_fn(|cx| {
+        for task in &mut tasks {
+            if let Poll::Ready(why) = task.as_mut().poll(cx) {
+                return Poll::Ready(why);
+            }
+        }
+        Poll::Pending
+    })
     .await
 }
 
-async fn write_commands(cluster: &Cluster, stream: &Stream) -> String {
+async fn write_commands(cluster: &Cluster, at: usize, stream: Rc<Stream>) -> String {
     loop {
         let out = std::future::poll_fn(|cx| {
             let mut state = cluster.state.borrow_mut();
-            if state.out.is_empty() {
-                state.out_waker = Some(cx.waker().clone());
+            let Some(pipe) = state.pipes.get_mut(at) else {
+                return Poll::Ready(None);
+            };
+            if pipe.out.is_empty() {
+                pipe.waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            Poll::Ready(std::mem::take(&mut state.out))
+            Poll::Ready(Some(std::mem::take(&mut pipe.out)))
         })
         .await;
-        if let Err(e) = write_all(stream, &out).await {
+        let Some(out) = out else {
+            return "the link was reset".into();
+        };
+        if let Err(e) = write_all(&stream, &out).await {
             return format!("write failed: {e}");
         }
     }
 }
 
-async fn read_replies(cluster: &Cluster, stream: &Stream, mut input: Input) -> String {
+async fn read_replies(
+    cluster: &Cluster,
+    at: usize,
+    stream: Rc<Stream>,
+    mut input: Input,
+) -> String {
     loop {
         loop {
             match input.next_frame() {
                 Ok(Some(frame)) => {
-                    if let Err(e) = cluster.on_reply(frame) {
+                    if let Err(e) = cluster.on_reply(at, frame) {
                         return e;
                     }
                 }
@@ -143,15 +262,40 @@ async fn read_replies(cluster: &Cluster, stream: &Stream, mut input: Input) -> S
                 Err(e) => return format!("bad reply: {e}"),
             }
         }
-        if let Err(e) = read(stream, &mut input).await {
+        if let Err(e) = read(&stream, &mut input).await {
             return e;
         }
     }
 }
 
-async fn write_routes(shared: &Shared, cluster: &Cluster, stream: &Stream) -> String {
+async fn write_subscriber(cluster: &Cluster, at: usize, stream: Rc<Stream>) -> String {
     loop {
         let out = std::future::poll_fn(|cx| {
+            let mut state = cluster.state.borrow_mut();
+            let Some(outbox) = state.subscribers.get_mut(at) else {
+                return Poll::Ready(None);
+            };
+            if outbox.out.is_empty() {
+                outbox.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(std::mem::take(&mut outbox.out)))
+        })
+        .await;
+        let Some(out) = out else {
+            return "the link was reset".into();
+        };
+        if let Err(e) = write_all(&stream, &out).await {
+            return format!("write failed: {e}");
+        }
+    }
+}
+
+/// Turns the routes' batches into (un)subscriptions, each on the
+/// subscriber connection of its shard.
+async fn write_routes(shared: &Shared, cluster: &Cluster) -> String {
+    loop {
+        std::future::poll_fn(|cx| {
             cluster.absorb_routes(shared, cx.waker());
             let mut state = cluster.state.borrow_mut();
             if !state.routes.has_batch() {
@@ -159,34 +303,18 @@ async fn write_routes(shared: &Shared, cluster: &Cluster, stream: &Stream) -> St
                 return Poll::Pending;
             }
             let batch = state.routes.batch();
-            let mut out = BytesMut::new();
-            encode_batch(&mut out, b"SUBSCRIBE", &batch.subscribe);
-            encode_batch(&mut out, b"UNSUBSCRIBE", &batch.unsubscribe);
-            Poll::Ready(out)
+            cluster.encode_batch(&mut state, true, &batch.subscribe);
+            cluster.encode_batch(&mut state, false, &batch.unsubscribe);
+            Poll::Ready(())
         })
         .await;
-        if out.is_empty() {
-            continue;
-        }
-        if let Err(e) = write_all(stream, &out).await {
-            return format!("write failed: {e}");
-        }
-    }
-}
-
-fn encode_batch(out: &mut BytesMut, command: &[u8], channels: &[Box<[u8]>]) {
-    for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
-        let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
-        args.push(command);
-        args.extend(chunk.iter().map(|c| &**c));
-        resp::command(out, &args);
     }
 }
 
 async fn read_messages(
     shared: &Shared,
     cluster: &Cluster,
-    stream: &Stream,
+    stream: Rc<Stream>,
     mut input: Input,
 ) -> String {
     loop {
@@ -209,7 +337,7 @@ async fn read_messages(
             }
         }
         cluster.send_answers();
-        if let Err(e) = read(stream, &mut input).await {
+        if let Err(e) = read(&stream, &mut input).await {
             return e;
         }
     }
@@ -230,16 +358,22 @@ async fn watch(cluster: &Cluster) -> String {
             cluster.ask_for_listeners();
         }
         let mut state = cluster.state.borrow_mut();
-        if let Some((since, _)) = state.expected.front()
-            && since.elapsed() > limit
-        {
-            return format!("no reply from Redis in {limit:?}");
+        for pipe in &state.pipes {
+            if let Some((since, _)) = pipe.expected.front()
+                && since.elapsed() > limit
+            {
+                return format!("no reply from Redis in {limit:?}");
+            }
         }
-        if last_ping.elapsed() >= Duration::from_secs(1) && state.expected.is_empty() {
+        if last_ping.elapsed() >= Duration::from_secs(1) {
             last_ping = Instant::now();
-            resp::command(&mut state.out, &[b"PING"]);
-            state.expected.push_back((Instant::now(), Expect::Ping));
-            wake(&mut state.out_waker);
+            for pipe in &mut state.pipes {
+                if pipe.expected.is_empty() {
+                    resp::command(&mut pipe.out, &[b"PING"]);
+                    pipe.expect(Expect::Ping);
+                    pipe.wake();
+                }
+            }
         }
     }
 }
@@ -308,24 +442,33 @@ impl Cluster {
         pending
     }
 
-    /// A new link: nothing is subscribed on it yet.
-    fn link_up(&self) {
+    /// A new link of `pairs` pairs of connections: nothing is subscribed on
+    /// it yet.
+    fn link_up(&self, shards: Option<Shards>, pairs: usize) {
         let mut state = self.state.borrow_mut();
         state.up = true;
         state.counters.redis_connects += 1;
+        state.pipes = (0..pairs).map(|_| Pipe::default()).collect();
+        state.subscribers = (0..pairs).map(|_| Outbox::default()).collect();
+        state.shards = shards;
         state.routes.reset();
-        self.load_scripts(&mut state);
+        for at in 0..pairs {
+            self.load_scripts(&mut state, at);
+        }
         wake(&mut state.routes_waker);
     }
 
-    /// Loads the streams' scripts, ahead of whatever `EVALSHA` comes next
-    /// on the command connection.
-    fn load_scripts(&self, state: &mut State) {
-        self.scripts.load(&mut state.out);
+    /// Loads the streams' scripts on command connection `at`, ahead of
+    /// whatever `EVALSHA` comes next on it.
+    fn load_scripts(&self, state: &mut State, at: usize) {
+        let Some(pipe) = state.pipes.get_mut(at) else {
+            return;
+        };
+        self.scripts.load(&mut pipe.out);
         for _ in 0..2 {
-            state.expected.push_back((Instant::now(), Expect::Script));
+            pipe.expect(Expect::Script);
         }
-        wake(&mut state.out_waker);
+        pipe.wake();
     }
 
     /// The link is gone, and every answer still to come with it.
@@ -333,8 +476,9 @@ impl Cluster {
         let mut state = self.state.borrow_mut();
         let State {
             up,
-            out,
-            expected,
+            pipes,
+            subscribers,
+            shards,
             gathers,
             answers,
             held,
@@ -345,8 +489,9 @@ impl Cluster {
         } = &mut *state;
         *up = false;
         counters.redis_disconnects += 1;
-        out.clear();
-        expected.clear();
+        pipes.clear();
+        subscribers.clear();
+        *shards = None;
         answers.clear();
         held.clear();
         gathers.give_up_all();
@@ -360,11 +505,51 @@ impl Cluster {
         }
     }
 
-    /// A reply on the command connection.
-    fn on_reply(&self, frame: Frame) -> Result<(), String> {
+    /// Appends a batch of route changes to the subscriber connections
+    /// they belong to: routes as sharded (un)subscriptions of their
+    /// shard's with a Redis Cluster (one command per slot, which
+    /// `SSUBSCRIBE` requires), the rest with the URL's.
+    fn encode_batch(&self, state: &mut State, subscribe: bool, channels: &[Box<[u8]>]) {
+        let sharded = state.shards.is_some();
+        let mut groups: HashMap<(usize, Option<u16>), Vec<&[u8]>> = HashMap::new();
+        for channel in channels {
+            let route = sharded && self.names.is_route(channel);
+            let slot = route.then(|| slots::slot(channel));
+            let at = state.index_of(channel, route);
+            groups.entry((at, slot)).or_default().push(channel);
+        }
+        for ((at, slot), channels) in groups {
+            let command: &[u8] = match (subscribe, slot.is_some()) {
+                (true, true) => b"SSUBSCRIBE",
+                (false, true) => b"SUNSUBSCRIBE",
+                (true, false) => b"SUBSCRIBE",
+                (false, false) => b"UNSUBSCRIBE",
+            };
+            let Some(outbox) = state.subscribers.get_mut(at) else {
+                continue;
+            };
+            for chunk in channels.chunks(CHANNELS_PER_COMMAND) {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
+                args.push(command);
+                args.extend_from_slice(chunk);
+                resp::command(&mut outbox.out, &args);
+            }
+            wake(&mut outbox.waker);
+        }
+    }
+
+    /// A reply on command connection `at`.
+    fn on_reply(&self, at: usize, frame: Frame) -> Result<(), String> {
         let mut state = self.state.borrow_mut();
-        let Some((_, expect)) = state.expected.pop_front() else {
+        let expect = state.pipes.get_mut(at).and_then(|p| p.expected.pop_front());
+        let Some((_, expect)) = expect else {
             return Err(format!("a reply to no command: {frame:?}"));
+        };
+        // A slot that moved: the shard map is stale, and the link is made
+        // again with a fresh one (this part is unconfirmed, as all that waits).
+        let moved = match &frame {
+            Frame::Error(e) => slots::redirect(e.as_bytes()).is_some(),
+            _ => false,
         };
         match (expect, frame) {
             (Expect::Count(id, part), Frame::Integer(n)) => {
@@ -381,12 +566,14 @@ impl Cluster {
                 }
             }
             (Expect::Count(id, part), other) => {
-                warn!("redis: PUBLISH refused: {other:?}");
-                self.reload_if_needed(&mut state, &other);
+                if !moved {
+                    warn!("redis: PUBLISH refused: {other:?}");
+                }
+                self.reload_if_needed(&mut state, at, &other);
                 state.gathers.give_up(id, part);
             }
             (Expect::Read(number, i), reply) => {
-                self.reload_if_needed(&mut state, &reply);
+                self.reload_if_needed(&mut state, at, &reply);
                 let history = &self.config.history;
                 if let Some(read) = state.reads.get_mut(&number) {
                     let since = read.since.get(i).copied().flatten();
@@ -413,16 +600,19 @@ impl Cluster {
             | (Expect::Ignore | Expect::Events(_), Frame::Integer(_)) => {}
             (_, other) => debug!("redis: unexpected reply {other:?}"),
         }
-        Ok(())
+        match moved {
+            true => Err("a slot moved to another shard".into()),
+            false => Ok(()),
+        }
     }
 
     /// Loads the scripts again if Redis lost them (`SCRIPT FLUSH`): what
     /// ran into that is unconfirmed, what follows works.
-    fn reload_if_needed(&self, state: &mut State, reply: &Frame) {
+    fn reload_if_needed(&self, state: &mut State, at: usize, reply: &Frame) {
         if let Frame::Error(e) = reply
             && e.starts_with("NOSCRIPT")
         {
-            self.load_scripts(state);
+            self.load_scripts(state, at);
         }
     }
 
@@ -434,13 +624,20 @@ impl Cluster {
         };
         let kind = items.first().and_then(resp::bytes).map(|b| &b[..]);
         match (kind, items.get(1).and_then(resp::bytes), items.get(2)) {
-            (Some(b"message"), Some(channel), Some(payload)) => {
+            (Some(b"message" | b"smessage"), Some(channel), Some(payload)) => {
                 let Some(payload) = resp::bytes(payload) else {
                     return Err("a message without a payload".into());
                 };
                 self.on_message(shared, channel, payload);
             }
-            (Some(b"subscribe"), Some(channel), _) => {
+            // Redis Cluster says so when a slot moves away: the shard map is
+            // stale.
+            (Some(b"sunsubscribe"), Some(channel), _)
+                if !self.state.borrow().routes.leaving(channel) =>
+            {
+                return Err("a slot moved to another shard".into());
+            }
+            (Some(b"subscribe" | b"ssubscribe"), Some(channel), _) => {
                 let mut state = self.state.borrow_mut();
                 state.routes.confirmed(channel, true);
                 if state.routes.has_batch() {
@@ -451,7 +648,7 @@ impl Cluster {
                 }
                 self.release_held(&mut state);
             }
-            (Some(b"unsubscribe"), Some(channel), _) => {
+            (Some(b"unsubscribe" | b"sunsubscribe"), Some(channel), _) => {
                 let mut state = self.state.borrow_mut();
                 state.routes.confirmed(channel, false);
                 if state.routes.has_batch() {
@@ -566,11 +763,14 @@ impl Cluster {
             return;
         }
         let answers = std::mem::take(&mut state.answers);
+        let Some(home) = state.home() else {
+            return;
+        };
         for (origin, batch) in answers {
             let inbox = [&self.names.node[..], origin.as_bytes()].concat();
-            resp::command(&mut state.out, &[b"PUBLISH", &inbox, &batch]);
-            state.expected.push_back((Instant::now(), Expect::Ignore));
+            resp::command(&mut home.out, &[b"PUBLISH", &inbox, &batch]);
+            home.expect(Expect::Ignore);
         }
-        wake(&mut state.out_waker);
+        home.wake();
     }
 }

@@ -143,6 +143,12 @@ impl Names {
         out.extend_from_slice(end);
     }
 
+    /// Whether a Redis channel is a route (a uid's, a channel's, everyone's):
+    /// those are sharded with a Redis Cluster, the hubs' own are not.
+    fn is_route(&self, channel: &[u8]) -> bool {
+        matches!(self.target(channel), Some(Route::To(_)))
+    }
+
     /// The route a channel stands for.
     fn target<'c>(&self, channel: &'c [u8]) -> Option<Route<'c>> {
         if channel == self.all {
@@ -183,15 +189,17 @@ enum Expect {
 #[derive(Default)]
 struct State {
     up: bool,
-    /// Commands for the command connection, not yet written.
-    out: BytesMut,
-    out_waker: Option<Waker>,
-    /// Replies still to come on the command connection, in order, with
-    /// when each command was queued.
-    expected: VecDeque<(Instant, Expect)>,
+    /// The command connections: `[0]` the `--redis` URL's (the only one
+    /// with a standalone Redis), then one per Redis Cluster shard.
+    pipes: Vec<Pipe>,
+    /// What waits to be written on the subscriber connections, by the
+    /// same index.
+    subscribers: Vec<Outbox>,
+    /// With a Redis Cluster: which connections serve each slot.
+    shards: Option<Shards>,
     gathers: Gathers,
     routes: Routes,
-    /// The subscriber connection's writer, woken when a batch is due.
+    /// The task that writes route changes, woken when a batch is due.
     routes_waker: Option<Waker>,
     /// Sessions waiting for their routes to be confirmed.
     ready_waiters: Vec<Waker>,
@@ -225,6 +233,77 @@ struct Read {
 /// A read of streams' positions, to wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadId(u64);
+
+/// One command connection's commands not yet written, and the replies
+/// still to come on it, in order, with when each command was queued.
+#[derive(Default)]
+struct Pipe {
+    out: BytesMut,
+    waker: Option<Waker>,
+    expected: VecDeque<(Instant, Expect)>,
+}
+
+impl Pipe {
+    fn expect(&mut self, expect: Expect) {
+        self.expected.push_back((Instant::now(), expect));
+    }
+
+    fn wake(&mut self) {
+        wake(&mut self.waker);
+    }
+}
+
+/// A subscriber connection's commands not yet written.
+#[derive(Default)]
+struct Outbox {
+    out: BytesMut,
+    waker: Option<Waker>,
+}
+
+/// A Redis Cluster's slots, by the index of the connections that serve
+/// them (`State::pipes`, `State::subscribers`).
+pub(crate) struct Shards {
+    /// One entry per slot.
+    by_slot: Vec<u8>,
+}
+
+impl Shards {
+    /// The connections' index for the shard `slot` is on.
+    fn index(&self, slot: u16) -> usize {
+        usize::from(self.by_slot[usize::from(slot)])
+    }
+}
+
+impl State {
+    /// Whether new commands can be sent: the link is up, and no connection
+    /// is so far behind that memory would grow with it.
+    fn room(&self) -> bool {
+        self.up && self.pipes.iter().all(|p| p.out.len() < MAX_OUTPUT)
+    }
+
+    /// The connections' index for Redis channel `name`: a route's shard with
+    /// a Redis Cluster, the URL's for everything else.
+    fn index_of(&self, name: &[u8], sharded: bool) -> usize {
+        match (&self.shards, sharded) {
+            (Some(shards), true) => shards.index(redis::slots::slot(name)),
+            _ => 0,
+        }
+    }
+
+    /// The command that publishes to a route: sharded pub/sub with a
+    /// Redis Cluster, where a channel's subscribers are counted exactly.
+    fn publish_command(&self, sharded: bool) -> &'static [u8] {
+        match (&self.shards, sharded) {
+            (Some(_), true) => b"SPUBLISH",
+            _ => b"PUBLISH",
+        }
+    }
+
+    /// The URL's command connection, while the link is up.
+    fn home(&mut self) -> Option<&mut Pipe> {
+        self.pipes.first_mut()
+    }
+}
 
 /// This hub's share of a request from `origin`.
 struct Answer {
@@ -321,7 +400,7 @@ impl Cluster {
     ) -> GatherId {
         let mut state = self.state.borrow_mut();
         let id = state.gathers.start(targets.len());
-        if state.up && state.out.len() < MAX_OUTPUT {
+        if state.room() {
             state.counters.cluster_requests += 1;
             // One buffer each for the message and the channel name, reused
             // by every part.
@@ -338,25 +417,34 @@ impl Cluster {
                     pos: None,
                 };
                 self.names.route_into(&mut route, target);
+                let sharded = matches!(target, Route::To(_));
                 let size = match target {
                     Route::To(t) if message => streams::size(&self.config.history, t.stream()),
                     _ => 0,
                 };
+                let epoch = next_epoch(&mut state);
+                let command = state.publish_command(sharded);
+                let at = state.index_of(&route, sharded);
+                let pipe = &mut state.pipes[at];
                 if size > 0 {
                     wire::head(&mut published, &header);
-                    let epoch = next_epoch(&mut state);
-                    let (history, out) = (&self.config.history, &mut state.out);
+                    let script = streams::Publish {
+                        command,
+                        route: &route,
+                        head: &published,
+                        line,
+                        size,
+                        epoch,
+                    };
                     self.scripts
-                        .publish(out, &route, &published, line, size, history, epoch);
+                        .publish(&mut pipe.out, &script, &self.config.history);
                 } else {
                     wire::request(&mut published, &header, line);
-                    resp::command(&mut state.out, &[b"PUBLISH", &route, &published]);
+                    resp::command(&mut pipe.out, &[command, &route, &published]);
                 }
-                state
-                    .expected
-                    .push_back((Instant::now(), Expect::Count(id, part)));
+                pipe.expect(Expect::Count(id, part));
+                pipe.wake();
             }
-            wake(&mut state.out_waker);
             return id;
         }
         drop(state);
@@ -446,23 +534,23 @@ impl Cluster {
             remaining: 0,
             waker: None,
         };
-        if state.up && state.out.len() < MAX_OUTPUT {
-            let history = &self.config.history;
+        if state.room() {
             for (i, &(stream, since)) in streams.iter().enumerate() {
-                let size = streams::size(history, stream);
+                let size = streams::size(&self.config.history, stream);
                 if size == 0 {
                     continue;
                 }
                 let route = self.names.route(Route::To(Target::from(stream)));
                 let epoch = next_epoch(&mut state);
+                let at = state.index_of(&route, true);
+                let pipe = &mut state.pipes[at];
+                let history = &self.config.history;
                 self.scripts
-                    .read(&mut state.out, &route, since, size, history, epoch);
-                state
-                    .expected
-                    .push_back((Instant::now(), Expect::Read(number, i)));
+                    .read(&mut pipe.out, &route, since, size, history, epoch);
+                pipe.expect(Expect::Read(number, i));
+                pipe.wake();
                 read.remaining += 1;
             }
-            wake(&mut state.out_waker);
         }
         state.reads.insert(number, read);
         ReadId(number)

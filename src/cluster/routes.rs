@@ -120,6 +120,13 @@ impl Routes {
             .is_some_and(|r| r.sent == Sent::Subscribed)
     }
 
+    /// Whether an unsubscription of `channel` is on its way.
+    pub fn leaving(&self, channel: &[u8]) -> bool {
+        self.table
+            .get(channel)
+            .is_some_and(|r| r.sent == Sent::Unsubscribing)
+    }
+
     /// Whether this hub holds `channel` and Redis has yet to confirm it.
     pub fn pending(&self, channel: &[u8]) -> bool {
         self.table

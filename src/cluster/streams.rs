@@ -23,7 +23,9 @@ use crate::config::HistoryLimits;
 use crate::hub::{Pos, StreamKey};
 
 /// KEYS: state, list. ARGV: route, message header, line, size, TTL in ms,
-/// the epoch to start with. Returns {receivers, epoch, offset}.
+/// the epoch to start with, the publishing command (`SPUBLISH` in a Redis
+/// Cluster, where the route is on the keys' shard). Returns {receivers,
+/// epoch, offset}.
 const PUBLISH: &str = r"
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
@@ -38,7 +40,7 @@ redis.call('RPUSH', KEYS[2], string.format('%d %d ', ms, o) .. ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-local n = redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. e .. ':' .. o .. '\n' .. ARGV[3])
+local n = redis.call(ARGV[7], ARGV[1], ARGV[2] .. ' ' .. e .. ':' .. o .. '\n' .. ARGV[3])
 return {n, e, o}
 ";
 
@@ -101,23 +103,12 @@ impl Scripts {
         }
     }
 
-    /// Publishes `message_head` + position + `line` to `route` as the next
-    /// message of its stream.
-    #[allow(clippy::too_many_arguments)]
-    pub fn publish(
-        &self,
-        out: &mut BytesMut,
-        route: &[u8],
-        head: &[u8],
-        line: &[u8],
-        size: usize,
-        limits: &HistoryLimits,
-        epoch: u64,
-    ) {
-        let (state, list) = keys(route);
-        let size = size.to_string();
+    /// Publishes a message as the next of its route's stream.
+    pub fn publish(&self, out: &mut BytesMut, message: &Publish, limits: &HistoryLimits) {
+        let (state, list) = keys(message.route);
+        let size = message.size.to_string();
         let ttl = ttl_ms(limits);
-        let epoch = format!("{epoch:x}");
+        let epoch = format!("{:x}", message.epoch);
         resp::command(
             out,
             &[
@@ -126,12 +117,13 @@ impl Scripts {
                 b"2",
                 &state,
                 &list,
-                route,
-                head,
-                line,
+                message.route,
+                message.head,
+                message.line,
                 size.as_bytes(),
                 ttl.as_bytes(),
                 epoch.as_bytes(),
+                message.command,
             ],
         );
     }
@@ -172,6 +164,18 @@ impl Scripts {
             ],
         );
     }
+}
+
+/// A message for the `PUBLISH` script: published with `command` to
+/// `route` as `head`, its position, and `line`; its stream keeps `size`
+/// messages, and starts with `epoch` if it is new.
+pub struct Publish<'a> {
+    pub command: &'a [u8],
+    pub route: &'a [u8],
+    pub head: &'a [u8],
+    pub line: &'a [u8],
+    pub size: usize,
+    pub epoch: u64,
 }
 
 /// Messages a stream of this kind keeps (0: no history, no positions).

@@ -160,6 +160,13 @@ pub async fn login_at(ws: SocketAddr, uid: &str) -> Client {
 /// A v1 client (`pushhub.v1`) at `ws`, authenticated as `uid` in plain-uid
 /// mode; returns once its `welcome` came.
 pub async fn v1_login_at(ws: SocketAddr, uid: &str) -> Client {
+    let mut client = v1_connect(ws).await;
+    v1_auth(&mut client, uid, Value::Null).await;
+    client
+}
+
+/// A v1 client (`pushhub.v1`) at `ws`, not yet authenticated.
+pub async fn v1_connect(ws: SocketAddr) -> Client {
     use async_tungstenite::tungstenite::client::IntoClientRequest;
     use async_tungstenite::tungstenite::http::HeaderValue;
     let stream = within(STEP, "connecting", smol::Async::<TcpStream>::connect(ws))
@@ -171,11 +178,20 @@ pub async fn v1_login_at(ws: SocketAddr, uid: &str) -> Client {
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", protocol);
     let handshake = async_tungstenite::client_async(request, stream);
-    let (mut client, _) = within(STEP, "v1 handshake", handshake).await.unwrap();
-    send_text(&mut client, &json!({"op":"auth","uid":uid}).to_string()).await;
-    let welcome = v1_frame(&mut client).await;
+    within(STEP, "v1 handshake", handshake).await.unwrap().0
+}
+
+/// Authenticates as `uid` in plain-uid mode, with `since` unless it is
+/// null, and returns the welcome.
+pub async fn v1_auth(client: &mut Client, uid: &str, since: Value) -> Value {
+    let mut auth = json!({"op":"auth","uid":uid});
+    if !since.is_null() {
+        auth["since"] = since;
+    }
+    send_text(client, &auth.to_string()).await;
+    let welcome = v1_frame(client).await;
     assert_eq!(welcome["op"], "welcome", "{welcome}");
-    client
+    welcome
 }
 
 /// The next v1 frame, as JSON.
@@ -462,4 +478,51 @@ impl Drop for FakeRedis {
             let _ = thread.join();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios every kind of Redis deployment must pass.
+
+/// A backend listening on the hub of `text` hears a raw client of another
+/// hub (`ws`, started with `--upstream`) and answers it through `push`
+/// with the event's `conn` and `node`.
+#[allow(dead_code)]
+pub async fn a_listener_hears_another_hubs_client(text: SocketAddr, ws: SocketAddr, uid: &str) {
+    let mut listener = Backend::connect(text).await;
+    let reply = listener.json(json!({"cmd":"listen"})).await;
+    assert_eq!(reply, json!({"ok":true,"listening":true}));
+    let mut client = login_at(ws, uid).await;
+    // The other hub finds the listener within a second or so: until then
+    // what the client says reaches no listener.
+    let deadline = Deadline::new(Duration::from_secs(5), "an event from the other hub");
+    let event = loop {
+        send_text(&mut client, "hello").await;
+        let heard = smol::future::or(async { Some(listener.line().await) }, async {
+            smol::Timer::after(Duration::from_millis(200)).await;
+            None
+        });
+        if let Some(line) = heard.await {
+            break serde_json::from_str::<Value>(&line).unwrap();
+        }
+        deadline.tick().await;
+    };
+    assert_eq!(
+        (&event["event"], &event["uid"]),
+        (&json!("message"), &json!(uid))
+    );
+    assert_eq!(event["d"], "hello", "{event}");
+    let node = event["node"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node in {event}"));
+    let answer = json!({"cmd":"push","conn":event["conn"],"node":node,"data":"heard you"});
+    listener.send(format!("{answer}\n").as_bytes()).await;
+    // More of the client's hellos may come first.
+    let reply = loop {
+        let line = listener.line().await;
+        if !line.starts_with(r#"{"event":"#) {
+            break serde_json::from_str::<Value>(&line).unwrap();
+        }
+    };
+    assert_eq!(reply, json!({"ok":true,"delivered":1}));
+    assert_eq!(next_text(&mut client).await, "heard you");
 }

@@ -41,9 +41,10 @@ impl std::fmt::Display for RespError {
 
 /// Appends one command, its arguments as bulk strings.
 pub fn command(out: &mut BytesMut, args: &[&[u8]]) {
-    // A command has at most a handful of arguments but for batched
-    // (UN)SUBSCRIBEs, which are rare: a small stack array covers the rest.
-    let mut small = [const { BorrowedFrame::Null }; 4];
+    // A command has at most a dozen arguments (the streams' scripts) but
+    // for batched (UN)SUBSCRIBEs, which are rare: a stack array covers the
+    // rest, so that a push costs no allocation here.
+    let mut small = [const { BorrowedFrame::Null }; 12];
     let mut large = Vec::new();
     let frames: &[BorrowedFrame] = if args.len() <= small.len() {
         for (slot, arg) in small.iter_mut().zip(args) {
