@@ -24,7 +24,7 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::redis::conn::{self, ConnectError, Stream};
 use super::redis::resp::{self, Frame, Input};
-use super::redis::slots::{self, SlotMap};
+use super::redis::slots::{self, ShardAddr, SlotMap};
 use super::redis::url::{Addr, RedisUrl};
 use super::{Answer, Cluster, Expect, GatherId, Outbox, Pipe, Shards, State, wake, wire};
 use crate::hub::RouteChange;
@@ -97,16 +97,43 @@ struct Link {
     shards: Option<Shards>,
 }
 
+/// Connects through the `--redis` URL, or (should it be down) a master the
+/// hub learned of before: with a Redis Cluster, any node tells where the
+/// shards are.
 async fn connect(cluster: &Cluster) -> Result<Link, ConnectError> {
-    let config = &cluster.config;
-    let mut home = connect_pair(cluster, &config.url, "").await?;
-    let Some(map) = shard_map(&mut home.commands).await? else {
+    let seeds: Vec<RedisUrl> = std::iter::once(cluster.config.url.clone())
+        .chain(
+            cluster
+                .state
+                .borrow()
+                .seeds
+                .iter()
+                .map(|m| cluster.url_of(m)),
+        )
+        .collect();
+    let mut failure = None;
+    for seed in &seeds {
+        match connect_through(cluster, seed).await {
+            Ok(link) => return Ok(link),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.unwrap_or(ConnectError::TimedOut))
+}
+
+async fn connect_through(cluster: &Cluster, seed: &RedisUrl) -> Result<Link, ConnectError> {
+    let mut commands = connect_one(cluster, seed, "cmd").await?;
+    let Some(map) = shard_map(&mut commands).await? else {
+        let subscriber = connect_one(cluster, seed, "sub").await?;
         return Ok(Link {
-            pairs: vec![home],
+            pairs: vec![Pair {
+                commands,
+                subscriber,
+            }],
             shards: None,
         });
     };
-    let masters: Vec<_> = map.masters().cloned().collect();
+    let masters: Vec<ShardAddr> = map.masters().cloned().collect();
     if masters.len() > MAX_SHARDS {
         return Err(ConnectError::Protocol(format!(
             "a Redis Cluster of {} shards; at most {MAX_SHARDS} are supported",
@@ -123,17 +150,16 @@ async fn connect(cluster: &Cluster) -> Result<Link, ConnectError> {
         let index = masters.iter().position(|m| m == master).unwrap_or(0);
         *entry = (index + 1) as u8;
     }
-    let mut pairs = vec![home];
+    // The hubs' own channels live on one master that every hub finds the
+    // same way, so that PUBSUB CHANNELS there sees all of them.
+    let home_slot = slots::slot(&cluster.names.home);
+    let home = &masters[usize::from(by_slot[usize::from(home_slot)]) - 1];
+    let mut pairs = vec![connect_pair(cluster, &cluster.url_of(home), "").await?];
     for (i, master) in masters.iter().enumerate() {
-        let url = RedisUrl {
-            addr: Addr::Tcp {
-                host: master.host.clone(),
-                port: master.port,
-            },
-            ..config.url.clone()
-        };
+        let url = cluster.url_of(master);
         pairs.push(connect_pair(cluster, &url, &format!("-s{i}")).await?);
     }
+    cluster.state.borrow_mut().seeds = masters;
     Ok(Link {
         pairs,
         shards: Some(Shards { by_slot }),
@@ -141,15 +167,22 @@ async fn connect(cluster: &Cluster) -> Result<Link, ConnectError> {
 }
 
 async fn connect_pair(cluster: &Cluster, url: &RedisUrl, tag: &str) -> Result<Pair, ConnectError> {
+    Ok(Pair {
+        commands: connect_one(cluster, url, &format!("cmd{tag}")).await?,
+        subscriber: connect_one(cluster, url, &format!("sub{tag}")).await?,
+    })
+}
+
+async fn connect_one(
+    cluster: &Cluster,
+    url: &RedisUrl,
+    role: &str,
+) -> Result<(Stream, Input), ConnectError> {
     let config = &cluster.config;
     let limit = config.timeout.max(Duration::from_secs(1));
+    let name = format!("pushhub-{}-{role}", config.node);
     let password = config.password.as_ref();
-    let name = |role: &str| format!("pushhub-{}-{role}{tag}", config.node);
-    let max = config.max_frame;
-    Ok(Pair {
-        commands: conn::connect(url, password, &name("cmd"), limit, max).await?,
-        subscriber: conn::connect(url, password, &name("sub"), limit, max).await?,
-    })
+    conn::connect(url, password, &name, limit, config.max_frame).await
 }
 
 /// A Redis Cluster's shard map, or `None` for a standalone Redis.
@@ -409,6 +442,18 @@ async fn write_all(stream: &Stream, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Cluster {
+    /// The URL of a Redis Cluster node: the `--redis` URL's but for the
+    /// address.
+    fn url_of(&self, node: &ShardAddr) -> RedisUrl {
+        RedisUrl {
+            addr: Addr::Tcp {
+                host: node.host.clone(),
+                port: node.port,
+            },
+            ..self.config.url.clone()
+        }
+    }
+
     /// Takes the hub's route changes into the routes; `waker` is woken
     /// at the next one.
     fn absorb_routes(&self, shared: &Shared, waker: &std::task::Waker) {

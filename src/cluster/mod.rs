@@ -108,6 +108,9 @@ struct Names {
     listen: Vec<u8>,
     /// Requests for one hub: `PREFIX:d:NODE`.
     direct: Vec<u8>,
+    /// With a Redis Cluster, the master of this key's slot holds every
+    /// hub's own channels: `PREFIX:{hubs}`.
+    home: Vec<u8>,
 }
 
 impl Names {
@@ -121,6 +124,7 @@ impl Names {
             inbox: name(&format!("n:{node}")),
             listen: name("l:"),
             direct: name("d:"),
+            home: name("{hubs}"),
         }
     }
 
@@ -197,6 +201,9 @@ struct State {
     subscribers: Vec<Outbox>,
     /// With a Redis Cluster: which connections serve each slot.
     shards: Option<Shards>,
+    /// The masters of the Redis Cluster, last the hub knew: where it
+    /// reconnects when the `--redis` URL's node is down.
+    seeds: Vec<redis::slots::ShardAddr>,
     gathers: Gathers,
     routes: Routes,
     /// The task that writes route changes, woken when a batch is due.

@@ -393,6 +393,44 @@ impl RedisCluster {
         cluster
     }
 
+    /// [`start`](RedisCluster::start), then one replica per master (the
+    /// masters are `nodes[..masters]`, the replica of `nodes[i]` is
+    /// `nodes[masters + i]`); returns once each replica follows its master.
+    #[allow(dead_code)]
+    pub fn start_with_replicas(masters: usize) -> RedisCluster {
+        let mut cluster = RedisCluster::start(masters);
+        let replicas: Vec<Redis> = (0..masters).map(|_| Redis::launch(&[], true)).collect();
+        for replica in &replicas {
+            let port = replica.port.to_string();
+            let command = ["cluster", "meet", "127.0.0.1", &port];
+            assert_eq!(cluster.nodes[0].cli(&command), "OK", "{command:?}");
+        }
+        let deadline = Instant::now() + CLUSTER_OK;
+        for (i, replica) in replicas.iter().enumerate() {
+            let id = cluster.nodes[i].cli(&["cluster", "myid"]);
+            // The replica must have heard of its master through gossip first.
+            while replica.cli(&["cluster", "replicate", &id]) != "OK" {
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {i} never knew its master"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        cluster.nodes.extend(replicas);
+        cluster.wait_ok();
+        for replica in &cluster.nodes[masters..] {
+            while !replica
+                .cli(&["info", "replication"])
+                .contains("master_link_status:up")
+            {
+                assert!(Instant::now() < deadline, "a replica never synced");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        cluster
+    }
+
     /// `redis://127.0.0.1:PORT` of the first node, a seed.
     pub fn url(&self) -> String {
         self.nodes[0].url()
