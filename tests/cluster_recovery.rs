@@ -259,6 +259,7 @@ fn nothing_is_lost_or_doubled_at_the_seam_while_messages_keep_coming() {
         };
         let hopper = async {
             let mut seen: Vec<u64> = Vec::new();
+            let mut log: Vec<String> = Vec::new();
             let mut since = Value::Null;
             let mut hops = 0;
             let deadline = Instant::now() + Duration::from_secs(40);
@@ -270,6 +271,7 @@ fn nothing_is_lost_or_doubled_at_the_seam_while_messages_keep_coming() {
                     Value::Null => v1_auth(&mut client, "u3", Value::Null).await,
                     s => v1_auth(&mut client, "u3", json!({"uid":s})).await,
                 };
+                log.push(format!("hop {hops} since {since}: {welcome}"));
                 if !since.is_null() {
                     assert_eq!(welcome["recovered"], json!({"uid":true}), "{welcome}");
                 }
@@ -284,15 +286,22 @@ fn nothing_is_lost_or_doubled_at_the_seam_while_messages_keep_coming() {
                     let Some(msg) = next.await else { continue };
                     assert_eq!(msg["op"], "msg", "{msg}");
                     seen.push(msg["d"].as_u64().unwrap());
+                    log.push(format!("  {msg}"));
                     since = msg["pos"].clone();
                 }
             }
-            (seen, hops)
+            (seen, hops, log)
         };
-        let ((), (seen, hops)) = smol::future::zip(pusher, hopper).await;
+        let ((), (seen, hops, log)) = smol::future::zip(pusher, hopper).await;
         let first = seen[0];
         let expected: Vec<u64> = (first..=N).collect();
-        assert_eq!(seen, expected, "after {hops} hops");
+        if seen != expected {
+            let at = seen.iter().zip(&expected).position(|(a, b)| a != b);
+            panic!(
+                "after {hops} hops, first difference at {at:?}:\n{}",
+                log.join("\n")
+            );
+        }
         assert!(hops >= 3, "only {hops} hops");
     });
 }

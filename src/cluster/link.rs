@@ -235,6 +235,7 @@ async fn serve(shared: &Shared, cluster: &Cluster, pairs: Vec<Pair>) -> String {
         tasks.push(Box::pin(read_messages(
             shared,
             cluster,
+            i,
             subscriber,
             subscriber_input,
         )));
@@ -347,6 +348,7 @@ async fn write_routes(shared: &Shared, cluster: &Cluster) -> String {
 async fn read_messages(
     shared: &Shared,
     cluster: &Cluster,
+    at: usize,
     stream: Rc<Stream>,
     mut input: Input,
 ) -> String {
@@ -355,7 +357,7 @@ async fn read_messages(
         loop {
             match input.next_frame() {
                 Ok(Some(frame)) => {
-                    if let Err(e) = cluster.on_push(shared, frame) {
+                    if let Err(e) = cluster.on_push(shared, at, frame) {
                         return e;
                     }
                     budget -= 1;
@@ -620,16 +622,26 @@ impl Cluster {
             (Expect::Read(number, i), reply) => {
                 self.reload_if_needed(&mut state, at, &reply);
                 let history = &self.config.history;
-                if let Some(read) = state.reads.get_mut(&number) {
-                    let since = read.since.get(i).copied().flatten();
-                    let result = super::streams::read_reply(reply, since, history);
-                    if let Some(slot) = read.results.get_mut(i) {
-                        *slot = result;
+                let Some(read) = state.reads.get_mut(&number) else {
+                    return Ok(());
+                };
+                let since = read.since.get(i).copied().flatten();
+                let result = super::streams::read_reply(reply, since, history);
+                let known = result.is_some();
+                if let Some(slot) = read.results.get_mut(i) {
+                    *slot = result;
+                }
+                // Messages of the stream published before the read may still
+                // be on their way on the subscriber connection: the read is
+                // complete once a ping sent after it comes back there.
+                let outbox = state.subscribers.get_mut(at).filter(|_| known);
+                match outbox {
+                    Some(outbox) => {
+                        resp::command(&mut outbox.out, &[b"PING"]);
+                        outbox.pongs.push_back(number);
+                        wake(&mut outbox.waker);
                     }
-                    read.remaining = read.remaining.saturating_sub(1);
-                    if read.remaining == 0 {
-                        wake(&mut read.waker);
-                    }
+                    None => self.read_done(&mut state, number),
                 }
             }
             (Expect::Script, Frame::BulkString(_)) => {}
@@ -651,6 +663,16 @@ impl Cluster {
         }
     }
 
+    /// One more of a read's answers is in.
+    fn read_done(&self, state: &mut State, number: u64) {
+        if let Some(read) = state.reads.get_mut(&number) {
+            read.remaining = read.remaining.saturating_sub(1);
+            if read.remaining == 0 {
+                wake(&mut read.waker);
+            }
+        }
+    }
+
     /// Loads the scripts again if Redis lost them (`SCRIPT FLUSH`): what
     /// ran into that is unconfirmed, what follows works.
     fn reload_if_needed(&self, state: &mut State, at: usize, reply: &Frame) {
@@ -663,7 +685,7 @@ impl Cluster {
 
     /// Something on the subscriber connection: a message on a route or
     /// the inbox, or the confirmation of a (un)subscription.
-    fn on_push(&self, shared: &Shared, frame: Frame) -> Result<(), String> {
+    fn on_push(&self, shared: &Shared, at: usize, frame: Frame) -> Result<(), String> {
         let Frame::Array(items) = frame else {
             return Err(format!("unexpected {frame:?} on the subscriber connection"));
         };
@@ -701,7 +723,17 @@ impl Cluster {
                 }
                 self.release_held(&mut state);
             }
-            (Some(b"pong"), _, _) => {}
+            (Some(b"pong"), _, _) => {
+                let mut state = self.state.borrow_mut();
+                let number = state
+                    .subscribers
+                    .get_mut(at)
+                    .and_then(|o| o.pongs.pop_front());
+                match number {
+                    Some(number) => self.read_done(&mut state, number),
+                    None => return Err("a pong for no ping".into()),
+                }
+            }
             _ => {
                 self.state.borrow_mut().counters.cluster_bad_messages += 1;
                 debug!("redis: unexpected push {items:?}");

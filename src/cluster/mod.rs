@@ -260,11 +260,14 @@ impl Pipe {
     }
 }
 
-/// A subscriber connection's commands not yet written.
+/// A subscriber connection's commands not yet written, and the pongs
+/// still to come on it: each for a read (by number) that waits until every
+/// message published before it was read from this connection.
 #[derive(Default)]
 struct Outbox {
     out: BytesMut,
     waker: Option<Waker>,
+    pongs: VecDeque<u64>,
 }
 
 /// A Redis Cluster's slots, by the index of the connections that serve

@@ -64,14 +64,37 @@ impl Held {
             .map_or(0, |h| h.streams.iter().map(|(_, f)| f.len()).sum())
     }
 
-    /// The position of the first message held of `stream`.
-    pub(super) fn first(&self, key: u32, generation: u32, stream: StreamKey) -> Option<Pos> {
+    /// The first of the messages held of `stream` that lead, one offset
+    /// after another, up to `last`; `None` if `last` itself is not held.
+    pub(super) fn run_to(
+        &self,
+        key: u32,
+        generation: u32,
+        stream: StreamKey,
+        last: Pos,
+    ) -> Option<Pos> {
         let holding = self
             .conns
             .get(&key)
             .filter(|h| h.generation == generation)?;
         let (_, frames) = holding.streams.iter().find(|(s, _)| s.key() == stream)?;
-        frames.first().map(|(pos, _)| *pos)
+        let mut first: Option<Pos> = None;
+        for (pos, _) in frames.iter().rev() {
+            let next = match first {
+                Some(f) => Pos {
+                    offset: f.offset.wrapping_sub(1),
+                    ..f
+                },
+                None => last,
+            };
+            match *pos == next {
+                true => first = Some(*pos),
+                false if first.is_some() => break,
+                // Held past `last`: not in the run.
+                false => {}
+            }
+        }
+        first
     }
 
     /// Stops holding `stream` for `key`, and gives back what was held of it.

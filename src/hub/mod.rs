@@ -648,10 +648,11 @@ impl Hub {
         }
     }
 
-    /// The position of the first message held for `id` of `stream`.
-    pub fn first_held(&self, id: ConnId, stream: StreamKey) -> Option<Pos> {
+    /// The first of the messages held for `id` of `stream` that lead, one
+    /// offset after another, up to `last`; `None` if `last` is not held.
+    pub fn held_run_to(&self, id: ConnId, stream: StreamKey, last: Pos) -> Option<Pos> {
         self.get(id)?;
-        self.held.first(id.key, id.generation, stream)
+        self.held.run_to(id.key, id.generation, stream, last)
     }
 
     /// Stops holding `stream` for `id`, and queues what was held of it
@@ -1236,8 +1237,11 @@ mod tests {
         }
         // Without a position (Redis away), nothing is held.
         hub.deliver_given(Target::Uid("u"), None, |_| msg("plain"));
-        assert_eq!(hub.first_held(waiting, StreamKey::Uid("u")), at(4));
-        assert_eq!(hub.first_held(waiting, StreamKey::All), None);
+        let run_to = |hub: &Hub, stream, last| hub.held_run_to(waiting, stream, last);
+        assert_eq!(run_to(&hub, StreamKey::Uid("u"), at(5).unwrap()), at(4));
+        assert_eq!(run_to(&hub, StreamKey::Uid("u"), at(4).unwrap()), at(4));
+        assert_eq!(run_to(&hub, StreamKey::Uid("u"), at(6).unwrap()), None);
+        assert_eq!(run_to(&hub, StreamKey::All, at(5).unwrap()), None);
         assert_eq!(drain(&mut hub, waiting), [text("plain").as_bytes()]);
         assert_eq!(drain(&mut hub, other).len(), 3);
         // The answer covered offset 4: 5 follows it, then live ones go at once.
@@ -1247,6 +1251,18 @@ mod tests {
         let frames = drain(&mut hub, waiting);
         let want = ["answer", "m5", "m6"].map(|m| text(m).as_bytes().to_vec());
         assert_eq!(frames, want);
+        // A hole (messages missed while the route was re-subscribed): the
+        // run that leads up to the last one is what counts.
+        hub.hold(waiting, StreamKey::Uid("u"));
+        for offset in [7, 9, 10] {
+            hub.deliver_given(Target::Uid("u"), at(offset), |_| msg("m"));
+        }
+        assert_eq!(
+            hub.held_run_to(waiting, StreamKey::Uid("u"), at(10).unwrap()),
+            at(9)
+        );
+        hub.release(waiting, StreamKey::Uid("u"), at(8));
+        assert_eq!(drain(&mut hub, waiting).len(), 2);
         // Another epoch's held messages all go.
         hub.hold(waiting, StreamKey::Uid("u"));
         hub.deliver_given(Target::Uid("u"), at(1), |_| msg("new epoch"));
@@ -1281,7 +1297,11 @@ mod tests {
         hub.remove(c);
         let again = hub.open(0, None, false);
         assert!(hub.bind(again, "u"));
-        assert_eq!(hub.first_held(again, StreamKey::Uid("u")), None);
+        let last = Pos {
+            epoch: 1,
+            offset: 3,
+        };
+        assert_eq!(hub.held_run_to(again, StreamKey::Uid("u"), last), None);
         let pos = Some(Pos {
             epoch: 1,
             offset: 5,

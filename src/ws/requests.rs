@@ -623,13 +623,14 @@ impl Positions for FromRedis {
             return Some(pos);
         }
         // Messages that came between the subscription and the read were
-        // held, and are the client's: it starts just before the first.
-        match hub.first_held(self.conn, stream) {
-            Some(first) if first.epoch == pos.epoch && first.offset <= pos.offset => Some(Pos {
+        // held, and are the client's (they counted as delivered to it): it
+        // starts just before those that lead up to where the stream stands.
+        match hub.held_run_to(self.conn, stream, pos) {
+            Some(first) => Some(Pos {
                 epoch: pos.epoch,
                 offset: first.offset - 1,
             }),
-            _ => Some(pos),
+            None => Some(pos),
         }
     }
 
