@@ -330,29 +330,46 @@ fn without_redis_no_position_is_made_up_and_local_delivery_goes_on() {
 }
 
 #[test]
-fn history_in_redis_expires_with_its_ttl() {
-    let cluster = Cluster::start_with(&["a"], &["--history-ttl", "2s"]);
+fn history_in_redis_is_bounded_and_expires_with_its_ttl() {
+    let flags = ["--history-ttl", "2s", "--history-size-uid", "3"];
+    let cluster = Cluster::start_with(&["a"], &flags);
     run(async {
         let mut a = Backend::connect(cluster.text(0)).await;
-        ask!(a, {"cmd":"push","uid":"u5","data":1} => {"ok":true,"delivered":0});
-        let keys: BTreeMap<&str, String> = ["pushhub:{u:u5}:s", "pushhub:{u:u5}:l"]
-            .into_iter()
-            .map(|key| (key, cluster.redis.cli(&["PTTL", key])))
-            .collect();
-        for (key, ttl) in &keys {
-            let ms: i64 = ttl.trim().parse().unwrap_or(-3);
-            assert!((1..=2000).contains(&ms), "{key}: PTTL {ttl}");
+        for i in 0..100 {
+            ask!(a, {"cmd":"push","uid":"u5","data":i} => {"ok":true,"delivered":0});
         }
-        // "<ms> <offset> <the line as it came>"
-        let list = cluster
+        // The TTL and an eighth: the expiry is pushed back every eighth.
+        for key in ["pushhub:{u:u5}:s", "pushhub:{u:u5}:l"] {
+            let ttl = cluster.redis.cli(&["PTTL", key]);
+            let ms: i64 = ttl.trim().parse().unwrap_or(-3);
+            assert!((1..=2250).contains(&ms), "{key}: PTTL {ttl}");
+        }
+        // Trimmed to its size once it holds 32 more.
+        let len: usize = cluster
             .redis
-            .cli(&["LRANGE", "pushhub:{u:u5}:l", "0", "-1"]);
-        let mut fields = list.trim().splitn(3, ' ');
-        let ms: u64 = fields.next().unwrap().parse().unwrap();
-        assert!(ms > 1_700_000_000_000, "{list}");
-        assert_eq!(fields.next(), Some("1"), "{list}");
-        let line: Value = serde_json::from_str(fields.next().unwrap()).unwrap();
-        assert_eq!(line, json!({"cmd":"push","uid":"u5","data":1}));
+            .cli(&["LLEN", "pushhub:{u:u5}:l"])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((3..=35).contains(&len), "{len} kept");
+        // "<ms> <the line as it came>"
+        let last = cluster.redis.cli(&["LINDEX", "pushhub:{u:u5}:l", "-1"]);
+        let (ms, line) = last.trim().split_once(' ').unwrap();
+        assert!(ms.parse::<u64>().unwrap() > 1_700_000_000_000, "{last}");
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(line, json!({"cmd":"push","uid":"u5","data":99}));
+        // A client recovers the last three, and is told the rest is gone.
+        let mut client = v1_connect(cluster.ws(0)).await;
+        let welcome = v1_auth(&mut client, "u5", Value::Null).await;
+        let (epoch, last) = pos(&welcome["pos"]["uid"]);
+        assert_eq!(last, 100);
+        drop(client);
+        for (since, recovered) in [(97, true), (96, false)] {
+            let mut client = v1_connect(cluster.ws(0)).await;
+            let since = format!("{epoch}:{since}");
+            let welcome = v1_auth(&mut client, "u5", json!({"uid":since})).await;
+            assert_eq!(welcome["recovered"], json!({"uid":recovered}), "{welcome}");
+        }
     });
 }
 

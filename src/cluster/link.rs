@@ -626,7 +626,8 @@ impl Cluster {
                     return Ok(());
                 };
                 let since = read.since.get(i).copied().flatten();
-                let result = super::streams::read_reply(reply, since, history);
+                let result =
+                    super::streams::read_reply(reply, since, history, super::streams::now_ms());
                 let known = result.is_some();
                 if let Some(slot) = read.results.get_mut(i) {
                     *slot = result;

@@ -3,18 +3,26 @@
 //!
 //! A stream (a uid's, a channel's, the broadcasts') has two keys beside
 //! its route, under the route's hash tag so that Redis Cluster keeps them
-//! on the route's shard: `ROUTE:s`, a hash of its epoch `e` and its last
-//! offset `o`, and `ROUTE:l`, a list of its last messages, each
-//! `"<ms> <offset> <line>"` (the backend's line as it came, which every
-//! hub turns into frames with the text port's own parser). Both expire
-//! `--history-ttl` after their stream was last written or read.
+//! on the route's shard: `ROUTE:l`, a list of its last messages, each
+//! `"<ms> <line>"` (the backend's line as it came, which every hub turns
+//! into frames with the text port's own parser), and `ROUTE:s`, a hash of
+//! its epoch `e`, the offset `b` just before the list's first message (a
+//! message's offset is `b` plus its place in the list, so none is stored),
+//! and `r`, when the keys' expiry was last pushed back. They live
+//! `--history-ttl` after the stream was last written or read, and an
+//! eighth more: the expiry is pushed back at most every eighth of the TTL,
+//! which spares a command per message; a message older than the TTL is
+//! not replayed, whatever is still kept. The milliseconds are the hubs'
+//! clocks, which should agree (NTP) to well within the TTL.
 //!
 //! Two scripts, run by `EVALSHA`, do what must not interleave with
-//! another hub's: `PUBLISH` takes the next offset, keeps the message and
-//! publishes it with its position in one step, so every hub delivers it
-//! with the same position and in the same order; `READ` says where a
+//! another hub's: `PUBLISH` keeps the message, which gives it its offset,
+//! and publishes it with its position in one step, so every hub delivers
+//! it with the same position and in the same order; `READ` says where a
 //! stream stands and, when asked and still kept, what came after a
-//! client's position.
+//! client's position. Each `redis.call` costs Redis a microsecond or two,
+//! so `PUBLISH` makes three for most messages (BENCHMARKS.md has what a
+//! push costs Redis).
 
 use bytes::{Bytes, BytesMut};
 
@@ -22,58 +30,70 @@ use super::redis::resp::{self, Frame};
 use crate::config::HistoryLimits;
 use crate::hub::{Pos, StreamKey};
 
-/// KEYS: state, list. ARGV: route, message header, line, size, TTL in ms,
-/// the epoch to start with, the publishing command (`SPUBLISH` in a Redis
-/// Cluster, where the route is on the keys' shard). Returns {receivers,
-/// epoch, offset}.
+/// KEYS: state, list. ARGV: route, message header, line, size, the keys'
+/// life in ms, the epoch to start with, the publishing command
+/// (`SPUBLISH` in a Redis Cluster, where the route is on the keys' shard),
+/// now in ms. Returns {receivers, epoch, offset}. The list is trimmed to
+/// its size once it holds 32 more: trimming at each message would cost a
+/// command each.
 const PUBLISH: &str = r"
-local e = redis.call('HGET', KEYS[1], 'e')
+local now, life = tonumber(ARGV[8]), tonumber(ARGV[5])
+local s = redis.call('HMGET', KEYS[1], 'e', 'b', 'r')
+local e, b = s[1], tonumber(s[2])
 if not e then
-  e = ARGV[6]
+  e, b = ARGV[6], 0
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
+  redis.call('HSET', KEYS[1], 'e', e, 'b', 0, 'r', now)
+  redis.call('PEXPIRE', KEYS[1], life)
+elseif now - tonumber(s[3]) > life / 9 then
+  redis.call('HSET', KEYS[1], 'r', now)
+  redis.call('PEXPIRE', KEYS[1], life)
+  redis.call('PEXPIRE', KEYS[2], life)
 end
-local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
-local t = redis.call('TIME')
-local ms = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('RPUSH', KEYS[2], string.format('%d %d ', ms, o) .. ARGV[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-local n = redis.call(ARGV[7], ARGV[1], ARGV[2] .. ' ' .. e .. ':' .. o .. '\n' .. ARGV[3])
-return {n, e, o}
+local n = redis.call('RPUSH', KEYS[2], ARGV[8] .. ' ' .. ARGV[3])
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[2], life)
+end
+local size = tonumber(ARGV[4])
+if n > size + 32 then
+  redis.call('LTRIM', KEYS[2], n - size, -1)
+  redis.call('HINCRBY', KEYS[1], 'b', n - size)
+end
+local o = b + n
+return {redis.call(ARGV[7], ARGV[1], ARGV[2] .. ' ' .. e .. ':' .. o .. '\n' .. ARGV[3]), e, o}
 ";
 
 /// KEYS: state, list. ARGV: the client's epoch ('' for none) and offset,
-/// the epoch to start with, TTL in ms, the most messages and bytes to
-/// return. Returns {epoch, offset, now in ms, 1 and the messages after
-/// the client's offset | 0 if they cannot all be returned}.
+/// the epoch to start with, the keys' life in ms, the most messages and
+/// bytes to return, now in ms. Returns {epoch, offset, 1 and the messages
+/// after the client's offset | 0 if they cannot all be returned}.
 const READ: &str = r"
-local e = redis.call('HGET', KEYS[1], 'e')
+local now, life = tonumber(ARGV[7]), tonumber(ARGV[4])
+local s = redis.call('HMGET', KEYS[1], 'e', 'b')
+local e, b = s[1], tonumber(s[2])
 if not e then
-  e = ARGV[3]
+  e, b = ARGV[3], 0
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
+  redis.call('HSET', KEYS[1], 'e', e, 'b', 0)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local o = tonumber(redis.call('HGET', KEYS[1], 'o'))
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local since = tonumber(ARGV[2])
-local missed = o - since
-if ARGV[1] ~= e or missed < 0 or missed > tonumber(ARGV[5]) then
-  return {e, o, now, 0}
+redis.call('HSET', KEYS[1], 'r', now)
+redis.call('PEXPIRE', KEYS[1], life)
+redis.call('PEXPIRE', KEYS[2], life)
+local n = redis.call('LLEN', KEYS[2])
+local o = b + n
+local missed = o - tonumber(ARGV[2])
+if ARGV[1] ~= e or missed < 0 or missed > tonumber(ARGV[5]) or missed > n then
+  return {e, o, 0}
 end
-local reply = {e, o, now, 1}
+local reply = {e, o, 1}
 if missed == 0 then
   return reply
 end
 local bytes = 0
-for _, m in ipairs(redis.call('LRANGE', KEYS[2], -missed, -1)) do
+for _, m in ipairs(redis.call('LRANGE', KEYS[2], n - missed, -1)) do
   bytes = bytes + #m
   if bytes > tonumber(ARGV[6]) then
-    return {e, o, now, 0}
+    return {e, o, 0}
   end
   reply[#reply + 1] = m
 end
@@ -107,8 +127,9 @@ impl Scripts {
     pub fn publish(&self, out: &mut BytesMut, message: &Publish, limits: &HistoryLimits) {
         let (state, list) = keys(message.route);
         let size = message.size.to_string();
-        let ttl = ttl_ms(limits);
+        let life = life_ms(limits);
         let epoch = format!("{:x}", message.epoch);
+        let now = now_ms().to_string();
         resp::command(
             out,
             &[
@@ -121,9 +142,10 @@ impl Scripts {
                 message.head,
                 message.line,
                 size.as_bytes(),
-                ttl.as_bytes(),
+                life.as_bytes(),
                 epoch.as_bytes(),
                 message.command,
+                now.as_bytes(),
             ],
         );
     }
@@ -143,10 +165,11 @@ impl Scripts {
             Some(p) => (format!("{:x}", p.epoch), p.offset.to_string()),
             None => (String::new(), "0".to_string()),
         };
-        let ttl = ttl_ms(limits);
+        let life = life_ms(limits);
         let epoch = format!("{epoch:x}");
         let most = size.min(limits.replay_messages).to_string();
         let bytes = limits.replay_bytes.to_string();
+        let now = now_ms().to_string();
         resp::command(
             out,
             &[
@@ -158,9 +181,10 @@ impl Scripts {
                 since_epoch.as_bytes(),
                 since_offset.as_bytes(),
                 epoch.as_bytes(),
-                ttl.as_bytes(),
+                life.as_bytes(),
                 most.as_bytes(),
                 bytes.as_bytes(),
+                now.as_bytes(),
             ],
         );
     }
@@ -191,8 +215,19 @@ fn keys(route: &[u8]) -> (Vec<u8>, Vec<u8>) {
     ([route, b":s"].concat(), [route, b":l"].concat())
 }
 
-fn ttl_ms(limits: &HistoryLimits) -> String {
-    limits.ttl.as_millis().max(1).to_string()
+/// How long a stream's keys live after their expiry was last pushed back:
+/// the TTL and an eighth, since that happens at most every eighth.
+fn life_ms(limits: &HistoryLimits) -> String {
+    let ttl = limits.ttl.as_millis().max(8);
+    (ttl + ttl / 8).to_string()
+}
+
+/// This hub's clock, in ms since the Unix epoch: what kept messages are
+/// stamped with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn sha1_hex(script: &str) -> String {
@@ -227,64 +262,49 @@ pub struct StreamRead {
     pub missed: Option<Vec<(u64, Bytes)>>,
 }
 
-/// Reads a `READ` script's reply, checked: the messages must follow the
-/// client's position one by one up to the stream's, none older than the
-/// TTL. `None` if the reply is not one.
-pub fn read_reply(reply: Frame, since: Option<Pos>, limits: &HistoryLimits) -> Option<StreamRead> {
+/// Reads a `READ` script's reply, checked: as many messages as the client
+/// missed, none older than the TTL as of `now_ms`. `None` if the reply is
+/// not one.
+pub fn read_reply(
+    reply: Frame,
+    since: Option<Pos>,
+    limits: &HistoryLimits,
+    now_ms: u64,
+) -> Option<StreamRead> {
     let Frame::Array(items) = reply else {
         return None;
     };
     let mut items = items.into_iter();
     let e = items.next()?;
-    let (Some(Frame::Integer(o)), Some(Frame::Integer(now)), Some(Frame::Integer(ok))) =
-        (items.next(), items.next(), items.next())
-    else {
+    let (Some(Frame::Integer(o)), Some(Frame::Integer(ok))) = (items.next(), items.next()) else {
         return None;
     };
     let pos = Pos {
         epoch: epoch(&e)?,
         offset: u64::try_from(o).ok()?,
     };
-    let oldest = u64::try_from(now)
-        .ok()?
-        .saturating_sub(u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX));
+    let ttl = u64::try_from(limits.ttl.as_millis()).unwrap_or(u64::MAX);
+    let oldest = now_ms.saturating_sub(ttl);
     let missed = match (since, ok) {
-        (Some(since), 1) if since.epoch == pos.epoch => {
-            let mut missed = Vec::new();
-            let mut next = since.offset + 1;
-            let mut whole = true;
-            for item in items {
-                match resp::bytes(&item).and_then(|b| entry(b, oldest)) {
-                    Some((offset, line)) if offset == next => {
-                        missed.push((offset, line));
-                        next += 1;
-                    }
-                    _ => {
-                        whole = false;
-                        break;
-                    }
-                }
-            }
-            (whole && next == pos.offset + 1).then_some(missed)
+        (Some(since), 1) if since.epoch == pos.epoch && since.offset <= pos.offset => {
+            let lines: Option<Vec<Bytes>> = items
+                .map(|item| resp::bytes(&item).and_then(|b| entry(b, oldest)))
+                .collect();
+            lines
+                .filter(|lines| lines.len() as u64 == pos.offset - since.offset)
+                .map(|lines| (since.offset + 1..).zip(lines).collect())
         }
         _ => None,
     };
     Some(StreamRead { pos, missed })
 }
 
-/// One kept message, `"<ms> <offset> <line>"`, if it is younger than
+/// One kept message's line, `"<ms> <line>"`, if it is not older than
 /// `oldest` (in ms).
-fn entry(item: &Bytes, oldest: u64) -> Option<(u64, Bytes)> {
-    let mut at = 0;
-    let mut field = || -> Option<u64> {
-        let rest = &item[at..];
-        let end = rest.iter().position(|&b| b == b' ')?;
-        at += end + 1;
-        std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
-    };
-    let ms = field()?;
-    let offset = field()?;
-    (ms >= oldest).then(|| (offset, item.slice(at..)))
+fn entry(item: &Bytes, oldest: u64) -> Option<Bytes> {
+    let end = item.iter().position(|&b| b == b' ')?;
+    let ms: u64 = std::str::from_utf8(&item[..end]).ok()?.parse().ok()?;
+    (ms >= oldest).then(|| item.slice(end + 1..))
 }
 
 fn epoch(frame: &Frame) -> Option<u64> {
@@ -300,19 +320,14 @@ mod tests {
         Frame::BulkString(Bytes::copy_from_slice(s.as_bytes()))
     }
 
-    fn reply(o: i64, now: i64, ok: i64, entries: &[&str]) -> Frame {
-        let mut items = vec![
-            bulk("ab"),
-            Frame::Integer(o),
-            Frame::Integer(now),
-            Frame::Integer(ok),
-        ];
+    fn reply(o: i64, ok: i64, entries: &[&str]) -> Frame {
+        let mut items = vec![bulk("ab"), Frame::Integer(o), Frame::Integer(ok)];
         items.extend(entries.iter().map(|e| bulk(e)));
         Frame::Array(items)
     }
 
     #[test]
-    fn a_read_gives_the_missed_messages_only_when_they_follow_on() {
+    fn a_read_gives_the_missed_messages_only_when_they_are_all_there() {
         let limits = HistoryLimits::default();
         let now = 10_000_000;
         let since = Some(Pos {
@@ -320,39 +335,41 @@ mod tests {
             offset: 3,
         });
         let at = |s: &str| format!("{} {s}", now - 5);
-        let (e4, e5) = (at("4 {\"a\":1}"), at("5 x y"));
-        let read = read_reply(reply(5, now, 1, &[&e4, &e5]), since, &limits).unwrap();
+        let (e4, e5) = (at("{\"a\":1}"), at("x y"));
+        let read = read_reply(reply(5, 1, &[&e4, &e5]), since, &limits, now).unwrap();
         assert_eq!(read.pos.to_string(), "ab:5");
         let missed = read.missed.unwrap();
         assert_eq!(missed[0], (4, Bytes::from_static(b"{\"a\":1}")));
         assert_eq!(missed[1], (5, Bytes::from_static(b"x y")));
-        // One missing, one out of order, one too old, one of another epoch.
+        // One missing, one too old, one of another epoch, one not a message.
+        let old = format!("{} old", now - 700_000);
+        let other = Some(Pos {
+            epoch: 0xac,
+            offset: 3,
+        });
         for (entries, since) in [
             (vec![e5.clone()], since),
-            (vec![e5.clone(), e4.clone()], since),
-            (vec![e4.clone(), "1 5 old".to_string()], since),
-            (
-                vec![e4.clone(), e5.clone()],
-                Some(Pos {
-                    epoch: 0xac,
-                    offset: 3,
-                }),
-            ),
+            (vec![e4.clone(), old], since),
+            (vec![e4.clone(), e5.clone()], other),
+            (vec![e4.clone(), "garbage".to_string()], since),
         ] {
             let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
-            let read = read_reply(reply(5, now, 1, &entries), since, &limits).unwrap();
+            let read = read_reply(reply(5, 1, &entries), since, &limits, now).unwrap();
             assert!(read.missed.is_none(), "{entries:?}");
         }
-        let read = read_reply(reply(5, now, 0, &[]), since, &limits).unwrap();
+        let read = read_reply(reply(5, 0, &[]), since, &limits, now).unwrap();
         assert!(read.missed.is_none());
-        let read = read_reply(reply(3, now, 1, &[]), since, &limits).unwrap();
+        let read = read_reply(reply(3, 1, &[]), since, &limits, now).unwrap();
         assert_eq!(read.missed, Some(Vec::new()));
+        // A client ahead of the stream is not recovered.
+        let read = read_reply(reply(2, 1, &[]), since, &limits, now).unwrap();
+        assert!(read.missed.is_none());
         for bad in [
             Frame::Integer(1),
             Frame::Array(vec![bulk("zz"), Frame::Integer(1)]),
-            reply(-1, now, 1, &[]),
+            reply(-1, 1, &[]),
         ] {
-            assert!(read_reply(bad, since, &limits).is_none());
+            assert!(read_reply(bad, since, &limits, now).is_none());
         }
     }
 
