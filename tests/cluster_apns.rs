@@ -134,3 +134,42 @@ fn a_hub_without_apns_refuses_a_push_with_apns_in_a_cluster_too() {
         assert!(error.contains("sends nothing to APNs"), "{reply}");
     });
 }
+
+/// `apns_when` "unacked" in a cluster: the push entered a, its client is on
+/// b and does not acknowledge it, so a sends to the uid's devices once the
+/// timeout has passed; acknowledged, nothing is sent.
+#[test]
+fn an_unacknowledged_push_falls_back_to_apns_from_the_hub_it_entered() {
+    let apns = FakeApns::start(Arc::new(|_| (200, None)));
+    let scratch = Scratch::new("cluster-apns-unacked");
+    let flags = apns_flags(&apns, &scratch);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = Cluster::with(Redis::start(), &["a", "b"], &flags, &[]);
+    run(async {
+        let [mut a, _b] = cluster.backends().await;
+        register(&mut a, "u1", &device(1)).await;
+        let mut client = v1_login_at(cluster.ws(1), "u1").await;
+        let push = |data: &str| {
+            json!({"cmd":"push","uid":"u1","data":data,"ack_timeout":"300ms",
+                   "apns":{"aps":{"alert":"Hi"}},"apns_when":"unacked"})
+        };
+        let reply = a.json(push("silent")).await;
+        assert_eq!(
+            reply,
+            json!({"ok":true,"delivered":1,"acked":false,
+                   "apns":{"devices":1,"accepted":1,"refused":[]}})
+        );
+        assert_eq!(notified(&apns), [device(1)]);
+        assert_eq!(v1_frame(&mut client).await["d"], "silent");
+        a.send(format!("{}\n", push("answered")).as_bytes()).await;
+        let msg = v1_frame(&mut client).await;
+        send_text(
+            &mut client,
+            &json!({"op":"ack","pos":msg["pos"]}).to_string(),
+        )
+        .await;
+        let reply: Value = serde_json::from_str(&a.line().await).unwrap();
+        assert_eq!(reply, json!({"ok":true,"delivered":1,"acked":true}));
+        assert_eq!(notified(&apns).len(), 1);
+    });
+}

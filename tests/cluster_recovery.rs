@@ -409,3 +409,48 @@ fn a_client_of_a_killed_hub_recovers_on_another() {
         assert!(got[..got.len() - 1].iter().all(|m| m == "m0"), "{got:?}");
     });
 }
+
+/// A push with `ack_timeout` entering one hub, for a v1 client of another:
+/// the reply says acked once the client acknowledged it there, and not
+/// acked when it did not in time or nobody took it.
+#[test]
+fn an_ack_on_one_hub_settles_a_push_that_entered_another() {
+    let cluster = two_hubs();
+    run(async {
+        let [mut a, _b] = cluster.backends().await;
+        let mut client = v1_connect(cluster.ws(1)).await;
+        v1_auth(&mut client, "u7", Value::Null).await;
+        let push = |data: &str, timeout: &str| json!({"cmd":"push","uid":"u7","data":data,"ack_timeout":timeout});
+        a.send(format!("{}\n", push("ack me", "5s")).as_bytes())
+            .await;
+        let msg = v1_frame(&mut client).await;
+        assert_eq!(msg["d"], "ack me");
+        let ack = json!({"op":"ack","pos":msg["pos"]});
+        send_text(&mut client, &ack.to_string()).await;
+        let reply: Value = serde_json::from_str(&a.line().await).unwrap();
+        assert_eq!(reply, json!({"ok":true,"delivered":1,"acked":true}));
+        // Not acknowledged in time.
+        let (reply, took) = timed(a.json(push("ignored", "300ms"))).await;
+        assert_eq!(reply, json!({"ok":true,"delivered":1,"acked":false}));
+        assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+        let late = v1_frame(&mut client).await;
+        send_text(
+            &mut client,
+            &json!({"op":"ack","pos":late["pos"]}).to_string(),
+        )
+        .await;
+        // Nobody to take it: at once.
+        let reply = a
+            .json(json!({"cmd":"push","uid":"nobody","data":1,"ack_timeout":"5s"}))
+            .await;
+        assert_eq!(reply, json!({"ok":true,"delivered":0,"acked":false}));
+        let reply = a
+            .json(json!({"cmd":"push","uids":["u7","x"],"data":1,"ack_timeout":"5s"}))
+            .await;
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap().contains("one uid"),
+            "{reply}"
+        );
+    });
+}

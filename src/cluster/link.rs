@@ -757,9 +757,12 @@ impl Cluster {
         if channel == self.names.inbox {
             let mut state = self.state.borrow_mut();
             for (request, part, partial) in wire::parse_answers(payload) {
-                state
-                    .gathers
-                    .answer(GatherId::from_wire(request), part, partial);
+                match partial {
+                    wire::Partial::Acked => Cluster::on_acked(&mut state, request),
+                    partial => state
+                        .gathers
+                        .answer(GatherId::from_wire(request), part, partial),
+                }
             }
             return;
         }
@@ -770,7 +773,7 @@ impl Cluster {
         };
         let (partial, taken) = {
             let mut hub = shared.hub.borrow_mut();
-            let partial = (self.execute)(&mut hub, self, target, header.pos, line);
+            let partial = (self.execute)(&mut hub, self, target, Some(&header), line);
             // A subscription is answered once other hubs' publications
             // reach it: the channels it made this hub take wait for Redis.
             let taken = match &partial {
@@ -801,7 +804,7 @@ impl Cluster {
     }
 
     /// Answers another hub's request, or one of this hub's own.
-    fn answer(&self, state: &mut State, answer: Answer) {
+    pub(super) fn answer(&self, state: &mut State, answer: Answer) {
         let Answer {
             origin,
             request,
@@ -809,9 +812,12 @@ impl Cluster {
             partial,
         } = answer;
         if origin == self.config.node {
-            state
-                .gathers
-                .answer(GatherId::from_wire(request), part, partial);
+            match partial {
+                wire::Partial::Acked => Cluster::on_acked(state, request),
+                partial => state
+                    .gathers
+                    .answer(GatherId::from_wire(request), part, partial),
+            }
             return;
         }
         // One origin's answers share one batch.
@@ -835,7 +841,7 @@ impl Cluster {
     }
 
     /// Publishes the answers gathered for other hubs, one message per hub.
-    fn send_answers(&self) {
+    pub(super) fn send_answers(&self) {
         let mut state = self.state.borrow_mut();
         if state.answers.is_empty() {
             return;

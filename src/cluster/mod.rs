@@ -45,7 +45,8 @@ pub use gather::{GatherId, Gathered};
 use redis::resp;
 use redis::url::RedisUrl;
 use routes::Routes;
-use wire::{Header, Partial};
+pub use wire::Header;
+use wire::Partial;
 
 use streams::{Scripts, StreamRead};
 
@@ -81,11 +82,12 @@ pub enum Route<'a> {
     Node(&'a str),
 }
 
-/// How a hub acts on a request that came through Redis, for one route of
-/// it: the text port's own handling, restricted to that uid, channel, to
-/// everyone, or (`Node`) to this hub, a message with the position Redis
-/// gave it. `None` if the line is not one it can act on.
-pub type Execute = fn(&mut Hub, &Cluster, Route<'_>, Option<Pos>, &[u8]) -> Option<Partial>;
+/// How a hub acts on a request that came through Redis (with its header;
+/// `None` when acted on here alone), for one route of it: the text port's
+/// own handling, restricted to that uid, channel, to everyone, or (`Node`)
+/// to this hub, a message with the position Redis gave it. `None` if the
+/// line is not one it can act on.
+pub type Execute = fn(&mut Hub, &Cluster, Route<'_>, Option<&Header<'_>>, &[u8]) -> Option<Partial>;
 
 pub struct Cluster {
     config: ClusterConfig,
@@ -222,6 +224,13 @@ struct State {
     events_waker: Option<Waker>,
     /// Reads of streams' positions, by number.
     reads: HashMap<u64, Read>,
+    /// This hub's pushes with `ack_timeout` waiting for an acknowledgement
+    /// from whichever hub holds the connection, by request.
+    acks: HashMap<u64, AckWait>,
+    /// Other hubs' (and this one's) pushes with `ack_timeout` delivered
+    /// here, by uid: whom to tell when a connection acknowledges.
+    remote_acks: HashMap<String, Vec<RemoteAck>>,
+    remote_ack_count: usize,
     next_read: u64,
     /// Streams created by this hub so far: what makes each one's epoch.
     epochs: u64,
@@ -236,6 +245,28 @@ struct Read {
     remaining: usize,
     waker: Option<Waker>,
 }
+
+struct AckWait {
+    acked: Option<Instant>,
+    waker: Option<Waker>,
+    /// Past it nobody waits any more (should its reply be dropped with its
+    /// backend, this is what forgets it).
+    until: Instant,
+}
+
+/// A push delivered here that its origin waits to hear acknowledged.
+struct RemoteAck {
+    pos: Pos,
+    origin: String,
+    request: u64,
+    part: u32,
+    until: Instant,
+}
+
+/// Pushes delivered here that other hubs wait to hear acknowledged, at
+/// most: past it an acknowledgement is not relayed, and the origin answers
+/// unacknowledged (and falls back to APNs if asked), never the reverse.
+const MAX_REMOTE_ACKS: usize = 100_000;
 
 /// A read of streams' positions, to wait on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,6 +526,115 @@ impl Cluster {
             state.counters.cluster_unconfirmed += 1;
         }
         gathered
+    }
+
+    /// Waits, besides the answers, for a connection's acknowledgement of
+    /// request `id` (a push with `ack_timeout`) until `deadline`.
+    pub fn await_ack(&self, id: GatherId, deadline: Instant) {
+        let mut state = self.state.borrow_mut();
+        if state.acks.len() >= 1024 {
+            let now = Instant::now();
+            state.acks.retain(|_, wait| wait.until >= now);
+        }
+        let wait = AckWait {
+            acked: None,
+            waker: None,
+            until: deadline,
+        };
+        state.acks.insert(id.wire(), wait);
+    }
+
+    /// Ready, with when it came, once request `id` was acknowledged.
+    pub fn poll_acked(&self, id: GatherId, cx: &mut Context<'_>) -> Poll<Instant> {
+        let mut state = self.state.borrow_mut();
+        let Some(wait) = state.acks.get_mut(&id.wire()) else {
+            return Poll::Pending;
+        };
+        match wait.acked {
+            Some(at) => Poll::Ready(at),
+            None => {
+                wait.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Stops waiting for request `id`'s acknowledgement.
+    pub fn forget_ack(&self, id: GatherId) {
+        self.state.borrow_mut().acks.remove(&id.wire());
+    }
+
+    /// A push of `header`'s request reached a connection of `uid` here at
+    /// `pos`: its origin is told if a connection acknowledges it within
+    /// `timeout`.
+    pub fn relay_ack(&self, uid: &str, pos: Pos, header: &Header, timeout: Duration) {
+        let mut state = self.state.borrow_mut();
+        let now = Instant::now();
+        let State {
+            remote_acks,
+            remote_ack_count,
+            ..
+        } = &mut *state;
+        let list = remote_acks.entry(uid.to_string()).or_default();
+        let before = list.len();
+        list.retain(|w| w.until >= now);
+        *remote_ack_count -= before - list.len();
+        if *remote_ack_count >= MAX_REMOTE_ACKS {
+            return;
+        }
+        list.push(RemoteAck {
+            pos,
+            origin: header.origin.to_string(),
+            request: header.request,
+            part: header.part,
+            until: now + timeout,
+        });
+        *remote_ack_count += 1;
+    }
+
+    /// A connection of `uid` here acknowledged its stream up to `pos`: the
+    /// origins of the pushes that covers are told.
+    pub fn client_acked(&self, uid: &str, pos: Pos) {
+        let mut state = self.state.borrow_mut();
+        let Some(mut list) = state.remote_acks.remove(uid) else {
+            return;
+        };
+        let now = Instant::now();
+        let before = list.len();
+        let mut told = Vec::new();
+        list.retain(|w| {
+            let covered = w.pos.epoch == pos.epoch && w.pos.offset <= pos.offset;
+            if covered && w.until >= now {
+                told.push((w.origin.clone(), w.request, w.part));
+            }
+            !covered && w.until >= now
+        });
+        state.remote_ack_count -= before - list.len();
+        if !list.is_empty() {
+            state.remote_acks.insert(uid.to_string(), list);
+        }
+        for (origin, request, part) in told {
+            let answer = Answer {
+                origin,
+                request,
+                part,
+                partial: Partial::Acked,
+            };
+            self.answer(&mut state, answer);
+        }
+        drop(state);
+        self.send_answers();
+    }
+
+    /// An acknowledgement of request `request` from the hub that holds the
+    /// connection.
+    fn on_acked(state: &mut State, request: u64) {
+        if let Some(wait) = state.acks.get_mut(&request)
+            && wait.acked.is_none()
+        {
+            wait.acked = Some(Instant::now());
+            wake(&mut wait.waker);
+        }
     }
 
     /// Drops a request whose answer nobody waits for: answers that come

@@ -44,6 +44,10 @@ pub enum Partial {
     /// Each hub's stats.
     #[serde(rename = "n")]
     Nodes(Vec<Box<RawValue>>),
+    /// A connection acknowledged the push (`ack_timeout`): sent on its own,
+    /// after the push's answer, by the hub that holds the connection.
+    #[serde(rename = "a")]
+    Acked,
 }
 
 impl Partial {

@@ -216,9 +216,6 @@ pub enum RequestError {
     NoRegistry,
     /// The registry failed; nothing was changed.
     Registry(String),
-    /// What this request asks is not carried across the hubs of a cluster
-    /// yet (named), and answering for this hub alone would mislead.
-    NotInCluster(&'static str),
 }
 
 impl fmt::Display for RequestError {
@@ -265,10 +262,6 @@ impl fmt::Display for RequestError {
                 "no device registry: start pushhub with --apns-db PATH to register devices",
             ),
             RequestError::Registry(e) => write!(f, "{e}; nothing was changed"),
-            RequestError::NotInCluster(what) => write!(
-                f,
-                "{what} is not supported in cluster mode yet (this hub runs with --redis)"
-            ),
         }
     }
 }
@@ -298,7 +291,6 @@ impl RequestError {
             RequestError::NoApns => "no_apns",
             RequestError::NoRegistry => "no_registry",
             RequestError::Registry(_) => "registry",
-            RequestError::NotInCluster(_) => "not_in_cluster",
         }
     }
 }

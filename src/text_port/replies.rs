@@ -52,6 +52,15 @@ pub enum Wait {
         shape: Shape,
         timer: Timer,
     },
+    /// In a cluster, the word of the hub whose connection took a push with
+    /// `ack_timeout` that it was acknowledged, until the timer; then, as
+    /// `Ack`, `fallback`.
+    ClusterAck {
+        gather: GatherId,
+        deadline: Instant,
+        timer: Timer,
+        fallback: Option<Fallback>,
+    },
 }
 
 /// The APNs notification of an unacknowledged push, for its uid.
@@ -71,6 +80,14 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// `reply`, marked unconfirmed if some hub did not confirm its share.
+    fn confirmed_or_not(&self, reply: Reply<'static>) -> Reply<'static> {
+        match self.unconfirmed {
+            true => Reply::Unconfirmed(Box::new(reply)),
+            false => reply,
+        }
+    }
+
     /// Ready with the reply once what it waits for is done.
     fn poll_reply(&mut self, cx: &mut Context<'_>, services: Services) -> Poll<Reply<'static>> {
         loop {
@@ -79,10 +96,7 @@ impl Waiting {
                     std::task::ready!(flight.poll_done(cx));
                     let summary = std::mem::take(flight).into_summary();
                     let reply = Reply::DeliveredApns(self.delivered, summary);
-                    return Poll::Ready(match self.unconfirmed {
-                        true => Reply::Unconfirmed(Box::new(reply)),
-                        false => reply,
-                    });
+                    return Poll::Ready(self.confirmed_or_not(reply));
                 }
                 Wait::Ack {
                     watch,
@@ -121,6 +135,34 @@ impl Waiting {
                             cluster.finish(*gather)
                         }
                     };
+                    if let Shape::DeliveredAcked {
+                        uid,
+                        deadline,
+                        fallback,
+                    } = shape
+                    {
+                        let (delivered, deadline, gather) =
+                            (routed::reply_delivered(&gathered), *deadline, *gather);
+                        let fallback = fallback.take().map(|apns| Fallback {
+                            uid: uid.clone(),
+                            apns,
+                        });
+                        self.delivered = delivered;
+                        self.unconfirmed = gathered.unconfirmed;
+                        self.wait = match delivered {
+                            0 => {
+                                cluster.forget_ack(gather);
+                                Wait::Unacked(fallback.and_then(|f| f.start(services)))
+                            }
+                            _ => Wait::ClusterAck {
+                                gather,
+                                deadline,
+                                timer: Timer::at(deadline),
+                                fallback,
+                            },
+                        };
+                        continue;
+                    }
                     let Shape::DeliveredApns(uids, apns) = shape else {
                         return Poll::Ready(routed::reply(shape, gathered));
                     };
@@ -138,6 +180,28 @@ impl Waiting {
                     self.unconfirmed = gathered.unconfirmed;
                     self.wait = Wait::Apns(flight);
                 }
+                Wait::ClusterAck {
+                    gather,
+                    deadline,
+                    timer,
+                    fallback,
+                } => {
+                    let cluster = services.cluster.expect("a routed request's cluster");
+                    let in_time = match cluster.poll_acked(*gather, cx) {
+                        Poll::Ready(at) => at <= *deadline,
+                        Poll::Pending => {
+                            std::task::ready!(Pin::new(timer).poll(cx));
+                            false
+                        }
+                    };
+                    cluster.forget_ack(*gather);
+                    if in_time {
+                        let reply = Reply::DeliveredAcked(self.delivered, true, None);
+                        return Poll::Ready(self.confirmed_or_not(reply));
+                    }
+                    let flight = fallback.take().and_then(|f| f.start(services));
+                    self.wait = Wait::Unacked(flight);
+                }
                 Wait::Unacked(flight) => {
                     let summary = match flight {
                         Some(flight) => {
@@ -146,7 +210,8 @@ impl Waiting {
                         }
                         None => None,
                     };
-                    return Poll::Ready(Reply::DeliveredAcked(self.delivered, false, summary));
+                    let reply = Reply::DeliveredAcked(self.delivered, false, summary);
+                    return Poll::Ready(self.confirmed_or_not(reply));
                 }
             }
         }

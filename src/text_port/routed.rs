@@ -18,7 +18,7 @@ use super::protocol::{Command, Presence, Reply, Request, RequestError, Targets, 
 use super::replies::Wait;
 use super::{broadcast_fanout, channel_fanout, distinct, each_uid, original, to_uid};
 use crate::cluster::wire::Partial;
-use crate::cluster::{Cluster, Gathered, Route};
+use crate::cluster::{Cluster, Gathered, Header, Route};
 use crate::hub::{Hub, Pos, StreamKey, Target};
 use crate::push::route::{ApnsPush, ApnsWhen};
 use crate::ws::frame::Frame;
@@ -32,6 +32,14 @@ pub enum Shape {
     /// answered, this hub alone sends to the devices of the uids that
     /// `apns_when` picks, so that each device gets it once.
     DeliveredApns(Vec<String>, ApnsPush<'static>),
+    /// A push with `ack_timeout` to `uid`: once delivered, it waits for the
+    /// hub that holds the connection to say it was acknowledged, until
+    /// `deadline`; unacknowledged, `fallback` goes to the uid's devices.
+    DeliveredAcked {
+        uid: String,
+        deadline: Instant,
+        fallback: Option<ApnsPush<'static>>,
+    },
     Online,
     /// `online` for these uids, one part each.
     OnlineMany(Vec<String>),
@@ -61,7 +69,8 @@ pub fn route<'l>(
     line: &'l [u8],
     request: Request<'l>,
 ) -> Routed<'l> {
-    let planned = match plan(&request, cluster.node(), has_apns) {
+    let uid_history = cluster.keeps_history(crate::hub::StreamKey::Uid(""));
+    let planned = match plan(&request, cluster.node(), has_apns, uid_history) {
         Ok(Some((id, shape, targets))) => Ok((id, shape, targets)),
         Ok(None) => Err(None),
         Err((id, e)) => Err(Some((id, e))),
@@ -96,9 +105,12 @@ pub fn route<'l>(
     // A push, publication or broadcast is a message of each target's stream.
     let message = matches!(
         shape,
-        Shape::Legacy | Shape::Delivered | Shape::DeliveredApns(..)
+        Shape::Legacy | Shape::Delivered | Shape::DeliveredApns(..) | Shape::DeliveredAcked { .. }
     ) && !targets.iter().any(|t| matches!(t, Route::Node(_)));
     let gather = cluster.request(hub, line, &targets, message);
+    if let Shape::DeliveredAcked { deadline, .. } = &shape {
+        cluster.await_ack(gather, *deadline);
+    }
     let deadline = Instant::now() + cluster.timeout();
     Routed::Waiting(
         id,
@@ -118,6 +130,7 @@ fn plan<'r, 'l>(
     request: &'r Request<'l>,
     cluster_node: &str,
     has_apns: bool,
+    uid_history: bool,
 ) -> Result<Option<Plan<'r, 'l>>, (Option<&'l RawValue>, RequestError)> {
     let uids = |who: &'r Targets| {
         each_uid(who)
@@ -135,12 +148,29 @@ fn plan<'r, 'l>(
         } => (*id, command),
         _ => return Ok(None),
     };
-    let not_yet = |what| Err((id, RequestError::NotInCluster(what)));
     let (shape, targets) = match command {
         Command::Push {
-            ack_timeout: Some(_),
+            to,
+            apns,
+            ack_timeout: Some(timeout),
             ..
-        } => return not_yet("`ack_timeout`"),
+        } => {
+            let Targets::One(uid) = to else {
+                return Err((id, RequestError::AckOneUid));
+            };
+            if !uid_history {
+                return Err((id, RequestError::NoUidHistory));
+            }
+            if apns.is_some() && !has_apns {
+                return Err((id, RequestError::NoApns));
+            }
+            let shape = Shape::DeliveredAcked {
+                uid: uid.to_string(),
+                deadline: Instant::now() + *timeout,
+                fallback: apns.as_ref().map(ApnsPush::to_static),
+            };
+            (shape, uids(to))
+        }
         Command::Push { apns: Some(_), .. } if !has_apns => {
             return Err((id, RequestError::NoApns));
         }
@@ -195,9 +225,10 @@ pub fn execute(
     hub: &mut Hub,
     cluster: &Cluster,
     route: Route,
-    pos: Option<Pos>,
+    header: Option<&Header>,
     line: &[u8],
 ) -> Option<Partial> {
+    let pos = header.and_then(|h| h.pos);
     let request = parse_request(line);
     let target = match route {
         Route::To(target) => target,
@@ -220,9 +251,21 @@ pub fn execute(
         };
     };
     Some(match (command.ok()?, target) {
-        (Command::Push { data, .. }, Target::Uid(_)) => {
+        (
+            Command::Push {
+                data, ack_timeout, ..
+            },
+            Target::Uid(uid),
+        ) => {
             let raw = OnceCell::new();
-            Partial::Delivered(hub.deliver_given(target, pos, |pos| to_uid(&data, pos, &raw)))
+            let delivered = hub.deliver_given(target, pos, |pos| to_uid(&data, pos, &raw));
+            // Its origin waits to hear whether a connection here acks it.
+            if let (Some(timeout), Some(header), Some(pos), 1..) =
+                (ack_timeout, header, pos, delivered)
+            {
+                cluster.relay_ack(uid, pos, header, timeout);
+            }
+            Partial::Delivered(delivered)
         }
         (Command::Broadcast { data }, Target::All) => {
             Partial::Delivered(hub.deliver_given(target, pos, |pos| broadcast_fanout(&data, pos)))
@@ -302,6 +345,18 @@ pub fn replay(stream: StreamKey, pos: Pos, line: &[u8]) -> Option<Frame> {
     Some(frame)
 }
 
+/// The connections the hubs said took a push.
+pub fn reply_delivered(gathered: &Gathered) -> usize {
+    gathered
+        .parts
+        .iter()
+        .map(|p| match p {
+            Some(Partial::Delivered(n)) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The reply of a routed request from what the hubs answered.
 pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
     let Gathered { parts, unconfirmed } = gathered;
@@ -325,8 +380,9 @@ pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
         // proves nothing either way.
         Shape::Legacy => return Reply::Legacy(sum(&parts) > 0),
         Shape::Delivered => Reply::Delivered(sum(&parts)),
-        // Answered with its APNs summary (`apns_uids`), not from here.
-        Shape::DeliveredApns(..) => Reply::Delivered(sum(&parts)),
+        // Answered with its APNs summary (`apns_uids`), or once
+        // acknowledged, not from here.
+        Shape::DeliveredApns(..) | Shape::DeliveredAcked { .. } => Reply::Delivered(sum(&parts)),
         Shape::Online => Reply::Online(sum(&parts)),
         Shape::Kicked => Reply::Kicked(sum(&parts)),
         Shape::Unsubscribed => Reply::Unsubscribed(sum(&parts)),
@@ -393,7 +449,7 @@ pub fn apns_uids(uids: &[String], when: ApnsWhen, gathered: &Gathered) -> (usize
         let send = match when {
             ApnsWhen::Always => true,
             ApnsWhen::Offline => n == 0,
-            // `unacked` comes with `ack_timeout`, which a cluster refuses.
+            // `unacked` comes with `ack_timeout`, which `Shape::DeliveredAcked` takes.
             ApnsWhen::Never | ApnsWhen::Unacked => false,
         };
         // Two parts for one uid still make one notification per device.

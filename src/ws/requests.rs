@@ -462,7 +462,7 @@ impl Session {
 
     fn ack(&mut self, ch: Option<&str>, pos: Pos, id: Option<&RawValue>) {
         let acked = match &self.shared.cluster {
-            Some(cluster) => self.ack_in_cluster(cluster, ch),
+            Some(cluster) => self.ack_in_cluster(cluster, ch, pos),
             None => self.shared.hub.borrow_mut().ack(self.id, ch, pos),
         };
         match (acked, id) {
@@ -473,13 +473,14 @@ impl Session {
     }
 
     /// An ack in a cluster is taken for a stream the client receives: its
-    /// position lives in Redis, and checking it would take a round trip for
-    /// nothing, since no push waits for an ack there (`ack_timeout` is not
-    /// carried by a cluster).
+    /// position lives in Redis, and checking it would take a round trip.
+    /// One of its uid's stream settles the pushes with `ack_timeout` it
+    /// covers, whichever hub they entered.
     fn ack_in_cluster(
         &self,
-        cluster: &crate::cluster::Cluster,
+        cluster: &Cluster,
         ch: Option<&str>,
+        pos: Pos,
     ) -> Result<(), AckError> {
         let mut hub = self.shared.hub.borrow_mut();
         let receives = match (ch, self.v1.as_deref()) {
@@ -495,6 +496,10 @@ impl Session {
             return Err(AckError::NoStream);
         }
         hub.counters.acks += 1;
+        drop(hub);
+        if let (None, Some(client)) = (ch, self.v1.as_deref()) {
+            cluster.client_acked(&client.uid, pos);
+        }
         Ok(())
     }
 
