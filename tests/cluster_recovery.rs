@@ -369,6 +369,15 @@ fn history_in_redis_is_bounded_and_expires_with_its_ttl() {
             let welcome = v1_auth(&mut client, "u5", json!({"uid":since})).await;
             assert_eq!(welcome["recovered"], json!({"uid":recovered}), "{welcome}");
         }
+        // A state someone damaged in Redis: the scripts still answer.
+        assert_eq!(
+            cluster.redis.cli(&["HDEL", "pushhub:{u:u5}:s", "b", "r"]),
+            "2"
+        );
+        ask!(a, {"cmd":"push","uid":"u5","data":"on"} => {"ok":true,"delivered":0});
+        let mut client = v1_connect(cluster.ws(0)).await;
+        let welcome = v1_auth(&mut client, "u5", Value::Null).await;
+        assert_eq!(pos(&welcome["pos"]["uid"]).0, epoch, "{welcome}");
     });
 }
 

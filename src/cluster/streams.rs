@@ -39,13 +39,13 @@ use crate::hub::{Pos, StreamKey};
 const PUBLISH: &str = r"
 local now, life = tonumber(ARGV[8]), tonumber(ARGV[5])
 local s = redis.call('HMGET', KEYS[1], 'e', 'b', 'r')
-local e, b = s[1], tonumber(s[2])
+local e, b = s[1], tonumber(s[2]) or 0
 if not e then
   e, b = ARGV[6], 0
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', e, 'b', 0, 'r', now)
   redis.call('PEXPIRE', KEYS[1], life)
-elseif now - tonumber(s[3]) > life / 9 then
+elseif now - (tonumber(s[3]) or 0) > life / 9 then
   redis.call('HSET', KEYS[1], 'r', now)
   redis.call('PEXPIRE', KEYS[1], life)
   redis.call('PEXPIRE', KEYS[2], life)
@@ -70,7 +70,7 @@ return {redis.call(ARGV[7], ARGV[1], ARGV[2] .. ' ' .. e .. ':' .. o .. '\n' .. 
 const READ: &str = r"
 local now, life = tonumber(ARGV[7]), tonumber(ARGV[4])
 local s = redis.call('HMGET', KEYS[1], 'e', 'b')
-local e, b = s[1], tonumber(s[2])
+local e, b = s[1], tonumber(s[2]) or 0
 if not e then
   e, b = ARGV[3], 0
   redis.call('DEL', KEYS[2])
