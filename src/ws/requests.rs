@@ -482,23 +482,26 @@ impl Session {
         ch: Option<&str>,
         pos: Pos,
     ) -> Result<(), AckError> {
+        let uid = self
+            .v1
+            .as_deref()
+            .map(|c| c.uid.as_str())
+            .filter(|u| !u.is_empty());
         let mut hub = self.shared.hub.borrow_mut();
-        let receives = match (ch, self.v1.as_deref()) {
-            (Some(ch), _) => hub.subscriptions_of(self.id).iter().any(|c| **c == *ch),
-            (None, Some(client)) => !client.uid.is_empty(),
-            (None, None) => false,
+        let stream = match (ch, uid) {
+            (Some(ch), _) if hub.subscriptions_of(self.id).iter().any(|c| **c == *ch) => {
+                StreamKey::Channel(ch)
+            }
+            (None, Some(uid)) => StreamKey::Uid(uid),
+            _ => return Err(AckError::NoStream),
         };
-        let stream = match ch {
-            Some(ch) => StreamKey::Channel(ch),
-            None => StreamKey::Uid(""),
-        };
-        if !receives || !cluster.keeps_history(stream) {
+        if !cluster.keeps_history(stream) {
             return Err(AckError::NoStream);
         }
         hub.counters.acks += 1;
         drop(hub);
-        if let (None, Some(client)) = (ch, self.v1.as_deref()) {
-            cluster.client_acked(&client.uid, pos);
+        if let StreamKey::Uid(uid) = stream {
+            cluster.client_acked(uid, pos);
         }
         Ok(())
     }
