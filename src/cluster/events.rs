@@ -1,9 +1,13 @@
 //! Clients' events for listeners on other hubs. A hub whose backends
 //! listen subscribes to `PREFIX:l:KINDS:NODE` (KINDS: `m` for messages,
-//! `p` for connects and disconnects, `mp` for both); every hub looks for
-//! such channels once a second (`PUBSUB CHANNELS`), and one with no
-//! listener of its own publishes its events to one of those hubs, chosen
-//! by connection so that a connection's events stay in order. An event
+//! `p` for connects and disconnects, `mp` for both) and, once Redis
+//! confirmed it, names that channel in the sorted set
+//! `PREFIX:{hubs}:listeners`, scored with when the entry lapses (every
+//! second, for three); every hub reads the live entries once a second, and
+//! one with no listener of its own publishes its events to one of those
+//! hubs, chosen by connection so that a connection's events stay in order.
+//! Not `PUBSUB CHANNELS`: it walks every channel Redis has, a route per uid
+//! and channel, and blocked Redis for a millisecond or more at 20,000. An event
 //! sent to a hub that is gone (`PUBLISH` reached nobody) is counted lost:
 //! events are at most once, as they are to a local listener that goes.
 
@@ -12,7 +16,7 @@ use std::task::Poll;
 use serde::Deserialize;
 
 use super::redis::resp::{self, Frame};
-use super::{Cluster, Expect, wake};
+use super::{Cluster, Expect, streams, wake};
 use crate::hub::listeners::{Event, Interests, Payload, WireId};
 use crate::shared::Shared;
 
@@ -35,7 +39,11 @@ pub(super) fn channel(prefix: &[u8], node: &str, takes: Interests) -> Option<Vec
     Some([prefix, kinds.as_bytes(), b":", node.as_bytes()].concat())
 }
 
-/// The hubs in a `PUBSUB CHANNELS PREFIX:l:*` reply, but `me`.
+/// How long a hub's entry among the listener hubs lasts unless renewed
+/// (each second): a hub that died is dropped within it.
+const ADVERTISED_MS: u64 = 3000;
+
+/// The hubs in a reply listing listener channels, but `me`.
 fn parse_hubs(prefix: &[u8], me: &str, reply: &Frame) -> Vec<ListenerHub> {
     let Frame::Array(channels) = reply else {
         return Vec::new();
@@ -69,17 +77,35 @@ struct Head<'a> {
 }
 
 impl Cluster {
-    /// Asks Redis which hubs have listeners.
+    /// Tells Redis this hub has listeners (if it has, and their channel is
+    /// subscribed), and asks which hubs have.
     pub(super) fn ask_for_listeners(&self) {
         let mut state = self.state.borrow_mut();
+        let listening = state
+            .listening
+            .clone()
+            .filter(|channel| state.routes.ready(channel));
         let Some(home) = state.home() else {
             return;
         };
-        // Hubs subscribe their own channels on the URL's node: with a Redis
-        // Cluster, where PUBSUB CHANNELS answers for one node, that is
-        // where every hub looks.
-        let pattern = [&self.names.listen[..], b"*"].concat();
-        resp::command(&mut home.out, &[b"PUBSUB", b"CHANNELS", &pattern]);
+        let key = &self.names.listeners;
+        let now = streams::now_ms();
+        if let Some(channel) = listening {
+            let until = (now + ADVERTISED_MS).to_string();
+            resp::command(&mut home.out, &[b"ZADD", key, until.as_bytes(), &channel]);
+            home.expect(Expect::Ignore);
+        }
+        let lapsed = format!("({now}");
+        resp::command(
+            &mut home.out,
+            &[b"ZREMRANGEBYSCORE", key, b"-inf", lapsed.as_bytes()],
+        );
+        home.expect(Expect::Ignore);
+        let now = now.to_string();
+        resp::command(
+            &mut home.out,
+            &[b"ZRANGEBYSCORE", key, now.as_bytes(), b"+inf"],
+        );
         home.expect(Expect::ListenerHubs);
         home.wake();
     }
@@ -102,6 +128,13 @@ impl Cluster {
         if state.listening != wanted {
             if let Some(old) = state.listening.take() {
                 state.routes.want(&old, false);
+                // Other hubs stop sending at once rather than within
+                // seconds.
+                if let Some(home) = state.home() {
+                    resp::command(&mut home.out, &[b"ZREM", &self.names.listeners, &old]);
+                    home.expect(Expect::Ignore);
+                    home.wake();
+                }
             }
             if let Some(new) = &wanted {
                 state.routes.want(new, true);

@@ -150,8 +150,8 @@ async fn connect_through(cluster: &Cluster, seed: &RedisUrl) -> Result<Link, Con
         let index = masters.iter().position(|m| m == master).unwrap_or(0);
         *entry = (index + 1) as u8;
     }
-    // The hubs' own channels live on one master that every hub finds the
-    // same way, so that PUBSUB CHANNELS there sees all of them.
+    // The hubs' own channels and keys live on one master that every hub
+    // finds the same way: that of `PREFIX:{hubs}`'s slot.
     let home_slot = slots::slot(&cluster.names.home);
     let home = &masters[usize::from(by_slot[usize::from(home_slot)]) - 1];
     let mut pairs = vec![connect_pair(cluster, &cluster.url_of(home), "").await?];

@@ -113,6 +113,9 @@ struct Names {
     /// With a Redis Cluster, the master of this key's slot holds every
     /// hub's own channels: `PREFIX:{hubs}`.
     home: Vec<u8>,
+    /// The hubs with listeners, a sorted set in that slot:
+    /// `PREFIX:{hubs}:listeners`.
+    listeners: Vec<u8>,
 }
 
 impl Names {
@@ -127,6 +130,7 @@ impl Names {
             listen: name("l:"),
             direct: name("d:"),
             home: name("{hubs}"),
+            listeners: name("{hubs}:listeners"),
         }
     }
 
