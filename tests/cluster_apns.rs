@@ -38,6 +38,18 @@ fn apns_flags(apns: &FakeApns, scratch: &Scratch) -> Vec<String> {
     .into()
 }
 
+/// A fake APNs that accepts everything, and hubs a and b with APNs to it
+/// over one Redis, sharing a registry in a scratch directory named `name`
+/// (kept for the hubs' lives).
+fn apns_cluster(name: &str) -> (FakeApns, Scratch, Cluster) {
+    let apns = FakeApns::start(Arc::new(|_| (200, None)));
+    let scratch = Scratch::new(name);
+    let flags = apns_flags(&apns, &scratch);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = Cluster::with(Redis::start(), &["a", "b"], &flags, &[]);
+    (apns, scratch, cluster)
+}
+
 fn push(uids: &[&str], when: &str) -> Value {
     json!({
         "cmd": "push", "uids": uids, "data": "hello",
@@ -60,11 +72,7 @@ fn notified(apns: &FakeApns) -> Vec<String> {
 
 #[test]
 fn each_device_is_notified_once_by_the_hub_the_push_entered() {
-    let apns = FakeApns::start(Arc::new(|_| (200, None)));
-    let scratch = Scratch::new("cluster-apns");
-    let flags = apns_flags(&apns, &scratch);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let cluster = Cluster::with(Redis::start(), &["a", "b"], &flags, &[]);
+    let (apns, _scratch, cluster) = apns_cluster("cluster-apns");
     run(async {
         let [mut a, mut b] = cluster.backends().await;
         // Registered through either hub, known to both.
@@ -103,11 +111,7 @@ fn each_device_is_notified_once_by_the_hub_the_push_entered() {
 
 #[test]
 fn a_uid_no_hub_confirmed_still_reaches_its_devices_and_the_reply_says_so() {
-    let apns = FakeApns::start(Arc::new(|_| (200, None)));
-    let scratch = Scratch::new("cluster-apns-stalled");
-    let flags = apns_flags(&apns, &scratch);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let cluster = Cluster::with(Redis::start(), &["a", "b"], &flags, &[]);
+    let (apns, _scratch, cluster) = apns_cluster("cluster-apns-stalled");
     run(async {
         let [mut a, _b] = cluster.backends().await;
         register(&mut a, "u1", &device(1)).await;
@@ -140,11 +144,7 @@ fn a_hub_without_apns_refuses_a_push_with_apns_in_a_cluster_too() {
 /// timeout has passed; acknowledged, nothing is sent.
 #[test]
 fn an_unacknowledged_push_falls_back_to_apns_from_the_hub_it_entered() {
-    let apns = FakeApns::start(Arc::new(|_| (200, None)));
-    let scratch = Scratch::new("cluster-apns-unacked");
-    let flags = apns_flags(&apns, &scratch);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let cluster = Cluster::with(Redis::start(), &["a", "b"], &flags, &[]);
+    let (apns, _scratch, cluster) = apns_cluster("cluster-apns-unacked");
     run(async {
         let [mut a, _b] = cluster.backends().await;
         register(&mut a, "u1", &device(1)).await;

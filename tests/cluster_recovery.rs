@@ -151,10 +151,7 @@ fn a_client_recovers_on_another_hub_what_it_missed() {
         let since_news = subbed["pos"].clone();
         drop(client);
         // Gone from a: wait until no hub counts it.
-        let deadline = Deadline::new(Duration::from_secs(5), "u1 offline");
-        while b.json(json!({"cmd":"online","uid":"u1"})).await["online"] != json!(false) {
-            deadline.tick().await;
-        }
+        wait_offline(&mut b, "u1").await;
         for i in 0..3 {
             ask!(a, {"cmd":"push","uid":"u1","data":i} => {"ok":true,"delivered":0});
         }
@@ -209,10 +206,7 @@ fn a_gap_is_said_and_the_client_starts_from_where_the_stream_stands() {
         let welcome = v1_auth(&mut client, "u2", Value::Null).await;
         let since = welcome["pos"]["uid"].clone();
         drop(client);
-        let deadline = Deadline::new(Duration::from_secs(5), "u2 offline");
-        while a.json(json!({"cmd":"online","uid":"u2"})).await["online"] != json!(false) {
-            deadline.tick().await;
-        }
+        wait_offline(&mut a, "u2").await;
         // Three missed where two are kept.
         for i in 0..3 {
             a.json(json!({"cmd":"push","uid":"u2","data":i})).await;

@@ -136,10 +136,7 @@ fn a_client_recovers_on_another_hub_on_a_redis_cluster() {
         ask!(b, {"cmd":"push","uid":"v1","data":"seen"} => {"ok":true,"delivered":1});
         let seen = v1_frame(&mut client).await;
         drop(client);
-        let deadline = Deadline::new(Duration::from_secs(5), "v1 offline");
-        while b.json(json!({"cmd":"online","uid":"v1"})).await["online"] != json!(false) {
-            deadline.tick().await;
-        }
+        wait_offline(&mut b, "v1").await;
         for i in 0..3 {
             ask!(b, {"cmd":"push","uid":"v1","data":i} => {"ok":true,"delivered":0});
         }

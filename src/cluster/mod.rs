@@ -415,10 +415,6 @@ impl Cluster {
         streams::size(&self.config.history, stream) > 0
     }
 
-    pub fn history(&self) -> &HistoryLimits {
-        &self.config.history
-    }
-
     pub fn node(&self) -> &str {
         &self.config.node
     }
@@ -467,7 +463,8 @@ impl Cluster {
                     Route::To(t) if message => streams::size(&self.config.history, t.stream()),
                     _ => 0,
                 };
-                let epoch = next_epoch(&mut state);
+                // Only a stream's script may start a stream, with this epoch.
+                let epoch = if size > 0 { next_epoch(&mut state) } else { 0 };
                 let command = state.publish_command(sharded);
                 let at = state.index_of(&route, sharded);
                 let pipe = &mut state.pipes[at];

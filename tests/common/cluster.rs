@@ -194,6 +194,15 @@ pub async fn v1_auth(client: &mut Client, uid: &str, since: Value) -> Value {
     welcome
 }
 
+/// Waits (at most 5 s) until no hub counts a connection of `uid`.
+#[allow(dead_code)]
+pub async fn wait_offline(backend: &mut Backend, uid: &str) {
+    let deadline = Deadline::new(Duration::from_secs(5), format!("{uid} offline"));
+    while backend.json(json!({"cmd":"online","uid":uid})).await["online"] != json!(false) {
+        deadline.tick().await;
+    }
+}
+
 /// The next v1 frame, as JSON.
 pub async fn v1_frame(client: &mut Client) -> Value {
     let text = next_text(client).await;
