@@ -229,7 +229,8 @@ pub struct Flags {
     pub shutdown_timeout: Duration,
 
     /// SQLite file of the APNs device registry (created if missing); without
-    /// it, register/unregister/devices are refused [default: none]
+    /// it, register/unregister/devices are refused. In a cluster (--redis)
+    /// the registry is in Redis instead [default: none]
     #[argh(option)]
     pub apns_db: Option<PathBuf>,
 
@@ -530,7 +531,15 @@ impl Flags {
             env.apns_cert_password,
         )
         .map_err(ConfigError::Invalid)?;
-        if apns.is_some() && self.apns_db.is_none() && self.apns_test.is_none() {
+        let in_cluster = self.redis.is_some();
+        if in_cluster && self.apns_db.is_some() {
+            return Err(invalid(
+                "--apns-db and --redis: a cluster keeps its device registry in Redis, \
+                 shared by every hub; drop --apns-db (README, \"Running several hubs\", \
+                 says how to copy a file's registrations into Redis)",
+            ));
+        }
+        if apns.is_some() && self.apns_db.is_none() && !in_cluster && self.apns_test.is_none() {
             return Err(invalid(
                 "APNs needs --apns-db PATH: the registry of the uids' device tokens",
             ));

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use log::{error, info, warn};
 use pushhub::config::{Config, Env, Flags, RESERVED_FDS};
+use pushhub::push::DeviceToken;
 use pushhub::push::apns::sender::{Notification, Outcome};
 use pushhub::push::apns::settings;
-use pushhub::push::{DeviceToken, Registry};
+use pushhub::push::registry::FileRegistry;
 use pushhub::server::{fd_limit, signals};
 use pushhub::{Listeners, cli, logger};
 
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
     // So is a registry that cannot be opened (a directory that does not
     // exist, a file that is not SQLite): exit 2, before listening.
     if let Some(path) = &config.apns_db
-        && let Err(e) = Registry::open(path)
+        && let Err(e) = FileRegistry::open(path)
     {
         error!("cannot open the device registry {}: {e}", path.display());
         return ExitCode::from(2);

@@ -1,8 +1,10 @@
-//! APNs in a cluster: two hubs on one box sharing one device registry file
-//! and a real TLS + HTTP/2 server playing APNs. A push with `apns` goes to
-//! each device once, sent by the hub the push entered after every hub
-//! answered for its uids; a uid no hub could confirm online still reaches
-//! its devices, and the reply says it is unconfirmed.
+//! APNs in a cluster: two hubs sharing the device registry in Redis, and a
+//! real TLS + HTTP/2 server playing APNs. A registration through any hub is
+//! known to all, and outlives the hub that took it; a push with `apns` goes
+//! to each device once, sent by the hub the push entered after every hub
+//! answered for its uids; a device Apple says is gone is gone for every
+//! hub; while Redis is down, device commands and the APNs part of a push
+//! say so instead of guessing.
 
 mod common;
 
@@ -14,8 +16,8 @@ use common::redis::Redis;
 use common::*;
 use serde_json::{Value, json};
 
-/// Plain-uid hub flags with APNs (certificate auth) to `apns` and the
-/// registry at `scratch`'s `devices.sqlite3`, shared by every hub given them.
+/// Plain-uid hub flags with APNs (certificate auth) to `apns`, its files
+/// in `scratch`.
 fn apns_flags(apns: &FakeApns, scratch: &Scratch) -> Vec<String> {
     let ca = scratch.path("ca.pem");
     std::fs::write(&ca, &apns.cert.cert_pem).unwrap();
@@ -24,8 +26,6 @@ fn apns_flags(apns: &FakeApns, scratch: &Scratch) -> Vec<String> {
     std::fs::write(&identity, [client.cert_pem, client.key_pem].concat()).unwrap();
     [
         "--allow-plain-uid".to_string(),
-        "--apns-db".into(),
-        scratch.path("devices.sqlite3").display().to_string(),
         "--apns-topic".into(),
         "com.example.app".into(),
         "--apns-cert-file".into(),
@@ -39,10 +39,14 @@ fn apns_flags(apns: &FakeApns, scratch: &Scratch) -> Vec<String> {
 }
 
 /// A fake APNs that accepts everything, and hubs a and b with APNs to it
-/// over one Redis, sharing a registry in a scratch directory named `name`
-/// (kept for the hubs' lives).
+/// over one Redis, their files in a scratch directory named `name` (kept
+/// for the hubs' lives).
 fn apns_cluster(name: &str) -> (FakeApns, Scratch, Cluster) {
-    let apns = FakeApns::start(Arc::new(|_| (200, None)));
+    apns_cluster_with(name, Arc::new(|_| (200, None)))
+}
+
+fn apns_cluster_with(name: &str, script: common::apns::Script) -> (FakeApns, Scratch, Cluster) {
+    let apns = FakeApns::start(script);
     let scratch = Scratch::new(name);
     let flags = apns_flags(&apns, &scratch);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -109,21 +113,136 @@ fn each_device_is_notified_once_by_the_hub_the_push_entered() {
     });
 }
 
+/// Redis stalled: nobody can say whether u1 is online, nor which devices
+/// it has. The reply says both, and nothing is sent on a guess.
 #[test]
-fn a_uid_no_hub_confirmed_still_reaches_its_devices_and_the_reply_says_so() {
+fn a_push_while_redis_stalls_says_what_it_could_not_confirm() {
     let (apns, _scratch, cluster) = apns_cluster("cluster-apns-stalled");
     run(async {
         let [mut a, _b] = cluster.backends().await;
         register(&mut a, "u1", &device(1)).await;
         let _u1 = login_at(cluster.ws(1), "u1").await;
         let paused = RedisPaused::new(&cluster.redis);
-        // Online on b, but nobody can say so: not proven delivered.
         let reply = a.json(push(&["u1"], "offline")).await;
         drop(paused);
         assert_eq!(reply["unconfirmed"], true, "{reply}");
         assert_eq!(reply["delivered"], 0, "{reply}");
+        assert_eq!(reply["apns"]["accepted"], 0, "{reply}");
+        let error = reply["apns"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("Redis"), "{reply}");
+        assert!(notified(&apns).is_empty());
+    });
+}
+
+/// Registered through a, which then dies by SIGKILL: b knows the devices,
+/// moves one to another uid, and a hub started afterwards sees that too;
+/// the keys are where the README says they are.
+#[test]
+fn registrations_live_in_redis_and_outlive_the_hub_that_took_them() {
+    let (_apns, _scratch, mut cluster) = apns_cluster("cluster-apns-registry");
+    run(async {
+        let [mut a, mut b] = cluster.backends().await;
+        register(&mut a, "u1", &device(1)).await;
+        register(&mut a, "u1", &device(2)).await;
+        drop(a);
+        cluster.hubs[0].child.kill().unwrap();
+        let reply = b.json(json!({"cmd":"devices","uid":"u1"})).await;
+        assert_eq!(reply["apns"], json!([device(1), device(2)]), "{reply}");
+        let reply = b
+            .json(json!({"cmd":"register","uid":"u2","apns":device(2)}))
+            .await;
+        assert_eq!(
+            reply,
+            json!({"ok":true,"registered":"moved","from":"u1"}),
+            "{reply}"
+        );
+        let owner = cluster
+            .redis
+            .cli(&["HGET", "pushhub:{devices}:owner", &device(2)]);
+        assert_eq!(owner, "u2");
+        let tokens = cluster
+            .redis
+            .cli(&["ZRANGE", "pushhub:{devices}:u:u1", "0", "-1"]);
+        assert_eq!(tokens, device(1));
+    });
+    let c = start_hub(&cluster.redis.url(), Some("c"), &["--allow-plain-uid"], &[]);
+    run(async {
+        let mut a = Backend::connect(c.text).await;
+        let reply = a.json(json!({"cmd":"devices","uid":"u2"})).await;
+        assert_eq!(reply["apns"], json!([device(2)]), "{reply}");
+        let reply = a.json(json!({"cmd":"unregister","uid":"u1"})).await;
+        assert_eq!(reply, json!({"ok":true,"removed":1}));
+        // Not u1's any more: unregistering it for u1 removes nothing.
+        let reply = a
+            .json(json!({"cmd":"unregister","uid":"u1","apns":device(2)}))
+            .await;
+        assert_eq!(reply, json!({"ok":true,"removed":0}));
+        let reply = a.json(json!({"cmd":"devices","uid":"u1"})).await;
+        assert_eq!(reply["apns"], json!([]), "{reply}");
+    });
+}
+
+/// Apple says a device is gone, to the hub a push entered: the token is
+/// removed for every hub, and the uid's other device stays.
+#[test]
+fn a_device_apple_says_is_gone_is_gone_for_every_hub() {
+    let gone = device(9);
+    let script: common::apns::Script = Arc::new(move |seen| {
+        if seen.path.ends_with(&device(9)) {
+            (410, Some("Unregistered"))
+        } else {
+            (200, None)
+        }
+    });
+    let (_apns, _scratch, cluster) = apns_cluster_with("cluster-apns-gone", script);
+    run(async {
+        let [mut a, mut b] = cluster.backends().await;
+        register(&mut b, "u1", &device(1)).await;
+        register(&mut b, "u1", &gone).await;
+        let reply = a.json(push(&["u1"], "offline")).await;
         assert_eq!(reply["apns"]["accepted"], 1, "{reply}");
-        assert_eq!(notified(&apns), [device(1)]);
+        assert_eq!(
+            reply["apns"]["refused"],
+            json!([{"apns": gone, "status": 410, "reason": "Unregistered", "removed": true}])
+        );
+        // The removal reached Redis before a's reply did; b reads it from
+        // another connection, so it may look a moment later.
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            let reply = b.json(json!({"cmd":"devices","uid":"u1"})).await;
+            if reply["apns"] == json!([device(1)]) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{reply}");
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// Redis killed: a registration is refused, saying nothing was changed;
+/// once Redis is back and the hub has its link again, it is taken.
+#[test]
+fn device_commands_while_redis_is_down_say_nothing_was_changed() {
+    let (_apns, _scratch, mut cluster) = apns_cluster("cluster-apns-down");
+    run(async {
+        let [mut a, _b] = cluster.backends().await;
+        cluster.redis.kill();
+        wait_redis_state(&mut a, "down", STEP).await;
+        let reply = a
+            .json(json!({"cmd":"register","uid":"u1","apns":device(1)}))
+            .await;
+        assert_eq!(reply["ok"], false, "{reply}");
+        let error = reply["error"].as_str().unwrap_or_default();
+        assert!(error.contains("nothing was changed"), "{reply}");
+        let reply = a.json(push(&["u1"], "offline")).await;
+        let error = reply["apns"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("unreachable"), "{reply}");
+        let mark = log_mark(&mut cluster.hubs[0]);
+        cluster.redis.restart();
+        wait_connected_since(&mut cluster.hubs[0], mark, std::time::Instant::now() + STEP);
+        register(&mut a, "u1", &device(1)).await;
+        let reply = a.json(json!({"cmd":"devices","uid":"u1"})).await;
+        assert_eq!(reply["apns"], json!([device(1)]), "{reply}");
     });
 }
 

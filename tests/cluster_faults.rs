@@ -444,8 +444,11 @@ fn reuse_port_without_redis_is_refused() {
 #[test]
 fn bad_cluster_flags_exit_2_with_a_clear_message() {
     let some = "redis://127.0.0.1:1";
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--redis", "nonsense"], "--redis"),
+        // A cluster's registry is in Redis: a file beside it would be a
+        // second, partial one.
+        (&["--redis", some, "--apns-db", "devices.db"], "--apns-db"),
         // A password is never a flag's value: command lines are visible in `ps`.
         (
             &["--redis", some, "--redis-password", "pw"],

@@ -1,8 +1,9 @@
 //! Hubs on a real Redis Cluster of three masters the test makes: the same
 //! exact answers as on one Redis, with each route a sharded channel of the
 //! master that serves its slot (so Redis counts its subscribers exactly),
-//! recovery from the history each shard keeps, listeners across hubs, and
-//! a lost master making answers unconfirmed until the cluster is whole.
+//! recovery from the history each shard keeps, listeners across hubs, the
+//! device registry in one slot, and a lost master making answers
+//! unconfirmed until the cluster is whole.
 
 mod common;
 
@@ -125,6 +126,48 @@ fn every_command_is_exact_across_hubs_on_a_redis_cluster() {
         let (nodes, _) = cluster_stats(&mut backends[1]).await;
         assert_eq!(nodes.len(), 3);
     });
+}
+
+/// The registry's keys share one slot, so its scripts may change several:
+/// registrations through one hub move and list through another, whichever
+/// master the `--redis` URL names.
+#[test]
+fn the_device_registry_works_on_a_redis_cluster() {
+    let cluster = Sharded::start(&["a", "b"], &[]);
+    let device = |n: u32| format!("{n:08x}").repeat(8);
+    run(async {
+        let mut a = Backend::connect(cluster.text(0)).await;
+        let mut b = Backend::connect(cluster.text(1)).await;
+        for n in 1..=3 {
+            ask!(a, {"cmd":"register","uid":"u1","apns":device(n)}
+                => {"ok":true,"registered":"new"});
+        }
+        ask!(b, {"cmd":"register","uid":"u2","apns":device(2)}
+            => {"ok":true,"registered":"moved","from":"u1"});
+        ask!(b, {"cmd":"devices","uid":"u1"} => {"ok":true,"apns":[device(1), device(3)]});
+        ask!(a, {"cmd":"unregister","uid":"u1"} => {"ok":true,"removed":2});
+        ask!(a, {"cmd":"devices","uid":"u2"} => {"ok":true,"apns":[device(2)]});
+    });
+    // Both on the master of the `{devices}` slot; the others redirect.
+    let holders: Vec<String> = cluster
+        .redis
+        .nodes
+        .iter()
+        .map(|node| {
+            node.cli(&[
+                "EXISTS",
+                "pushhub:{devices}:owner",
+                "pushhub:{devices}:u:u2",
+            ])
+        })
+        .collect();
+    assert_eq!(
+        holders.iter().filter(|h| *h == "2").count(),
+        1,
+        "{holders:?}"
+    );
+    let moved = holders.iter().filter(|h| h.starts_with("MOVED")).count();
+    assert_eq!(moved, 2, "{holders:?}");
 }
 
 #[test]

@@ -531,6 +531,7 @@ impl Cluster {
             held,
             ready_waiters,
             reads,
+            calls,
             counters,
             ..
         } = &mut *state;
@@ -549,6 +550,10 @@ impl Cluster {
         for read in reads.values_mut() {
             read.remaining = 0;
             wake(&mut read.waker);
+        }
+        for call in calls.values_mut() {
+            call.reply.get_or_insert(None);
+            wake(&mut call.waker);
         }
     }
 
@@ -645,6 +650,14 @@ impl Cluster {
                     None => self.read_done(&mut state, number),
                 }
             }
+            (Expect::Call(number), reply) => {
+                if let Some(call) = state.calls.get_mut(&number) {
+                    call.reply = Some(Some(reply));
+                    wake(&mut call.waker);
+                }
+            }
+            (Expect::Cast(what), Frame::Error(e)) => warn!("redis: cannot {what}: {e}"),
+            (Expect::Cast(_), _) => {}
             (Expect::Script, Frame::BulkString(_)) => {}
             (Expect::Script, other) => warn!("redis: SCRIPT LOAD refused: {other:?}"),
             (Expect::ListenerHubs, reply) => {

@@ -110,6 +110,9 @@ struct Names {
     listen: Vec<u8>,
     /// Requests for one hub: `PREFIX:d:NODE`.
     direct: Vec<u8>,
+    /// What the device registry's keys start with: `PREFIX:{devices}`,
+    /// one slot for them all, so that its scripts may touch several.
+    devices: Vec<u8>,
     /// With a Redis Cluster, the master of this key's slot holds every
     /// hub's own channels: `PREFIX:{hubs}`.
     home: Vec<u8>,
@@ -129,6 +132,7 @@ impl Names {
             inbox: name(&format!("n:{node}")),
             listen: name("l:"),
             direct: name("d:"),
+            devices: name("{devices}"),
             home: name("{hubs}"),
             listeners: name("{hubs}:listeners"),
         }
@@ -192,6 +196,11 @@ enum Expect {
     Read(u64, usize),
     /// A script loaded.
     Script,
+    /// Another module's command (the device registry's), by number.
+    Call(u64),
+    /// Another module's command whose reply nobody waits for: an error is
+    /// logged, as this says what it was.
+    Cast(&'static str),
     /// Nothing to act on (an answer published to another hub).
     Ignore,
 }
@@ -236,10 +245,25 @@ struct State {
     remote_acks: HashMap<String, Vec<RemoteAck>>,
     remote_ack_count: usize,
     next_read: u64,
+    /// Other modules' commands waiting for their reply, by number.
+    calls: HashMap<u64, Call>,
+    next_call: u64,
     /// Streams created by this hub so far: what makes each one's epoch.
     epochs: u64,
     counters: ClusterCounters,
 }
+
+/// Another module's command: its reply once in (`None` if the link was
+/// lost first), and who waits for it.
+#[derive(Default)]
+struct Call {
+    reply: Option<Option<resp::Frame>>,
+    waker: Option<Waker>,
+}
+
+/// Another module's command, to wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallId(u64);
 
 /// A read of where streams stand, for one client.
 struct Read {
@@ -726,6 +750,68 @@ impl Cluster {
     /// Drops a read nobody waits for any more.
     pub fn cancel_read(&self, id: ReadId) {
         self.state.borrow_mut().reads.remove(&id.0);
+    }
+
+    /// What the device registry's keys start with (they share one slot).
+    pub fn devices_key(&self) -> &[u8] {
+        &self.names.devices
+    }
+
+    /// Sends another module's command, on the connection that serves `key`
+    /// (one of the keys it touches); `None` if the link cannot take it now.
+    pub fn call(&self, key: &[u8], args: &[&[u8]]) -> Option<CallId> {
+        let mut state = self.state.borrow_mut();
+        if !state.room() {
+            return None;
+        }
+        let number = state.next_call;
+        state.next_call += 1;
+        let at = state.index_of(key, true);
+        let pipe = &mut state.pipes[at];
+        resp::command(&mut pipe.out, args);
+        pipe.expect(Expect::Call(number));
+        pipe.wake();
+        state.calls.insert(number, Call::default());
+        Some(CallId(number))
+    }
+
+    /// Ready with a call's reply, or `None` if the link was lost before it
+    /// came (whether Redis ran the command is then unknown).
+    pub fn poll_call(&self, id: CallId, cx: &mut Context<'_>) -> Poll<Option<resp::Frame>> {
+        let mut state = self.state.borrow_mut();
+        let Some(call) = state.calls.get_mut(&id.0) else {
+            return Poll::Ready(None);
+        };
+        match call.reply.take() {
+            Some(reply) => {
+                state.calls.remove(&id.0);
+                Poll::Ready(reply)
+            }
+            None => {
+                call.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Drops a call nobody waits for any more: its reply lands nowhere.
+    pub fn cancel_call(&self, id: CallId) {
+        self.state.borrow_mut().calls.remove(&id.0);
+    }
+
+    /// Sends a command whose reply nobody waits for; an error reply is
+    /// logged as a failure to do `what`. False if the link cannot take it.
+    pub fn cast(&self, key: &[u8], args: &[&[u8]], what: &'static str) -> bool {
+        let mut state = self.state.borrow_mut();
+        if !state.room() {
+            return false;
+        }
+        let at = state.index_of(key, true);
+        let pipe = &mut state.pipes[at];
+        resp::command(&mut pipe.out, args);
+        pipe.expect(Expect::Cast(what));
+        pipe.wake();
+        true
     }
 
     pub fn stats(&self) -> ClusterStats {

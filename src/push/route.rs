@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::apns::sender::{Notification, Outcome, Pending, Priority, PushType, Sender};
-use crate::push::registry::{DeviceToken, Registry};
+use crate::push::registry::{self, Answer, DeviceToken, Op, Registry};
 
 /// A push's APNs part: the payload for Apple and how to send it.
 #[derive(Debug, PartialEq)]
@@ -88,50 +88,65 @@ pub struct Refusal {
 #[derive(Default)]
 pub struct InFlight {
     summary: ApnsSummary,
+    /// While the registry (in Redis) has not said which devices the uids
+    /// have: what to send them then.
+    lookup: Option<(registry::Pending, ApnsPush<'static>)>,
     pending: Vec<(DeviceToken, Pending)>,
     /// How many of `pending`, from the front, have their outcome recorded.
     settled: usize,
 }
 
 impl InFlight {
-    /// Sends `apns` to every device of `uids`.
+    /// Sends `apns` to every device of `uids`, once the registry has said
+    /// which they are.
     pub fn start(registry: &Registry, sender: &Sender, uids: &[&str], apns: &ApnsPush) -> InFlight {
-        let mut flight = InFlight {
-            summary: ApnsSummary::default(),
-            pending: Vec::new(),
-            settled: 0,
+        let mut flight = InFlight::default();
+        match registry.devices(uids) {
+            Op::Done(answer) => flight.send(sender, answer, apns),
+            Op::Pending(lookup) => flight.lookup = Some((lookup, apns.to_static())),
+        }
+        flight
+    }
+
+    /// Sends `apns` to the devices the registry answered.
+    fn send(
+        &mut self,
+        sender: &Sender,
+        answer: Result<Answer, registry::RegistryError>,
+        apns: &ApnsPush,
+    ) {
+        let devices = match answer {
+            Ok(Answer::Devices(devices)) => devices,
+            Ok(other) => {
+                self.summary.error = Some(format!("device registry: answered {other:?}"));
+                return;
+            }
+            Err(e) => {
+                self.summary.error = Some(e.to_string());
+                return;
+            }
         };
         // One copy of the payload, shared by every device's request.
         let payload = Bytes::copy_from_slice(apns.payload.as_bytes());
-        for uid in uids {
-            let devices = match registry.devices(uid) {
-                Ok(devices) => devices,
-                Err(e) => {
-                    flight.summary.error = Some(e.to_string());
-                    continue;
-                }
+        for device in devices.into_iter().flatten() {
+            self.summary.devices += 1;
+            let notification = Notification {
+                push_type: apns.push_type,
+                priority: apns.priority,
+                expiration: apns.expiration,
+                collapse_id: apns.collapse_id.as_ref().map(|id| id.to_string()),
+                ..Notification::new(device.clone(), payload.clone())
             };
-            for device in devices {
-                flight.summary.devices += 1;
-                let notification = Notification {
-                    push_type: apns.push_type,
-                    priority: apns.priority,
-                    expiration: apns.expiration,
-                    collapse_id: apns.collapse_id.as_ref().map(|id| id.to_string()),
-                    ..Notification::new(device.clone(), payload.clone())
-                };
-                match sender.send(notification) {
-                    Ok(pending) => flight.pending.push((device, pending)),
-                    Err(full) => flight.summary.refused.push(Refusal {
-                        apns: device.as_str().to_string(),
-                        status: None,
-                        reason: full.to_string(),
-                        removed: false,
-                    }),
-                }
+            match sender.send(notification) {
+                Ok(pending) => self.pending.push((device, pending)),
+                Err(full) => self.summary.refused.push(Refusal {
+                    apns: device.as_str().to_string(),
+                    status: None,
+                    reason: full.to_string(),
+                    removed: false,
+                }),
             }
         }
-        flight
     }
 
     /// Ready once Apple has answered for every device (polling again after
@@ -141,7 +156,13 @@ impl InFlight {
     /// holds a waker: the others wait in their channels. So a push to many
     /// devices costs one poll per outcome and one per wake-up, not one per
     /// device at every wake-up.
-    pub fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub fn poll_done(&mut self, cx: &mut Context<'_>, sender: &Sender) -> Poll<()> {
+        if let Some((lookup, _)) = &mut self.lookup {
+            let answer = std::task::ready!(lookup.poll(cx));
+            if let Some((_, apns)) = self.lookup.take() {
+                self.send(sender, answer, &apns);
+            }
+        }
         while let Some((device, pending)) = self.pending.get_mut(self.settled) {
             let outcome = std::task::ready!(pending.poll_outcome(cx));
             record(&mut self.summary, device, outcome);

@@ -23,6 +23,7 @@ pub use listen::{BACKLOG, Listeners};
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::hub::CloseReason;
+use crate::push::registry::{FileRegistry, RedisRegistry};
 use crate::push::{self, DeviceToken, Registry};
 use crate::shared::{Refusal, Shared, SocketSlot};
 use crate::time::timeout;
@@ -48,22 +49,30 @@ pub async fn run(
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
     let metrics_listener = listeners.metrics.map(Async::new).transpose()?;
-    let registry = match &config.apns_db {
-        Some(path) => {
-            let registry = Registry::open(path).map_err(io::Error::other)?;
+    let cluster = config.cluster.take().map(|settings| {
+        info!(
+            "cluster: node {} over Redis at {} (prefix {})",
+            settings.node, settings.url, settings.prefix
+        );
+        Rc::new(Cluster::new(settings, text_port::routed::execute))
+    });
+    // A cluster shares one registry, in Redis; a hub alone has its file.
+    let registry = match (&cluster, &config.apns_db) {
+        (Some(cluster), _) => Some(Rc::new(Registry::Redis(RedisRegistry::new(Rc::clone(
+            cluster,
+        ))))),
+        (None, Some(path)) => {
+            let file = FileRegistry::open(path).map_err(io::Error::other)?;
             info!("device registry: {}", path.display());
-            Some(Rc::new(registry))
+            Some(Rc::new(Registry::File(file)))
         }
-        None => None,
+        (None, None) => None,
     };
     let apns = match (&config.apns, &registry) {
         (Some(settings), Some(registry)) => {
             let registry = Rc::clone(registry);
             // Apple says the token is gone (the app was removed): forget it.
-            let forget = move |token: &DeviceToken| match registry.forget(token) {
-                Ok(_) => info!("APNs: device {} is gone; removed", token.as_str()),
-                Err(e) => warn!("APNs: device {} is gone, but {e}", token.as_str()),
-            };
+            let forget = move |token: &DeviceToken| registry.forget(token);
             let sender =
                 push::apns::settings::build_sender(settings, forget).map_err(io::Error::other)?;
             info!(
@@ -82,13 +91,6 @@ pub async fn run(
         }
         None => None,
     };
-    let cluster = config.cluster.take().map(|settings| {
-        info!(
-            "cluster: node {} over Redis at {} (prefix {})",
-            settings.node, settings.url, settings.prefix
-        );
-        Rc::new(Cluster::new(settings, text_port::routed::execute))
-    });
     let shared = Rc::new(Shared::new(config, registry, apns.clone(), cluster));
     if let Some(built) = tls {
         shared.install(built);

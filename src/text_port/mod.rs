@@ -22,10 +22,11 @@ use crate::cluster::Cluster;
 use crate::hub::listeners::WireId;
 use crate::hub::{Fanout, Hub, Pos, Target};
 use crate::metrics::Counters;
+use crate::push::Registry;
 use crate::push::apns::sender::Sender;
+use crate::push::registry::{Answer, Op, RegistryError};
 use crate::push::route::InFlight;
 use crate::push::route::{ApnsPush, ApnsWhen};
-use crate::push::{Registry, RegistryError};
 use crate::shared::Shared;
 use crate::ws::frame::Frame;
 use crate::ws::v1;
@@ -88,6 +89,25 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut
             write_reply(replies.ready(), None, &Reply::Legacy(false));
         }
         Request::Invalid(e) => write_reply(replies.ready(), None, &refuse(hub, e)),
+        Request::Command {
+            id,
+            command:
+                Ok(
+                    command @ (Command::Register { .. }
+                    | Command::Unregister { .. }
+                    | Command::Devices { .. }),
+                ),
+        } => match device_command(services.registry, command) {
+            Some(Op::Pending(op)) => replies.wait(id, 0, Wait::Device(Op::Pending(op))),
+            Some(Op::Done(answer)) => {
+                let reply = match device_reply(answer) {
+                    Reply::Error(e) => refuse(hub, e),
+                    reply => reply,
+                };
+                write_reply(replies.ready(), id, &reply);
+            }
+            None => write_reply(replies.ready(), id, &refuse(hub, RequestError::NoRegistry)),
+        },
         Request::Command {
             id,
             command:
@@ -234,16 +254,11 @@ fn push_awaiting_ack(
 }
 
 fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply<'a> {
-    let registry = services.registry;
     match command {
-        Command::Register { uid, token } => with_registry(registry, |r| {
-            r.register(&uid, &token).map(Reply::Registered)
-        }),
-        Command::Unregister { uid, token } => with_registry(registry, |r| {
-            r.unregister(&uid, token.as_ref()).map(Reply::Removed)
-        }),
-        Command::Devices { uid } => {
-            with_registry(registry, |r| r.devices(&uid).map(Reply::Devices))
+        // Handled by `handle_line`, where the reply may wait for the
+        // registry; a hub does not act on another's.
+        Command::Register { .. } | Command::Unregister { .. } | Command::Devices { .. } => {
+            Reply::Error(RequestError::NoRegistry)
         }
         Command::Push { to, data, .. } => Reply::Delivered(push_each(hub, &to, &data).0),
         Command::PushConn { conn, data, .. } => Reply::Delivered(push_conn(hub, conn, &data)),
@@ -412,19 +427,32 @@ fn distinct<'c>(names: &'c [Cow<'c, str>]) -> impl Iterator<Item = &'c str> {
         .filter(move |name| names.len() == 1 || seen.insert(*name))
 }
 
-/// Runs a device command against the registry. Its reply is written only once
-/// the change has committed, so an acknowledged registration is never lost.
-fn with_registry<'a>(
-    registry: Option<&Registry>,
-    command: impl FnOnce(&Registry) -> Result<Reply<'a>, RegistryError>,
-) -> Reply<'a> {
-    let Some(registry) = registry else {
-        return Reply::Error(RequestError::NoRegistry);
-    };
-    command(registry).unwrap_or_else(|e| {
-        warn!("{e}");
-        Reply::Error(RequestError::Registry(e.to_string()))
+/// Starts a device command on the registry; `None` without one. Its reply
+/// is written only once the registry has the change (committed to the
+/// file, or in Redis), so an acknowledged registration is not lost.
+fn device_command(registry: Option<&Registry>, command: Command) -> Option<Op> {
+    let registry = registry?;
+    Some(match command {
+        Command::Register { uid, token } => registry.register(&uid, &token),
+        Command::Unregister { uid, token } => registry.unregister(&uid, token.as_ref()),
+        Command::Devices { uid } => registry.devices(&[&uid]),
+        // Only device commands come here.
+        _ => Op::Done(Err(RegistryError::Malformed("not a device command".into()))),
     })
+}
+
+/// A device command's reply, from the registry's answer.
+pub(crate) fn device_reply(answer: Result<Answer, RegistryError>) -> Reply<'static> {
+    match answer {
+        Ok(Answer::Registered(registered)) => Reply::Registered(registered),
+        Ok(Answer::Removed(removed)) => Reply::Removed(removed),
+        // One uid was asked.
+        Ok(Answer::Devices(mut devices)) => Reply::Devices(devices.pop().unwrap_or_default()),
+        Err(e) => {
+            warn!("{e}");
+            Reply::Error(RequestError::Registry(e.to_string()))
+        }
+    }
 }
 
 /// The distinct uids of a command.

@@ -212,9 +212,10 @@ pub enum RequestError {
     BadDeviceToken(BadDeviceToken),
     /// A push with `apns`, but the hub runs without APNs credentials.
     NoApns,
-    /// A device command, but the hub runs without `--apns-db`.
+    /// A device command, but the hub runs without `--apns-db` (or
+    /// `--redis`, which keeps the registry in Redis).
     NoRegistry,
-    /// The registry failed; nothing was changed.
+    /// The registry failed; its message says whether anything changed.
     Registry(String),
 }
 
@@ -259,9 +260,10 @@ impl fmt::Display for RequestError {
                  --apns-topic and --apns-key-file or --apns-cert-file",
             ),
             RequestError::NoRegistry => f.write_str(
-                "no device registry: start pushhub with --apns-db PATH to register devices",
+                "no device registry: start pushhub with --apns-db PATH (or in a cluster, \
+                 with --redis) to register devices",
             ),
-            RequestError::Registry(e) => write!(f, "{e}; nothing was changed"),
+            RequestError::Registry(e) => f.write_str(e),
         }
     }
 }

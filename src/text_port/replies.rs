@@ -1,7 +1,8 @@
 //! A backend connection's replies, written in request order although some of
 //! them wait: pushes that also go to APNs wait for Apple's answers, pushes
 //! with `ack_timeout` for a client's acknowledgement (then, unacknowledged,
-//! perhaps for APNs).
+//! perhaps for APNs), requests routed through a cluster for the other hubs,
+//! device commands for the registry in Redis.
 //!
 //! While nothing waits, replies go straight to the output buffer, with no
 //! allocation per reply. Once a reply waits, the ready replies after it are
@@ -23,6 +24,7 @@ use super::Services;
 use super::routed::{self, Shape};
 use crate::cluster::GatherId;
 use crate::hub::AckWatch;
+use crate::push::registry::Op;
 use crate::push::route::{ApnsPush, InFlight};
 use crate::text_port::protocol::{Reply, write_reply};
 
@@ -36,6 +38,8 @@ pub const MAX_HELD_BYTES: usize = 1 << 20;
 pub enum Wait {
     /// Apple's answers for a push's notifications.
     Apns(InFlight),
+    /// The registry's answer to a device command.
+    Device(Op),
     /// A client's acknowledgement, until the timer; then, unacknowledged,
     /// the uid's devices get `fallback` (`apns_when` "unacked").
     Ack {
@@ -93,10 +97,14 @@ impl Waiting {
         loop {
             match &mut self.wait {
                 Wait::Apns(flight) => {
-                    std::task::ready!(flight.poll_done(cx));
+                    std::task::ready!(poll_flight(flight, cx, services));
                     let summary = std::mem::take(flight).into_summary();
                     let reply = Reply::DeliveredApns(self.delivered, summary);
                     return Poll::Ready(self.confirmed_or_not(reply));
+                }
+                Wait::Device(op) => {
+                    let answer = std::task::ready!(op.poll(cx));
+                    return Poll::Ready(super::device_reply(answer));
                 }
                 Wait::Ack {
                     watch,
@@ -205,7 +213,7 @@ impl Waiting {
                 Wait::Unacked(flight) => {
                     let summary = match flight {
                         Some(flight) => {
-                            std::task::ready!(flight.poll_done(cx));
+                            std::task::ready!(poll_flight(flight, cx, services));
                             Some(std::mem::take(flight).into_summary())
                         }
                         None => None,
@@ -215,6 +223,15 @@ impl Waiting {
                 }
             }
         }
+    }
+}
+
+/// Ready once Apple has answered for every device of `flight` (which has
+/// notifications only where the hub has APNs).
+fn poll_flight(flight: &mut InFlight, cx: &mut Context<'_>, services: Services) -> Poll<()> {
+    match services.apns {
+        Some(sender) => flight.poll_done(cx, sender),
+        None => Poll::Ready(()),
     }
 }
 

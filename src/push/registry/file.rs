@@ -1,5 +1,4 @@
-//! The device registry: which APNs device tokens belong to which uid, in an
-//! embedded SQLite database.
+//! The device registry in an embedded SQLite database: a hub alone.
 //!
 //! Durability: a registration is acknowledged only after its transaction has
 //! committed to the write-ahead log, so it survives a crash or `kill -9` of the
@@ -8,10 +7,11 @@
 //! since the hub has one thread.) Memory does not grow with the number of
 //! tokens: they live on disk, behind a page cache of fixed size.
 
-use std::fmt;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{DeviceToken, Registered, RegistryError};
 
 /// Page cache of the registry database, in KiB: the bound on its memory.
 const CACHE_KIB: i64 = 512;
@@ -20,98 +20,19 @@ const CACHE_KIB: i64 = 512;
 /// file (the thread is blocked meanwhile; registrations are rare and short).
 const BUSY_MS: u64 = 200;
 
-/// Device tokens are 32 bytes today; Apple says not to count on that, and the
-/// legacy protocol allowed up to 100.
-const MIN_TOKEN_BYTES: usize = 32;
-const MAX_TOKEN_BYTES: usize = 100;
-
-/// A device token, as lowercase hexadecimal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceToken(String);
-
-/// Why a string is not a device token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadDeviceToken;
-
-impl fmt::Display for BadDeviceToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "an APNs device token is {} to {} hexadecimal digits",
-            MIN_TOKEN_BYTES * 2,
-            MAX_TOKEN_BYTES * 2
-        )
-    }
-}
-
-impl DeviceToken {
-    /// Accepts hex digits in either case, and the spaces and angle brackets of
-    /// the `<abcd 1234 ...>` form that old iOS code logged and apps still send.
-    pub fn parse(text: &str) -> Result<DeviceToken, BadDeviceToken> {
-        let hex: String = text
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '<' | '>'))
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        let bytes = hex.len() / 2;
-        let well_formed = hex.len().is_multiple_of(2)
-            && (MIN_TOKEN_BYTES..=MAX_TOKEN_BYTES).contains(&bytes)
-            && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        if well_formed {
-            Ok(DeviceToken(hex))
-        } else {
-            Err(BadDeviceToken)
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The registry could not be opened, read or written.
-#[derive(Debug)]
-pub struct RegistryError(rusqlite::Error);
-
-impl fmt::Display for RegistryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "device registry: {}", self.0)
-    }
-}
-
-impl std::error::Error for RegistryError {}
-
-impl From<rusqlite::Error> for RegistryError {
-    fn from(e: rusqlite::Error) -> Self {
-        RegistryError(e)
-    }
-}
-
-/// What a registration did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Registered {
-    New,
-    /// Already registered to this uid.
-    Unchanged,
-    /// The token was registered to another uid (the device changed hands, or
-    /// another user logged in on it): it now belongs to this one only.
-    Moved {
-        from: String,
-    },
-}
-
-pub struct Registry {
+pub struct FileRegistry {
     db: Connection,
 }
 
-impl Registry {
+impl FileRegistry {
     /// Opens (creating if needed) the registry at `path`.
-    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+    pub fn open(path: &Path) -> Result<FileRegistry, RegistryError> {
         let db = Connection::open(path)?;
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        // Hubs of one box in a cluster share the file: a write that meets
-        // another hub's waits for it, briefly, rather than failing.
+        // Two hubs given the same file (by mistake, or one starting while
+        // the other stops): a write that meets the other's waits for it,
+        // briefly, rather than failing.
         db.busy_timeout(std::time::Duration::from_millis(BUSY_MS))?;
         db.execute_batch(&format!(
             "PRAGMA synchronous = NORMAL;
@@ -123,7 +44,7 @@ impl Registry {
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS devices_by_uid ON devices (uid);"
         ))?;
-        Ok(Registry { db })
+        Ok(FileRegistry { db })
     }
 
     /// Records that `token` belongs to `uid` (and to no other uid).
@@ -221,31 +142,9 @@ mod tests {
     }
 
     #[test]
-    fn parses_device_tokens() {
-        let t = DeviceToken::parse(&"AB".repeat(32)).unwrap();
-        assert_eq!(t.as_str(), "ab".repeat(32));
-        let spaced = format!("<{}>", ["0123abcd"; 8].join(" "));
-        assert_eq!(
-            DeviceToken::parse(&spaced).unwrap().as_str(),
-            "0123abcd".repeat(8)
-        );
-        assert!(DeviceToken::parse(&"ab".repeat(100)).is_ok());
-        for bad in [
-            "",
-            "abc",
-            &"ab".repeat(31),
-            &"ab".repeat(101),
-            &"zz".repeat(32),
-            &"a".repeat(65),
-        ] {
-            assert_eq!(DeviceToken::parse(bad), Err(BadDeviceToken), "{bad}");
-        }
-    }
-
-    #[test]
     fn register_list_move_and_forget() {
         let (_dir, path) = scratch("basic");
-        let registry = Registry::open(&path).unwrap();
+        let registry = FileRegistry::open(&path).unwrap();
         assert_eq!(registry.register("u1", &token(1)).unwrap(), Registered::New);
         assert_eq!(
             registry.register("u1", &token(1)).unwrap(),
@@ -270,12 +169,12 @@ mod tests {
     #[test]
     fn survives_reopening() {
         let (_dir, path) = scratch("reopen");
-        Registry::open(&path)
+        FileRegistry::open(&path)
             .unwrap()
             .register("u1", &token(7))
             .unwrap();
         assert_eq!(
-            Registry::open(&path).unwrap().devices("u1").unwrap(),
+            FileRegistry::open(&path).unwrap().devices("u1").unwrap(),
             [token(7)]
         );
     }
@@ -288,6 +187,6 @@ mod tests {
             b"this is not a database, but it is long enough to look at",
         )
         .unwrap();
-        assert!(Registry::open(&path).is_err());
+        assert!(FileRegistry::open(&path).is_err());
     }
 }
