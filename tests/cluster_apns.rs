@@ -292,3 +292,42 @@ fn an_unacknowledged_push_falls_back_to_apns_from_the_hub_it_entered() {
         assert_eq!(notified(&apns).len(), 1);
     });
 }
+
+/// With `appendonly yes` and `appendfsync always`, an acknowledged
+/// registration survives Redis killed by SIGKILL; a hub warns at start
+/// when Redis keeps no append-only file, and is silent when it does.
+#[test]
+fn registrations_survive_a_redis_that_keeps_an_append_only_file() {
+    let redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut cluster = Cluster::with(redis, &["a"], &["--allow-plain-uid"], &[]);
+    run(async {
+        let [mut a] = cluster.backends().await;
+        register(&mut a, "u1", &device(1)).await;
+        let mark = log_mark(&mut cluster.hubs[0]);
+        cluster.redis.restart();
+        wait_connected_since(&mut cluster.hubs[0], mark, std::time::Instant::now() + STEP);
+        let reply = a.json(json!({"cmd":"devices","uid":"u1"})).await;
+        assert_eq!(reply["apns"], json!([device(1)]), "{reply}");
+    });
+    log_mark(&mut cluster.hubs[0]);
+    let warned = cluster.hubs[0]
+        .stderr
+        .iter()
+        .any(|l| l.contains("appendonly is off"));
+    assert!(!warned, "{:#?}", cluster.hubs[0].stderr);
+
+    // The harness's default Redis keeps nothing: the hub says so, once.
+    let mut bare = Cluster::start(&["b"]);
+    run(async {
+        let [mut b] = bare.backends().await;
+        // Its reply follows the CONFIG GET's on the same connection.
+        register(&mut b, "u1", &device(1)).await;
+    });
+    log_mark(&mut bare.hubs[0]);
+    let warnings = bare.hubs[0]
+        .stderr
+        .iter()
+        .filter(|l| l.contains("appendonly is off"))
+        .count();
+    assert_eq!(warnings, 1, "{:#?}", bare.hubs[0].stderr);
+}

@@ -502,6 +502,13 @@ impl Cluster {
         for at in 0..pairs {
             self.load_scripts(&mut state, at);
         }
+        // Once per run: what a Redis restart would lose is its settings'.
+        if state.counters.redis_connects == 1 {
+            for pipe in &mut state.pipes {
+                resp::command(&mut pipe.out, &[b"CONFIG", b"GET", b"appendonly"]);
+                pipe.expect(Expect::Persistence);
+            }
+        }
         wake(&mut state.routes_waker);
     }
 
@@ -658,6 +665,18 @@ impl Cluster {
             }
             (Expect::Cast(what), Frame::Error(e)) => warn!("redis: cannot {what}: {e}"),
             (Expect::Cast(_), _) => {}
+            (Expect::Persistence, Frame::Array(pair)) => {
+                if pair.get(1).and_then(resp::bytes).is_some_and(|v| &v[..] == b"no") {
+                    warn!(
+                        "redis: appendonly is off on a server of the cluster: a restart of \
+                         Redis loses what came after its last snapshot (device \
+                         registrations, positions); set appendonly yes (README, \
+                         \"Running several hubs\")"
+                    );
+                }
+            }
+            // CONFIG renamed or denied (a managed Redis): nothing to say.
+            (Expect::Persistence, _) => {}
             (Expect::Script, Frame::BulkString(_)) => {}
             (Expect::Script, other) => warn!("redis: SCRIPT LOAD refused: {other:?}"),
             (Expect::ListenerHubs, reply) => {

@@ -196,6 +196,8 @@ enum Expect {
     Read(u64, usize),
     /// A script loaded.
     Script,
+    /// Whether the server keeps an append-only file.
+    Persistence,
     /// Another module's command (the device registry's), by number.
     Call(u64),
     /// Another module's command whose reply nobody waits for: an error is
