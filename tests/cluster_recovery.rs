@@ -44,6 +44,55 @@ fn two_hubs() -> Cluster {
     Cluster::start_with(&["a", "b"], &["--public-channel", "news"])
 }
 
+/// Pushes pipelined to ten uids at once go to Redis in a few script runs,
+/// not one per push: each is still answered, and each uid's messages
+/// arrive in order with consecutive positions.
+#[test]
+fn pipelined_pushes_share_script_runs_and_keep_their_positions() {
+    let cluster = two_hubs();
+    run(async {
+        let [mut a, _b] = cluster.backends().await;
+        let mut clients = Vec::new();
+        for i in 0..10 {
+            let mut client = v1_connect(cluster.ws(1)).await;
+            let welcome = v1_auth(&mut client, &format!("u{i}"), Value::Null).await;
+            clients.push((client, pos(&welcome["pos"]["uid"])));
+        }
+        let before = evalsha_calls(&cluster.redis);
+        let mut lines = String::new();
+        for n in 0..20 {
+            for i in 0..10 {
+                let push = json!({"cmd":"push","uid":format!("u{i}"),"data":n,"id":n * 10 + i});
+                lines.push_str(&format!("{push}\n"));
+            }
+        }
+        a.send(lines.as_bytes()).await;
+        for n in 0..200 {
+            let reply: Value = serde_json::from_str(&a.line().await).unwrap();
+            assert_eq!(reply, json!({"ok":true,"id":n,"delivered":1}));
+        }
+        for (client, (epoch, start)) in &mut clients {
+            for n in 0..20u64 {
+                let msg = v1_frame(client).await;
+                assert_eq!(msg["d"], n, "{msg}");
+                assert_eq!(pos(&msg["pos"]), (epoch.clone(), *start + n + 1), "{msg}");
+            }
+        }
+        let runs = evalsha_calls(&cluster.redis) - before;
+        assert!(runs < 100, "{runs} script runs for 200 pushes");
+    });
+}
+
+/// How many `EVALSHA`s Redis has run.
+fn evalsha_calls(redis: &Redis) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 #[test]
 fn every_hub_gives_a_message_the_same_position() {
     let cluster = two_hubs();

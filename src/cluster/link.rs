@@ -262,6 +262,8 @@ async fn write_commands(cluster: &Cluster, at: usize, stream: Rc<Stream>) -> Str
             let Some(pipe) = state.pipes.get_mut(at) else {
                 return Poll::Ready(None);
             };
+            // The messages of this turn, in one script run.
+            cluster.flush(pipe);
             if pipe.out.is_empty() {
                 pipe.waker = Some(cx.waker().clone());
                 return Poll::Pending;
@@ -615,21 +617,32 @@ impl Cluster {
                 let n = u32::try_from(n).unwrap_or(0);
                 state.gathers.expect(id, part, n);
             }
-            (Expect::Count(id, part), reply @ Frame::Array(_)) => {
-                match super::streams::published(&reply) {
-                    Some((n, _)) => state.gathers.expect(id, part, n),
-                    None => {
-                        warn!("redis: unexpected reply to a message: {reply:?}");
-                        state.gathers.give_up(id, part);
-                    }
-                }
-            }
             (Expect::Count(id, part), other) => {
                 if !moved {
                     warn!("redis: PUBLISH refused: {other:?}");
                 }
                 self.reload_if_needed(&mut state, at, &other);
                 state.gathers.give_up(id, part);
+            }
+            (Expect::Batch(parts), Frame::Array(replies)) if replies.len() == parts.len() => {
+                for ((id, part), reply) in parts.into_iter().zip(&replies) {
+                    match super::streams::published(reply) {
+                        Some((n, _)) => state.gathers.expect(id, part, n),
+                        None => {
+                            warn!("redis: unexpected reply to a message: {reply:?}");
+                            state.gathers.give_up(id, part);
+                        }
+                    }
+                }
+            }
+            (Expect::Batch(parts), other) => {
+                if !moved {
+                    warn!("redis: the messages' script was refused: {other:?}");
+                }
+                self.reload_if_needed(&mut state, at, &other);
+                for (id, part) in parts {
+                    state.gathers.give_up(id, part);
+                }
             }
             (Expect::Read(number, i), reply) => {
                 self.reload_if_needed(&mut state, at, &reply);
@@ -666,7 +679,11 @@ impl Cluster {
             (Expect::Cast(what), Frame::Error(e)) => warn!("redis: cannot {what}: {e}"),
             (Expect::Cast(_), _) => {}
             (Expect::Persistence, Frame::Array(pair)) => {
-                if pair.get(1).and_then(resp::bytes).is_some_and(|v| &v[..] == b"no") {
+                if pair
+                    .get(1)
+                    .and_then(resp::bytes)
+                    .is_some_and(|v| &v[..] == b"no")
+                {
                     warn!(
                         "redis: appendonly is off on a server of the cluster: a restart of \
                          Redis loses what came after its last snapshot (device \

@@ -186,6 +186,9 @@ impl Names {
 enum Expect {
     /// How many hubs received a part of a request.
     Count(GatherId, u32),
+    /// How many hubs received each message of a `PUBLISH` run, and the
+    /// part of a request each was.
+    Batch(Vec<(GatherId, u32)>),
     /// A liveness check.
     Ping,
     /// Which hubs have listeners.
@@ -309,6 +312,9 @@ struct Pipe {
     out: BytesMut,
     waker: Option<Waker>,
     expected: VecDeque<(Instant, Expect)>,
+    /// Messages of streams for the next `PUBLISH` run, which goes out
+    /// before any other command does (`Cluster::flush`).
+    batch: streams::Batch,
 }
 
 impl Pipe {
@@ -349,7 +355,11 @@ impl State {
     /// Whether new commands can be sent: the link is up, and no connection
     /// is so far behind that memory would grow with it.
     fn room(&self) -> bool {
-        self.up && self.pipes.iter().all(|p| p.out.len() < MAX_OUTPUT)
+        self.up
+            && self
+                .pipes
+                .iter()
+                .all(|p| p.out.len() + p.batch.len() < MAX_OUTPUT)
     }
 
     /// The connections' index for Redis channel `name`: a route's shard with
@@ -493,10 +503,14 @@ impl Cluster {
                 let epoch = if size > 0 { next_epoch(&mut state) } else { 0 };
                 let command = state.publish_command(sharded);
                 let at = state.index_of(&route, sharded);
+                let slot = state.shards.as_ref().map(|_| redis::slots::slot(&route));
                 let pipe = &mut state.pipes[at];
                 if size > 0 {
+                    if !pipe.batch.takes(slot) {
+                        self.flush(pipe);
+                    }
                     wire::head(&mut published, &header);
-                    let script = streams::Publish {
+                    let message = streams::Publish {
                         command,
                         route: &route,
                         head: &published,
@@ -504,13 +518,13 @@ impl Cluster {
                         size,
                         epoch,
                     };
-                    self.scripts
-                        .publish(&mut pipe.out, &script, &self.config.history);
+                    pipe.batch.push(&message, (id, part), slot);
                 } else {
                     wire::request(&mut published, &header, line);
+                    self.flush(pipe);
                     resp::command(&mut pipe.out, &[command, &route, &published]);
+                    pipe.expect(Expect::Count(id, part));
                 }
-                pipe.expect(Expect::Count(id, part));
                 pipe.wake();
             }
             return id;
@@ -722,6 +736,7 @@ impl Cluster {
                 let at = state.index_of(&route, true);
                 let pipe = &mut state.pipes[at];
                 let history = &self.config.history;
+                self.flush(pipe);
                 self.scripts
                     .read(&mut pipe.out, &route, since, size, history, epoch);
                 pipe.expect(Expect::Read(number, i));
@@ -754,6 +769,19 @@ impl Cluster {
         self.state.borrow_mut().reads.remove(&id.0);
     }
 
+    /// Writes the `PUBLISH` run of the messages batched on `pipe`, if any:
+    /// before any other command is written there, so that every command
+    /// goes out in the order it was made.
+    fn flush(&self, pipe: &mut Pipe) {
+        if pipe.batch.is_empty() {
+            return;
+        }
+        let parts = self
+            .scripts
+            .publish(&mut pipe.out, &mut pipe.batch, &self.config.history);
+        pipe.expect(Expect::Batch(parts));
+    }
+
     /// What the device registry's keys start with (they share one slot).
     pub fn devices_key(&self) -> &[u8] {
         &self.names.devices
@@ -770,6 +798,7 @@ impl Cluster {
         state.next_call += 1;
         let at = state.index_of(key, true);
         let pipe = &mut state.pipes[at];
+        self.flush(pipe);
         resp::command(&mut pipe.out, args);
         pipe.expect(Expect::Call(number));
         pipe.wake();
@@ -810,6 +839,7 @@ impl Cluster {
         }
         let at = state.index_of(key, true);
         let pipe = &mut state.pipes[at];
+        self.flush(pipe);
         resp::command(&mut pipe.out, args);
         pipe.expect(Expect::Cast(what));
         pipe.wake();

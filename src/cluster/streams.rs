@@ -26,41 +26,52 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::GatherId;
 use super::redis::resp::{self, Frame};
 use crate::config::HistoryLimits;
 use crate::hub::{Pos, StreamKey};
 
-/// KEYS: state, list. ARGV: route, message header, line, size, the keys'
-/// life in ms, the epoch to start with, the publishing command
-/// (`SPUBLISH` in a Redis Cluster, where the route is on the keys' shard),
-/// now in ms. Returns {receivers, epoch, offset}. The list is trimmed to
-/// its size once it holds 32 more: trimming at each message would cost a
-/// command each.
+/// Publishes a batch of messages, each as the next of its stream. KEYS:
+/// each message's state and list. ARGV: now in ms, the keys' life in ms,
+/// then six per message: its route, header, line, its stream's size, the
+/// epoch to start the stream with, and the publishing command (`SPUBLISH`
+/// in a Redis Cluster, where the route is on the keys' shard). Returns
+/// {receivers, epoch, offset} per message. A list is trimmed to its size
+/// once it holds 32 more: trimming at each message would cost a command
+/// each. One run for all the messages of a turn spares Redis the cost of a
+/// script call per message, which is most of a lone message's.
 const PUBLISH: &str = r"
-local now, life = tonumber(ARGV[8]), tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'e', 'b', 'r')
-local e, b = s[1], tonumber(s[2]) or 0
-if not e then
-  e, b = ARGV[6], 0
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', e, 'b', 0, 'r', now)
-  redis.call('PEXPIRE', KEYS[1], life)
-elseif now - (tonumber(s[3]) or 0) > life / 9 then
-  redis.call('HSET', KEYS[1], 'r', now)
-  redis.call('PEXPIRE', KEYS[1], life)
-  redis.call('PEXPIRE', KEYS[2], life)
+local now, life = tonumber(ARGV[1]), tonumber(ARGV[2])
+local replies = {}
+for m = 1, #KEYS / 2 do
+  local sk, lk, a = KEYS[2 * m - 1], KEYS[2 * m], 6 * m - 3
+  local s = redis.call('HMGET', sk, 'e', 'b', 'r')
+  local e, b = s[1], tonumber(s[2]) or 0
+  if not e then
+    e, b = ARGV[a + 4], 0
+    redis.call('DEL', lk)
+    redis.call('HSET', sk, 'e', e, 'b', 0, 'r', now)
+    redis.call('PEXPIRE', sk, life)
+  elseif now - (tonumber(s[3]) or 0) > life / 9 then
+    redis.call('HSET', sk, 'r', now)
+    redis.call('PEXPIRE', sk, life)
+    redis.call('PEXPIRE', lk, life)
+  end
+  local line = ARGV[a + 2]
+  local n = redis.call('RPUSH', lk, ARGV[1] .. ' ' .. line)
+  if n == 1 then
+    redis.call('PEXPIRE', lk, life)
+  end
+  local size = tonumber(ARGV[a + 3])
+  if n > size + 32 then
+    redis.call('LTRIM', lk, n - size, -1)
+    redis.call('HINCRBY', sk, 'b', n - size)
+  end
+  local o = b + n
+  local head = ARGV[a + 1] .. ' ' .. e .. ':' .. o .. '\n'
+  replies[m] = {redis.call(ARGV[a + 5], ARGV[a], head .. line), e, o}
 end
-local n = redis.call('RPUSH', KEYS[2], ARGV[8] .. ' ' .. ARGV[3])
-if n == 1 then
-  redis.call('PEXPIRE', KEYS[2], life)
-end
-local size = tonumber(ARGV[4])
-if n > size + 32 then
-  redis.call('LTRIM', KEYS[2], n - size, -1)
-  redis.call('HINCRBY', KEYS[1], 'b', n - size)
-end
-local o = b + n
-return {redis.call(ARGV[7], ARGV[1], ARGV[2] .. ' ' .. e .. ':' .. o .. '\n' .. ARGV[3]), e, o}
+return replies
 ";
 
 /// KEYS: state, list. ARGV: the client's epoch ('' for none) and offset,
@@ -123,31 +134,43 @@ impl Scripts {
         }
     }
 
-    /// Publishes a message as the next of its route's stream.
-    pub fn publish(&self, out: &mut BytesMut, message: &Publish, limits: &HistoryLimits) {
-        let (state, list) = keys(message.route);
-        let size = message.size.to_string();
+    /// Appends the `PUBLISH` run of `batch`'s messages, and empties it;
+    /// returns each one's request part, in order, for its reply.
+    pub fn publish(
+        &self,
+        out: &mut BytesMut,
+        batch: &mut Batch,
+        limits: &HistoryLimits,
+    ) -> Vec<(GatherId, u32)> {
+        let keys = (batch.parts.len() * 2).to_string();
         let life = life_ms(limits);
-        let epoch = format!("{:x}", message.epoch);
         let now = now_ms().to_string();
-        resp::command(
-            out,
-            &[
-                b"EVALSHA",
-                self.publish.as_bytes(),
-                b"2",
-                &state,
-                &list,
-                message.route,
-                message.head,
-                message.line,
-                size.as_bytes(),
-                life.as_bytes(),
-                epoch.as_bytes(),
-                message.command,
-                now.as_bytes(),
-            ],
-        );
+        let mut args: Vec<&[u8]> = Vec::with_capacity(5 + batch.ends.len());
+        args.extend_from_slice(&[b"EVALSHA", self.publish.as_bytes(), keys.as_bytes()]);
+        let mut start = 0;
+        let all: Vec<&[u8]> = batch
+            .ends
+            .iter()
+            .map(|&end| {
+                let item = &batch.data[start..end];
+                start = end;
+                item
+            })
+            .collect();
+        // The keys come first, then the arguments: each message's two keys
+        // are its first two items.
+        for message in all.chunks(ITEMS) {
+            args.extend_from_slice(&message[..2]);
+        }
+        args.extend_from_slice(&[now.as_bytes(), life.as_bytes()]);
+        for message in all.chunks(ITEMS) {
+            args.extend_from_slice(&message[2..]);
+        }
+        resp::command(out, &args);
+        batch.data.clear();
+        batch.ends.clear();
+        batch.slot = None;
+        std::mem::take(&mut batch.parts)
     }
 
     /// Reads where `route`'s stream stands, and what came after `since`.
@@ -202,6 +225,65 @@ pub struct Publish<'a> {
     pub epoch: u64,
 }
 
+/// Items per message in a batch: two keys, six arguments.
+const ITEMS: usize = 8;
+
+/// Most messages in one `PUBLISH` run: Redis does nothing else while a
+/// script runs.
+const MAX_BATCH: usize = 64;
+
+/// Messages waiting for their `PUBLISH` run, written when the connection
+/// is about to be written to: each one's keys and arguments, one after
+/// another in `data`.
+#[derive(Default)]
+pub struct Batch {
+    data: Vec<u8>,
+    /// Where each item ends in `data`.
+    ends: Vec<usize>,
+    parts: Vec<(GatherId, u32)>,
+    /// With a Redis Cluster, the slot of every message's keys (a script's
+    /// keys must share one).
+    slot: Option<u16>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The bytes waiting in it.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether a message whose keys are in `slot` can join it.
+    pub fn takes(&self, slot: Option<u16>) -> bool {
+        self.parts.is_empty() || (self.slot == slot && self.parts.len() < MAX_BATCH)
+    }
+
+    /// Adds `message`, the part `part` of its request.
+    pub fn push(&mut self, message: &Publish, part: (GatherId, u32), slot: Option<u16>) {
+        let (state, list) = keys(message.route);
+        let size = message.size.to_string();
+        let epoch = format!("{:x}", message.epoch);
+        for item in [
+            &state[..],
+            &list,
+            message.route,
+            message.head,
+            message.line,
+            size.as_bytes(),
+            epoch.as_bytes(),
+            message.command,
+        ] {
+            self.data.extend_from_slice(item);
+            self.ends.push(self.data.len());
+        }
+        self.parts.push(part);
+        self.slot = slot;
+    }
+}
+
 /// Messages a stream of this kind keeps (0: no history, no positions).
 pub fn size(limits: &HistoryLimits, stream: StreamKey) -> usize {
     match stream {
@@ -237,8 +319,8 @@ fn sha1_hex(script: &str) -> String {
         .collect()
 }
 
-/// The position a `PUBLISH` script's reply gave the message, and how many
-/// hubs received it.
+/// The position a `PUBLISH` run gave one message (an item of its reply),
+/// and how many hubs received it.
 pub fn published(reply: &Frame) -> Option<(u32, Pos)> {
     let Frame::Array(items) = reply else {
         return None;
