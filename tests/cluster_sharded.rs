@@ -270,3 +270,165 @@ fn the_hubs_follow_a_failover_even_of_the_urls_node() {
         }
     });
 }
+
+/// Slots move between masters while pushes flow (what `redis-cli --cluster
+/// reshard` does, a slot at a time, slowly enough that pushes meet each
+/// step): every answer stays true: a push said delivered came, once and in
+/// order; one said not delivered did not (the new master took it before
+/// the client's hub had subscribed there: true, if unwelcome); the rest
+/// say unconfirmed. Nobody is disconnected, and once the slots have moved,
+/// answers are exact again and the streams go on with their positions,
+/// their keys having moved with the slots.
+#[test]
+fn answers_stay_true_while_slots_move_between_masters() {
+    let cluster = Sharded::start(&["a", "b"], &["--cluster-timeout", "500ms"]);
+    let nodes = &cluster.redis.nodes;
+    let uids: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    let (mut clients, epochs, mut a) = run(async {
+        let mut clients = Vec::new();
+        let mut epochs = Vec::new();
+        for uid in &uids {
+            let mut client = v1_connect(cluster.ws(1)).await;
+            let welcome = v1_auth(&mut client, uid, serde_json::Value::Null).await;
+            epochs.push(epoch_of(&welcome["pos"]["uid"]));
+            clients.push(client);
+        }
+        (clients, epochs, Backend::connect(cluster.text(0)).await)
+    });
+    // The slots of the first three uids' streams, each to the next master.
+    let moves: Vec<(u16, usize, usize)> = uids[..3]
+        .iter()
+        .map(|uid| {
+            let key = format!("pushhub:{{u:{uid}}}");
+            let slot: u16 = nodes[0].cli(&["CLUSTER", "KEYSLOT", &key]).parse().unwrap();
+            let from = slot_owner(nodes, slot);
+            (slot, from, (from + 1) % nodes.len())
+        })
+        .collect();
+    let mut confirmed: Vec<Vec<u64>> = vec![Vec::new(); uids.len()];
+    let mut not_delivered: Vec<Vec<u64>> = vec![Vec::new(); uids.len()];
+    let mut unconfirmed = 0;
+    std::thread::scope(|scope| {
+        let migration = scope.spawn(|| {
+            for &(slot, from, to) in &moves {
+                move_slot(nodes, slot, from, to);
+            }
+        });
+        run_long(Duration::from_secs(60), async {
+            let mut n = 0u64;
+            while !migration.is_finished() {
+                for (i, uid) in uids.iter().enumerate() {
+                    let reply = a.json(json!({"cmd":"push","uid":uid,"data":n})).await;
+                    assert_eq!(reply["ok"], true, "{reply}");
+                    match reply.get("unconfirmed") {
+                        Some(_) => unconfirmed += 1,
+                        None if reply["delivered"] == 0 => not_delivered[i].push(n),
+                        None => {
+                            assert_eq!(reply["delivered"], 1, "{reply}");
+                            confirmed[i].push(n);
+                        }
+                    }
+                }
+                n += 1;
+            }
+            // Exact again once the slots have moved.
+            for uid in &uids {
+                let deadline = Deadline::new(Duration::from_secs(10), format!("{uid} exact"));
+                while a.json(json!({"cmd":"push","uid":uid,"data":"end"})).await
+                    != json!({"ok":true,"delivered":1})
+                {
+                    deadline.tick().await;
+                }
+            }
+            for (i, client) in clients.iter_mut().enumerate() {
+                let mut last = 0;
+                let mut got = Vec::new();
+                loop {
+                    let msg = v1_frame(client).await;
+                    assert_eq!(msg["op"], "msg", "{msg}");
+                    let offset = offset_of(&msg["pos"]);
+                    assert!(offset > last, "{uid}: {offset} after {last}", uid = uids[i]);
+                    last = offset;
+                    if msg["d"] == "end" {
+                        assert_eq!(epoch_of(&msg["pos"]), epochs[i], "{msg}");
+                        break;
+                    }
+                    got.push(msg["d"].as_u64().unwrap());
+                }
+                let missing: Vec<&u64> = confirmed[i].iter().filter(|n| !got.contains(n)).collect();
+                assert!(missing.is_empty(), "{}: confirmed yet never came: {missing:?}", uids[i]);
+                let came: Vec<&u64> = not_delivered[i].iter().filter(|n| got.contains(n)).collect();
+                assert!(came.is_empty(), "{}: said not delivered, yet came: {came:?}", uids[i]);
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "{}: {got:?}", uids[i]);
+            }
+        });
+        migration.join().unwrap();
+    });
+    let pushes: usize = confirmed.iter().map(Vec::len).sum();
+    let zero: usize = not_delivered.iter().map(Vec::len).sum();
+    assert!(pushes > 0, "no push was confirmed during the migration");
+    eprintln!(
+        "while slots moved: {pushes} pushes delivered, {zero} not delivered, {unconfirmed} unconfirmed"
+    );
+    for &(slot, _, to) in &moves {
+        assert_eq!(slot_owner(nodes, slot), to);
+    }
+}
+
+fn epoch_of(pos: &serde_json::Value) -> String {
+    let pos = pos.as_str().unwrap_or_else(|| panic!("{pos} is no position"));
+    pos.split_once(':').unwrap().0.to_string()
+}
+
+fn offset_of(pos: &serde_json::Value) -> u64 {
+    let pos = pos.as_str().unwrap_or_else(|| panic!("{pos} is no position"));
+    pos.split_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Which of `nodes` serves `slot`, as the first node says.
+fn slot_owner(nodes: &[common::redis::Redis], slot: u16) -> usize {
+    let ids: Vec<String> = nodes.iter().map(|n| n.cli(&["CLUSTER", "MYID"])).collect();
+    let table = nodes[0].cli(&["CLUSTER", "NODES"]);
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let serves = fields.iter().skip(8).any(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            match (first.parse::<u16>(), last.parse::<u16>()) {
+                (Ok(first), Ok(last)) => (first..=last).contains(&slot),
+                _ => false,
+            }
+        });
+        if serves {
+            return ids.iter().position(|id| id == fields[0]).unwrap();
+        }
+    }
+    panic!("nobody serves slot {slot}: {table}");
+}
+
+/// Moves `slot` and its keys from `nodes[from]` to `nodes[to]`, as
+/// `redis-cli --cluster reshard` does, pausing at each step.
+fn move_slot(nodes: &[common::redis::Redis], slot: u16, from: usize, to: usize) {
+    let pause = || std::thread::sleep(Duration::from_millis(150));
+    let (source, target) = (&nodes[from], &nodes[to]);
+    let source_id = source.cli(&["CLUSTER", "MYID"]);
+    let target_id = target.cli(&["CLUSTER", "MYID"]);
+    let s = slot.to_string();
+    assert_eq!(target.cli(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &source_id]), "OK");
+    assert_eq!(source.cli(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &target_id]), "OK");
+    pause();
+    loop {
+        let keys = source.cli(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
+        if keys.is_empty() {
+            break;
+        }
+        let port = target.port.to_string();
+        let mut command = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        command.extend(keys.lines());
+        assert_eq!(source.cli(&command), "OK");
+        pause();
+    }
+    for node in [target, source].into_iter().chain(nodes.iter()) {
+        assert_eq!(node.cli(&["CLUSTER", "SETSLOT", &s, "NODE", &target_id]), "OK");
+    }
+    pause();
+}
