@@ -6,9 +6,12 @@
 //! listeners), and each shard's master gets a pair of its own for the
 //! routes whose slots it serves, with sharded pub/sub. All are made
 //! together, and lost together: when any fails or stalls past
-//! `--cluster-timeout`, or a slot moves, all are dropped, every waiting
-//! request settles unconfirmed, and the link is made again with backoff
-//! (the shard map read anew), its routes subscribed anew.
+//! `--cluster-timeout`, all are dropped, every waiting request settles
+//! unconfirmed, and the link is made again with backoff (the shard map
+//! read anew), its routes subscribed anew. A slot that moves between the
+//! masters the hub knows is followed in place: the command that met the
+//! move is unconfirmed, the map is read again, and the routes the old
+//! master dropped are subscribed on the new one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +29,9 @@ use super::redis::conn::{self, ConnectError, Stream};
 use super::redis::resp::{self, Frame, Input};
 use super::redis::slots::{self, ShardAddr, SlotMap};
 use super::redis::url::{Addr, RedisUrl};
-use super::{Answer, Cluster, Expect, GatherId, Outbox, Pipe, Shards, State, wake, wire};
+use super::{
+    Answer, Cluster, Expect, GatherId, MapState, Outbox, Pipe, Shards, State, wake, wire,
+};
 use crate::hub::RouteChange;
 use crate::shared::Shared;
 
@@ -140,16 +145,7 @@ async fn connect_through(cluster: &Cluster, seed: &RedisUrl) -> Result<Link, Con
             masters.len()
         )));
     }
-    let mut by_slot = vec![0u8; usize::from(slots::SLOTS)];
-    for (slot, entry) in by_slot.iter_mut().enumerate() {
-        let master = map.master_for(slot as u16).ok_or_else(|| {
-            ConnectError::Protocol(format!(
-                "slot {slot} has no master: the Redis Cluster is not whole"
-            ))
-        })?;
-        let index = masters.iter().position(|m| m == master).unwrap_or(0);
-        *entry = (index + 1) as u8;
-    }
+    let by_slot = by_slot(&map, &masters).map_err(ConnectError::Protocol)?;
     // The hubs' own channels and keys live on one master that every hub
     // finds the same way: that of `PREFIX:{hubs}`'s slot.
     let home_slot = slots::slot(&cluster.names.home);
@@ -164,6 +160,23 @@ async fn connect_through(cluster: &Cluster, seed: &RedisUrl) -> Result<Link, Con
         pairs,
         shards: Some(Shards { by_slot }),
     })
+}
+
+/// For each slot, the index of the connections to its master: 1 + its
+/// place in `masters`, which must hold every master of `map`.
+fn by_slot(map: &SlotMap, masters: &[ShardAddr]) -> Result<Vec<u8>, String> {
+    let mut by_slot = vec![0u8; usize::from(slots::SLOTS)];
+    for (slot, entry) in by_slot.iter_mut().enumerate() {
+        let master = map
+            .master_for(slot as u16)
+            .ok_or_else(|| format!("slot {slot} has no master: the Redis Cluster is not whole"))?;
+        let index = masters
+            .iter()
+            .position(|m| m == master)
+            .ok_or_else(|| format!("a new master, {master}"))?;
+        *entry = (index + 1) as u8;
+    }
+    Ok(by_slot)
 }
 
 async fn connect_pair(cluster: &Cluster, url: &RedisUrl, tag: &str) -> Result<Pair, ConnectError> {
@@ -402,6 +415,16 @@ async fn watch(cluster: &Cluster) -> String {
                 return format!("no reply from Redis in {limit:?}");
             }
         }
+        // At most once a period: during a resharding a map read at once
+        // may not show the move yet.
+        if state.map == MapState::Stale
+            && let Some(home) = state.home()
+        {
+            resp::command(&mut home.out, &[b"CLUSTER", b"SHARDS"]);
+            home.expect(Expect::ShardMap);
+            home.wake();
+            state.map = MapState::Asked;
+        }
         if last_ping.elapsed() >= Duration::from_secs(1) {
             last_ping = Instant::now();
             for pipe in &mut state.pipes {
@@ -500,6 +523,8 @@ impl Cluster {
         state.pipes = (0..pairs).map(|_| Pipe::default()).collect();
         state.subscribers = (0..pairs).map(|_| Outbox::default()).collect();
         state.shards = shards;
+        state.map = MapState::Fresh;
+        state.dropped.clear();
         state.routes.reset();
         for at in 0..pairs {
             self.load_scripts(&mut state, at);
@@ -606,12 +631,22 @@ impl Cluster {
         let Some((_, expect)) = expect else {
             return Err(format!("a reply to no command: {frame:?}"));
         };
-        // A slot that moved: the shard map is stale, and the link is made
-        // again with a fresh one (this part is unconfirmed, as all that waits).
+        // A slot that moved (or is moving): the command was not run, and
+        // stands unconfirmed; the map is read again (`watch`).
         let moved = match &frame {
             Frame::Error(e) => slots::redirect(e.as_bytes()).is_some(),
             _ => false,
         };
+        let moved_for_good = match &frame {
+            Frame::Error(e) => matches!(
+                slots::redirect(e.as_bytes()),
+                Some(slots::Redirect::Moved { .. })
+            ),
+            _ => false,
+        };
+        if moved_for_good && state.map == MapState::Fresh {
+            state.map = MapState::Stale;
+        }
         match (expect, frame) {
             (Expect::Count(id, part), Frame::Integer(n)) => {
                 let n = u32::try_from(n).unwrap_or(0);
@@ -703,14 +738,35 @@ impl Cluster {
             (Expect::Events(n), Frame::Integer(0)) => {
                 state.counters.cluster_events_lost += u64::from(n)
             }
+            (Expect::ShardMap, reply) => return self.on_shard_map(&mut state, &reply),
             (Expect::Ping, Frame::SimpleString(_))
             | (Expect::Ignore | Expect::Events(_), Frame::Integer(_)) => {}
             (_, other) => debug!("redis: unexpected reply {other:?}"),
         }
-        match moved {
-            true => Err("a slot moved to another shard".into()),
-            false => Ok(()),
+        Ok(())
+    }
+
+    /// A fresh shard map, asked for because slots moved. With the same
+    /// masters, the hub follows it in place: routes the old masters
+    /// dropped are subscribed where their slots are now. New masters, or
+    /// the hubs' own slot moved, make the link anew.
+    fn on_shard_map(&self, state: &mut State, reply: &Frame) -> Result<(), String> {
+        state.map = MapState::Fresh;
+        let map = SlotMap::from_shards(reply).map_err(|e| format!("CLUSTER SHARDS: {e}"))?;
+        let by_slot = by_slot(&map, &state.seeds)?;
+        let home_slot = usize::from(slots::slot(&self.names.home));
+        let Some(shards) = &mut state.shards else {
+            return Ok(());
+        };
+        if by_slot[home_slot] != shards.by_slot[home_slot] {
+            return Err("the hubs' own slot moved to another shard".into());
         }
+        shards.by_slot = by_slot;
+        for channel in std::mem::take(&mut state.dropped) {
+            state.routes.requeue(&channel);
+        }
+        wake(&mut state.routes_waker);
+        Ok(())
     }
 
     /// One more of a read's answers is in.
@@ -736,6 +792,22 @@ impl Cluster {
     /// Something on the subscriber connection: a message on a route or
     /// the inbox, or the confirmation of a (un)subscription.
     fn on_push(&self, shared: &Shared, at: usize, frame: Frame) -> Result<(), String> {
+        if let Frame::Error(e) = &frame
+            && let Some(redirect) = slots::redirect(e.as_bytes())
+        {
+            // An `SSUBSCRIBE` that reached a master no longer (or not yet)
+            // serving its slot: its routes wait for the fresh map.
+            let slot = redirect.slot();
+            let mut state = self.state.borrow_mut();
+            let lost = state
+                .routes
+                .drop_subscribing(|channel| slots::slot(channel) == slot);
+            state.dropped.extend(lost);
+            if state.map == MapState::Fresh {
+                state.map = MapState::Stale;
+            }
+            return Ok(());
+        }
         let Frame::Array(items) = frame else {
             return Err(format!("unexpected {frame:?} on the subscriber connection"));
         };
@@ -747,12 +819,18 @@ impl Cluster {
                 };
                 self.on_message(shared, channel, payload);
             }
-            // Redis Cluster says so when a slot moves away: the shard map is
-            // stale.
+            // Redis Cluster says so when a slot moves away: the route waits
+            // for the fresh map.
             (Some(b"sunsubscribe"), Some(channel), _)
                 if !self.state.borrow().routes.leaving(channel) =>
             {
-                return Err("a slot moved to another shard".into());
+                let mut state = self.state.borrow_mut();
+                if state.routes.drop_subscribed(channel) {
+                    state.dropped.push(channel.to_vec().into());
+                }
+                if state.map == MapState::Fresh {
+                    state.map = MapState::Stale;
+                }
             }
             (Some(b"subscribe" | b"ssubscribe"), Some(channel), _) => {
                 let mut state = self.state.borrow_mut();

@@ -201,6 +201,8 @@ enum Expect {
     Script,
     /// Whether the server keeps an append-only file.
     Persistence,
+    /// The Redis Cluster's shard map, read again.
+    ShardMap,
     /// Another module's command (the device registry's), by number.
     Call(u64),
     /// Another module's command whose reply nobody waits for: an error is
@@ -222,8 +224,14 @@ struct State {
     /// With a Redis Cluster: which connections serve each slot.
     shards: Option<Shards>,
     /// The masters of the Redis Cluster, last the hub knew: where it
-    /// reconnects when the `--redis` URL's node is down.
+    /// reconnects when the `--redis` URL's node is down. `pipes[i + 1]`
+    /// and `subscribers[i + 1]` are `seeds[i]`'s.
     seeds: Vec<redis::slots::ShardAddr>,
+    /// Whether the shard map is known to be out of date.
+    map: MapState,
+    /// Routes a master dropped, or refused, as their slots moved: they
+    /// are subscribed again once the fresh map says where.
+    dropped: Vec<Box<[u8]>>,
     gathers: Gathers,
     routes: Routes,
     /// The task that writes route changes, woken when a batch is due.
@@ -256,6 +264,17 @@ struct State {
     /// Streams created by this hub so far: what makes each one's epoch.
     epochs: u64,
     counters: ClusterCounters,
+}
+
+/// Whether the shard map (`State::shards`) matches the Redis Cluster's.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum MapState {
+    #[default]
+    Fresh,
+    /// A slot moved: to be read again.
+    Stale,
+    /// Read again; the reply is on its way.
+    Asked,
 }
 
 /// Another module's command: its reply once in (`None` if the link was

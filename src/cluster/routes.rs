@@ -134,6 +134,41 @@ impl Routes {
             .is_some_and(|r| r.wanted && r.sent != Sent::Subscribed)
     }
 
+    /// Redis dropped `channel` (its slot moved away): it is no longer
+    /// subscribed, and waits for [`requeue`](Routes::requeue). False if it
+    /// was not subscribed.
+    pub fn drop_subscribed(&mut self, channel: &[u8]) -> bool {
+        match self.table.get_mut(channel) {
+            Some(route) if route.sent == Sent::Subscribed => {
+                route.sent = Sent::No;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Redis refused the subscriptions in flight to the channels that
+    /// `which` picks (their slot is elsewhere): they wait for
+    /// [`requeue`](Routes::requeue). Returns them.
+    pub fn drop_subscribing(&mut self, which: impl Fn(&[u8]) -> bool) -> Vec<Box<[u8]>> {
+        let mut dropped = Vec::new();
+        for (channel, route) in &mut self.table {
+            if route.sent == Sent::Subscribing && which(channel) {
+                route.sent = Sent::No;
+                dropped.push(channel.clone());
+            }
+        }
+        dropped
+    }
+
+    /// A dropped route goes into the next batch: subscribed again if it is
+    /// still wanted, forgotten if not.
+    pub fn requeue(&mut self, channel: &[u8]) {
+        if self.table.get(channel).is_some_and(|r| r.sent == Sent::No) {
+            self.dirty.push(channel.into());
+        }
+    }
+
     /// A new connection to Redis holds no subscription: everything wanted
     /// goes into the next batch, and the rest is forgotten.
     pub fn reset(&mut self) {
@@ -238,5 +273,27 @@ mod tests {
             .collect::<Vec<_>>();
         again.sort();
         assert_eq!(again, [b"u:a".to_vec(), b"u:b".to_vec()]);
+    }
+
+    #[test]
+    fn a_route_redis_dropped_is_subscribed_again_once_requeued() {
+        let mut r = Routes::default();
+        r.want(b"u:a", true);
+        r.want(b"u:b", true);
+        r.want(b"u:c", true);
+        let _ = r.batch();
+        r.confirmed(b"u:a", true);
+        // a's slot moved away; b's subscription was refused (redirected).
+        assert!(r.drop_subscribed(b"u:a"));
+        assert!(!r.drop_subscribed(b"u:b"), "not subscribed yet");
+        assert_eq!(names(&r.drop_subscribing(|c| c == b"u:b")), [&b"u:b"[..]]);
+        assert!(!r.ready(b"u:a") && r.pending(b"u:a"));
+        // Nothing is sent before the fresh map says where.
+        assert!(r.batch().subscribe.is_empty());
+        r.want(b"u:b", false);
+        r.requeue(b"u:a");
+        r.requeue(b"u:b");
+        assert_eq!(names(&r.batch().subscribe), [&b"u:a"[..]]);
+        assert_eq!(r.len(), 2, "b, let go meanwhile, is forgotten; c still in flight");
     }
 }

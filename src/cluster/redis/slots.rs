@@ -330,6 +330,15 @@ pub enum Redirect {
     Ask { slot: u16, addr: String },
 }
 
+impl Redirect {
+    /// The slot it is about.
+    pub fn slot(&self) -> u16 {
+        match self {
+            Redirect::Moved { slot, .. } | Redirect::Ask { slot, .. } => *slot,
+        }
+    }
+}
+
 /// The redirection in an error reply's text (as decoded, without the
 /// leading `-`): `MOVED 3999 127.0.0.1:6381` or `ASK 3999 127.0.0.1:6381`.
 /// `addr` is kept as Redis wrote it: `host:port`, the host unbracketed if
