@@ -357,9 +357,20 @@ fn answers_stay_true_while_slots_move_between_masters() {
                     got.push(msg["d"].as_u64().unwrap());
                 }
                 let missing: Vec<&u64> = confirmed[i].iter().filter(|n| !got.contains(n)).collect();
-                assert!(missing.is_empty(), "{}: confirmed yet never came: {missing:?}", uids[i]);
-                let came: Vec<&u64> = not_delivered[i].iter().filter(|n| got.contains(n)).collect();
-                assert!(came.is_empty(), "{}: said not delivered, yet came: {came:?}", uids[i]);
+                assert!(
+                    missing.is_empty(),
+                    "{}: confirmed yet never came: {missing:?}",
+                    uids[i]
+                );
+                let came: Vec<&u64> = not_delivered[i]
+                    .iter()
+                    .filter(|n| got.contains(n))
+                    .collect();
+                assert!(
+                    came.is_empty(),
+                    "{}: said not delivered, yet came: {came:?}",
+                    uids[i]
+                );
                 assert!(got.windows(2).all(|w| w[0] < w[1]), "{}: {got:?}", uids[i]);
             }
         });
@@ -382,12 +393,16 @@ fn answers_stay_true_while_slots_move_between_masters() {
 }
 
 fn epoch_of(pos: &serde_json::Value) -> String {
-    let pos = pos.as_str().unwrap_or_else(|| panic!("{pos} is no position"));
+    let pos = pos
+        .as_str()
+        .unwrap_or_else(|| panic!("{pos} is no position"));
     pos.split_once(':').unwrap().0.to_string()
 }
 
 fn offset_of(pos: &serde_json::Value) -> u64 {
-    let pos = pos.as_str().unwrap_or_else(|| panic!("{pos} is no position"));
+    let pos = pos
+        .as_str()
+        .unwrap_or_else(|| panic!("{pos} is no position"));
     pos.split_once(':').unwrap().1.parse().unwrap()
 }
 
@@ -419,8 +434,14 @@ fn move_slot(nodes: &[common::redis::Redis], slot: u16, from: usize, to: usize) 
     let source_id = source.cli(&["CLUSTER", "MYID"]);
     let target_id = target.cli(&["CLUSTER", "MYID"]);
     let s = slot.to_string();
-    assert_eq!(target.cli(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &source_id]), "OK");
-    assert_eq!(source.cli(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &target_id]), "OK");
+    assert_eq!(
+        target.cli(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &source_id]),
+        "OK"
+    );
+    assert_eq!(
+        source.cli(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &target_id]),
+        "OK"
+    );
     pause();
     loop {
         let keys = source.cli(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
@@ -434,7 +455,10 @@ fn move_slot(nodes: &[common::redis::Redis], slot: u16, from: usize, to: usize) 
         pause();
     }
     for node in [target, source].into_iter().chain(nodes.iter()) {
-        assert_eq!(node.cli(&["CLUSTER", "SETSLOT", &s, "NODE", &target_id]), "OK");
+        assert_eq!(
+            node.cli(&["CLUSTER", "SETSLOT", &s, "NODE", &target_id]),
+            "OK"
+        );
     }
     pause();
 }

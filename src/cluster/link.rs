@@ -29,9 +29,7 @@ use super::redis::conn::{self, ConnectError, Stream};
 use super::redis::resp::{self, Frame, Input};
 use super::redis::slots::{self, ShardAddr, SlotMap};
 use super::redis::url::{Addr, RedisUrl};
-use super::{
-    Answer, Cluster, Expect, GatherId, MapState, Outbox, Pipe, Shards, State, wake, wire,
-};
+use super::{Answer, Cluster, Expect, GatherId, MapState, Outbox, Pipe, Shards, State, wake, wire};
 use crate::hub::RouteChange;
 use crate::shared::Shared;
 

@@ -294,6 +294,10 @@ mod tests {
         r.requeue(b"u:a");
         r.requeue(b"u:b");
         assert_eq!(names(&r.batch().subscribe), [&b"u:a"[..]]);
-        assert_eq!(r.len(), 2, "b, let go meanwhile, is forgotten; c still in flight");
+        assert_eq!(
+            r.len(),
+            2,
+            "b, let go meanwhile, is forgotten; c still in flight"
+        );
     }
 }
