@@ -95,7 +95,7 @@ fn a_device_apple_says_is_gone_is_removed() {
         );
         assert_eq!(
             backend.json(json!({"cmd": "devices", "uid": "u1"})).await,
-            json!({"ok": true, "apns": [device(1)]})
+            json!({"ok": true, "apns": [device(1)], "fcm": [], "webpush": []})
         );
     });
 }

@@ -182,6 +182,17 @@ fn registrations_live_in_redis_and_outlive_the_hub_that_took_them() {
     });
 }
 
+/// FCM tokens and Web Push subscriptions are kept in Redis too, and read
+/// and changed through any hub.
+#[test]
+fn every_kind_of_device_is_shared_through_redis() {
+    let cluster = Cluster::start(&["a", "b"]);
+    run(async {
+        let [mut a, mut b] = cluster.backends().await;
+        common::devices::every_kind_of_device(&mut a, &mut b).await;
+    });
+}
+
 /// Apple says a device is gone, to the hub a push entered: the token is
 /// removed for every hub, and the uid's other device stays.
 #[test]

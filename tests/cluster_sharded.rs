@@ -144,9 +144,9 @@ fn the_device_registry_works_on_a_redis_cluster() {
         }
         ask!(b, {"cmd":"register","uid":"u2","apns":device(2)}
             => {"ok":true,"registered":"moved","from":"u1"});
-        ask!(b, {"cmd":"devices","uid":"u1"} => {"ok":true,"apns":[device(1), device(3)]});
+        ask!(b, {"cmd":"devices","uid":"u1"} => {"ok":true,"apns":[device(1), device(3)],"fcm":[],"webpush":[]});
         ask!(a, {"cmd":"unregister","uid":"u1"} => {"ok":true,"removed":2});
-        ask!(a, {"cmd":"devices","uid":"u2"} => {"ok":true,"apns":[device(2)]});
+        ask!(a, {"cmd":"devices","uid":"u2"} => {"ok":true,"apns":[device(2)],"fcm":[],"webpush":[]});
     });
     // Both on the master of the `{devices}` slot; the others redirect.
     let holders: Vec<String> = cluster

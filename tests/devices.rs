@@ -48,7 +48,7 @@ fn register_list_and_unregister() {
             backend
                 .json(json!({"cmd": "devices", "uid": "u1", "id": 9}))
                 .await,
-            json!({"ok": true, "id": 9, "apns": [device(1), device(2)]})
+            json!({"ok": true, "id": 9, "apns": [device(1), device(2)], "fcm": [], "webpush": []})
         );
         // Another user logs in on the second device: it is theirs now.
         assert_eq!(
@@ -57,7 +57,7 @@ fn register_list_and_unregister() {
         );
         assert_eq!(
             backend.json(json!({"cmd": "devices", "uid": "u1"})).await,
-            json!({"ok": true, "apns": [device(1)]})
+            json!({"ok": true, "apns": [device(1)], "fcm": [], "webpush": []})
         );
         assert_eq!(
             backend
@@ -74,8 +74,19 @@ fn register_list_and_unregister() {
         );
         assert_eq!(
             backend.json(json!({"cmd": "devices", "uid": 42})).await,
-            json!({"ok": true, "apns": []})
+            json!({"ok": true, "apns": [], "fcm": [], "webpush": []})
         );
+    });
+}
+
+#[test]
+fn every_kind_of_device_is_kept_in_the_file() {
+    let scratch = Scratch::new("kinds");
+    let server = Server::start(registry_config(&scratch));
+    run(async {
+        let mut a = Backend::connect(server.text).await;
+        let mut b = Backend::connect(server.text).await;
+        common::devices::every_kind_of_device(&mut a, &mut b).await;
     });
 }
 
@@ -123,7 +134,7 @@ fn bad_registrations_are_refused_clearly() {
             // The connection keeps working after every refusal.
             assert_eq!(
                 backend.json(json!({"cmd": "devices", "uid": "u1"})).await,
-                json!({"ok": true, "apns": []})
+                json!({"ok": true, "apns": [], "fcm": [], "webpush": []})
             );
         }
     });
@@ -158,7 +169,7 @@ fn the_registry_survives_a_restart() {
         let mut backend = Backend::connect(server.text).await;
         assert_eq!(
             backend.json(json!({"cmd": "devices", "uid": "u1"})).await,
-            json!({"ok": true, "apns": [device(7)]})
+            json!({"ok": true, "apns": [device(7)], "fcm": [], "webpush": []})
         );
     });
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::apns::sender::{Notification, Outcome, Pending, Priority, PushType, Sender};
-use crate::push::registry::{self, Answer, DeviceToken, Op, Registry};
+use crate::push::registry::{self, Answer, Device, DeviceToken, Op, Registry};
 
 /// A push's APNs part: the payload for Apple and how to send it.
 #[derive(Debug, PartialEq)]
@@ -128,7 +128,16 @@ impl InFlight {
         };
         // One copy of the payload, shared by every device's request.
         let payload = Bytes::copy_from_slice(apns.payload.as_bytes());
-        for device in devices.into_iter().flatten() {
+        // APNs' part: the uids' iPhones (their other devices are other
+        // services').
+        let iphones = devices
+            .into_iter()
+            .flatten()
+            .filter_map(|device| match device {
+                Device::Apns(token) => Some(token),
+                _ => None,
+            });
+        for device in iphones {
             self.summary.devices += 1;
             let notification = Notification {
                 push_type: apns.push_type,

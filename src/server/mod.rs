@@ -23,7 +23,7 @@ pub use listen::{BACKLOG, Listeners};
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::hub::CloseReason;
-use crate::push::registry::{FileRegistry, RedisRegistry};
+use crate::push::registry::{Device, FileRegistry, RedisRegistry};
 use crate::push::{self, DeviceToken, Registry};
 use crate::shared::{Refusal, Shared, SocketSlot};
 use crate::time::timeout;
@@ -72,7 +72,7 @@ pub async fn run(
         (Some(settings), Some(registry)) => {
             let registry = Rc::clone(registry);
             // Apple says the token is gone (the app was removed): forget it.
-            let forget = move |token: &DeviceToken| registry.forget(token);
+            let forget = move |token: &DeviceToken| registry.forget(&Device::Apns(token.clone()));
             let sender =
                 push::apns::settings::build_sender(settings, forget).map_err(io::Error::other)?;
             info!(

@@ -433,8 +433,8 @@ fn distinct<'c>(names: &'c [Cow<'c, str>]) -> impl Iterator<Item = &'c str> {
 fn device_command(registry: Option<&Registry>, command: Command) -> Option<Op> {
     let registry = registry?;
     Some(match command {
-        Command::Register { uid, token } => registry.register(&uid, &token),
-        Command::Unregister { uid, token } => registry.unregister(&uid, token.as_ref()),
+        Command::Register { uid, device } => registry.register(&uid, &device),
+        Command::Unregister { uid, device } => registry.unregister(&uid, device.as_ref()),
         Command::Devices { uid } => registry.devices(&[&uid]),
         // Only device commands come here.
         _ => Op::Done(Err(RegistryError::Malformed("not a device command".into()))),

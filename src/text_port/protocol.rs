@@ -20,7 +20,10 @@ use crate::config::parse_duration;
 use crate::hub::listeners::{Interests, WireId};
 use crate::metrics::Stats;
 use crate::push::apns::sender::{Priority, PushType};
-use crate::push::registry::{BadDeviceToken, DeviceToken, Registered};
+use crate::push::registry::{
+    BadDeviceToken, BadFcmToken, BadSubscription, Device, DeviceToken, FcmToken, Registered,
+    Subscription, SubscriptionKeys,
+};
 use crate::push::route::{ApnsPush, ApnsSummary, ApnsWhen};
 
 /// Finds the next complete line at the start of `buf`.
@@ -127,17 +130,18 @@ pub enum Command<'a> {
     Stats {
         cluster: bool,
     },
-    /// Records an APNs device token for a uid.
+    /// Records a device (an iPhone's APNs token, an FCM token, a browser's
+    /// Web Push subscription) for a uid.
     Register {
         uid: Cow<'a, str>,
-        token: DeviceToken,
+        device: Device,
     },
-    /// Forgets one APNs device token of a uid, or all of them.
+    /// Forgets one device of a uid, or all of them.
     Unregister {
         uid: Cow<'a, str>,
-        token: Option<DeviceToken>,
+        device: Option<Device>,
     },
-    /// Lists a uid's APNs device tokens.
+    /// Lists a uid's devices, by kind.
     Devices {
         uid: Cow<'a, str>,
     },
@@ -210,6 +214,12 @@ pub enum RequestError {
     BadChannel(BadName),
     LineTooLong(usize),
     BadDeviceToken(BadDeviceToken),
+    BadFcmToken(BadFcmToken),
+    BadSubscription(BadSubscription),
+    /// A device command naming more than one device.
+    OneDevice,
+    /// A `register` naming no device.
+    NoDevice,
     /// A push with `apns`, but the hub runs without APNs credentials.
     NoApns,
     /// A device command, but the hub runs without `--apns-db` (or
@@ -255,6 +265,14 @@ impl fmt::Display for RequestError {
                 write!(f, "line longer than {max} bytes; closing the connection")
             }
             RequestError::BadDeviceToken(e) => write!(f, "`apns`: {e}"),
+            RequestError::BadFcmToken(e) => write!(f, "`fcm`: {e}"),
+            RequestError::BadSubscription(e) => write!(f, "`webpush`: {e}"),
+            RequestError::OneDevice => {
+                f.write_str("give one device: `apns`, `fcm` or `webpush`, not several")
+            }
+            RequestError::NoDevice => {
+                f.write_str("missing field `apns`, `fcm` or `webpush`: the device to register")
+            }
             RequestError::NoApns => f.write_str(
                 "`apns` given, but this hub sends nothing to APNs: start it with \
                  --apns-topic and --apns-key-file or --apns-cert-file",
@@ -290,6 +308,10 @@ impl RequestError {
             RequestError::BadChannel(_) => "bad_channel",
             RequestError::LineTooLong(_) => "line_too_long",
             RequestError::BadDeviceToken(_) => "bad_device_token",
+            RequestError::BadFcmToken(_) => "bad_fcm_token",
+            RequestError::BadSubscription(_) => "bad_subscription",
+            RequestError::OneDevice => "one_device",
+            RequestError::NoDevice => "missing_field",
             RequestError::NoApns => "no_apns",
             RequestError::NoRegistry => "no_registry",
             RequestError::Registry(_) => "registry",
@@ -319,6 +341,10 @@ struct Fields<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     apns: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    fcm: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    webpush: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     apns_when: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -439,11 +465,11 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
         }),
         "register" => Ok(Command::Register {
             uid: one_uid(fields)?,
-            token: device_token(fields)?.ok_or(RequestError::MissingField("apns"))?,
+            device: device(fields)?.ok_or(RequestError::NoDevice)?,
         }),
         "unregister" => Ok(Command::Unregister {
             uid: one_uid(fields)?,
-            token: device_token(fields)?,
+            device: device(fields)?,
         }),
         "devices" => Ok(Command::Devices {
             uid: one_uid(fields)?,
@@ -662,18 +688,51 @@ fn one_uid<'a>(fields: &Fields<'a>) -> Result<Cow<'a, str>, RequestError> {
     }
 }
 
-/// The `apns` device token, if given.
-fn device_token(fields: &Fields) -> Result<Option<DeviceToken>, RequestError> {
-    let Some(raw) = fields.apns else {
-        return Ok(None);
-    };
-    let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
-        field: "apns",
-        expected: "a string of hexadecimal digits",
-    })?;
-    DeviceToken::parse(&text)
-        .map(Some)
-        .map_err(RequestError::BadDeviceToken)
+/// The device a device command names, if it names one: `apns` (a token),
+/// `fcm` (a token) or `webpush` (a subscription object).
+fn device(fields: &Fields) -> Result<Option<Device>, RequestError> {
+    let given = [fields.apns, fields.fcm, fields.webpush];
+    if given.iter().flatten().count() > 1 {
+        return Err(RequestError::OneDevice);
+    }
+    if let Some(raw) = fields.apns {
+        let text: Cow<str> =
+            serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+                field: "apns",
+                expected: "a string of hexadecimal digits",
+            })?;
+        return DeviceToken::parse(&text)
+            .map(|t| Some(Device::Apns(t)))
+            .map_err(RequestError::BadDeviceToken);
+    }
+    if let Some(raw) = fields.fcm {
+        let text: Cow<str> =
+            serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+                field: "fcm",
+                expected: "a string: the app's FCM registration token",
+            })?;
+        return FcmToken::parse(&text)
+            .map(|t| Some(Device::Fcm(t)))
+            .map_err(RequestError::BadFcmToken);
+    }
+    if let Some(raw) = fields.webpush {
+        // Other members (`expirationTime`) are ignored, as browsers add them.
+        #[derive(Deserialize)]
+        struct Given<'a> {
+            #[serde(borrow)]
+            endpoint: Cow<'a, str>,
+            keys: SubscriptionKeys,
+        }
+        let given: Given =
+            serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
+                field: "webpush",
+                expected: "a subscription: {\"endpoint\":URL,\"keys\":{\"p256dh\":…,\"auth\":…}}",
+            })?;
+        return Subscription::new(&given.endpoint, given.keys)
+            .map(|s| Some(Device::WebPush(s)))
+            .map_err(RequestError::BadSubscription);
+    }
+    Ok(None)
 }
 
 /// A uid is a JSON string, or a number taken as its text (PHP backends send both).
@@ -759,7 +818,7 @@ pub enum Reply<'a> {
     Stats(Box<Stats>),
     Registered(Registered),
     Removed(usize),
-    Devices(Vec<DeviceToken>),
+    Devices(Vec<Device>),
     /// A push that also went to APNs: connections reached, and Apple's answers.
     DeliveredApns(usize, ApnsSummary),
     /// A push that waited for an acknowledgement: connections reached,
@@ -879,6 +938,8 @@ struct RemovedBody {
 #[derive(Serialize)]
 struct DevicesBody<'a> {
     apns: Vec<&'a str>,
+    fcm: Vec<&'a str>,
+    webpush: Vec<&'a Subscription>,
 }
 
 #[derive(Serialize)]
@@ -978,14 +1039,21 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
                 apns,
             },
         ),
-        Reply::Devices(tokens) => put(
-            out,
-            true,
-            id,
-            DevicesBody {
-                apns: tokens.iter().map(DeviceToken::as_str).collect(),
-            },
-        ),
+        Reply::Devices(devices) => {
+            let mut body = DevicesBody {
+                apns: Vec::new(),
+                fcm: Vec::new(),
+                webpush: Vec::new(),
+            };
+            for device in devices {
+                match device {
+                    Device::Apns(token) => body.apns.push(token.as_str()),
+                    Device::Fcm(token) => body.fcm.push(token.as_str()),
+                    Device::WebPush(subscription) => body.webpush.push(subscription),
+                }
+            }
+            put(out, true, id, body)
+        }
         Reply::Nodes(nodes) => put(out, true, id, NodesBody { nodes }),
         Reply::Unconfirmed(inner) => {
             let start = out.len();

@@ -10,6 +10,7 @@
 
 pub mod apns;
 pub mod cluster;
+pub mod devices;
 pub mod redis;
 pub mod tls;
 

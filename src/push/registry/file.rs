@@ -1,4 +1,6 @@
-//! The device registry in an embedded SQLite database: a hub alone.
+//! The device registry in an embedded SQLite database: a hub alone. One
+//! row per device: its key (`Device::key`) in the `token` column, its uid,
+//! when it was registered, and what a subscription keeps beside its key.
 //!
 //! Durability: a registration is acknowledged only after its transaction has
 //! committed to the write-ahead log, so it survives a crash or `kill -9` of the
@@ -11,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DeviceToken, Registered, RegistryError};
+use super::{Device, Registered, RegistryError};
 
 /// Page cache of the registry database, in KiB: the bound on its memory.
 const CACHE_KIB: i64 = 512;
@@ -40,47 +42,60 @@ impl FileRegistry {
              CREATE TABLE IF NOT EXISTS devices (
                  token TEXT PRIMARY KEY NOT NULL,
                  uid TEXT NOT NULL,
-                 registered_at INTEGER NOT NULL
+                 registered_at INTEGER NOT NULL,
+                 data TEXT
              ) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS devices_by_uid ON devices (uid);"
         ))?;
+        // A registry from before FCM and Web Push has no `data` column
+        // (what a subscription keeps beside its endpoint): added in place.
+        let has_data: bool = db.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('devices') WHERE name = 'data'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_data {
+            db.execute_batch("ALTER TABLE devices ADD COLUMN data TEXT")?;
+        }
         Ok(FileRegistry { db })
     }
 
-    /// Records that `token` belongs to `uid` (and to no other uid).
-    pub fn register(&self, uid: &str, token: &DeviceToken) -> Result<Registered, RegistryError> {
+    /// Records that `device` belongs to `uid` (and to no other uid); a
+    /// subscription registered again keeps the keys it comes with.
+    pub fn register(&self, uid: &str, device: &Device) -> Result<Registered, RegistryError> {
+        let (key, data) = (device.key(), device.data());
         let previous: Option<String> = self
             .db
             .prepare_cached("SELECT uid FROM devices WHERE token = ?1")?
-            .query_row(params![token.as_str()], |row| row.get(0))
+            .query_row(params![key], |row| row.get(0))
             .optional()?;
         if previous.as_deref() == Some(uid) {
+            self.db
+                .prepare_cached("UPDATE devices SET data = ?2 WHERE token = ?1")?
+                .execute(params![key, data])?;
             return Ok(Registered::Unchanged);
         }
         self.db
             .prepare_cached(
-                "INSERT INTO devices (token, uid, registered_at) VALUES (?1, ?2, unixepoch())
+                "INSERT INTO devices (token, uid, registered_at, data)
+                 VALUES (?1, ?2, unixepoch(), ?3)
                  ON CONFLICT (token) DO UPDATE SET uid = excluded.uid,
-                     registered_at = excluded.registered_at",
+                     registered_at = excluded.registered_at, data = excluded.data",
             )?
-            .execute(params![token.as_str(), uid])?;
+            .execute(params![key, uid, data])?;
         Ok(match previous {
             None => Registered::New,
             Some(from) => Registered::Moved { from },
         })
     }
 
-    /// Forgets one token of `uid`, or all of them; returns how many.
-    pub fn unregister(
-        &self,
-        uid: &str,
-        token: Option<&DeviceToken>,
-    ) -> Result<usize, RegistryError> {
-        let removed = match token {
-            Some(token) => self
+    /// Forgets one device of `uid`, or all of them; returns how many.
+    pub fn unregister(&self, uid: &str, device: Option<&Device>) -> Result<usize, RegistryError> {
+        let removed = match device {
+            Some(device) => self
                 .db
                 .prepare_cached("DELETE FROM devices WHERE uid = ?1 AND token = ?2")?
-                .execute(params![uid, token.as_str()])?,
+                .execute(params![uid, device.key()])?,
             None => self
                 .db
                 .prepare_cached("DELETE FROM devices WHERE uid = ?1")?
@@ -89,25 +104,34 @@ impl FileRegistry {
         Ok(removed)
     }
 
-    /// Forgets a token whoever it belonged to (Apple said it is no longer valid).
-    pub fn forget(&self, token: &DeviceToken) -> Result<bool, RegistryError> {
+    /// Forgets a device whoever it belonged to (its service said it is gone).
+    pub fn forget(&self, device: &Device) -> Result<bool, RegistryError> {
         let removed = self
             .db
             .prepare_cached("DELETE FROM devices WHERE token = ?1")?
-            .execute(params![token.as_str()])?;
+            .execute(params![device.key()])?;
         Ok(removed > 0)
     }
 
-    /// The tokens of `uid`, oldest registration first.
-    pub fn devices(&self, uid: &str) -> Result<Vec<DeviceToken>, RegistryError> {
+    /// The devices of `uid`, oldest registration first; a row changed by
+    /// hand into something that is not a device is skipped.
+    pub fn devices(&self, uid: &str) -> Result<Vec<Device>, RegistryError> {
         let mut statement = self.db.prepare_cached(
-            "SELECT token FROM devices WHERE uid = ?1 ORDER BY registered_at, token",
+            "SELECT token, data FROM devices WHERE uid = ?1 ORDER BY registered_at, token",
         )?;
-        let tokens = statement
-            .query_map(params![uid], |row| row.get::<_, String>(0))?
-            .map(|token| token.map(DeviceToken))
-            .collect::<Result<_, _>>()?;
-        Ok(tokens)
+        let rows = statement
+            .query_map(params![uid], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let devices = rows.iter().filter_map(|(key, data)| {
+            let device = Device::stored(key, data.as_deref());
+            if device.is_none() {
+                log::warn!("device registry: skipping {key:?}, not a device");
+            }
+            device
+        });
+        Ok(devices.collect())
     }
 }
 
@@ -115,8 +139,10 @@ impl FileRegistry {
 mod tests {
     use super::*;
 
-    fn token(n: u8) -> DeviceToken {
-        DeviceToken::parse(&format!("{n:02x}").repeat(32)).unwrap()
+    use crate::push::registry::{DeviceToken, FcmToken};
+
+    fn token(n: u8) -> Device {
+        Device::Apns(DeviceToken::parse(&format!("{n:02x}").repeat(32)).unwrap())
     }
 
     /// A fresh directory for one test's database, removed afterwards.
@@ -164,6 +190,28 @@ mod tests {
         registry.register("u1", &token(3)).unwrap();
         assert_eq!(registry.unregister("u1", None).unwrap(), 2);
         assert!(registry.devices("u1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_registry_from_before_the_other_kinds_is_opened_and_kept() {
+        let (_dir, path) = scratch("old");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE devices (token TEXT PRIMARY KEY NOT NULL, uid TEXT NOT NULL,
+                 registered_at INTEGER NOT NULL) WITHOUT ROWID;",
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO devices VALUES (?1, 'u1', 1)",
+            params!["07".repeat(32)],
+        )
+        .unwrap();
+        drop(old);
+        let registry = FileRegistry::open(&path).unwrap();
+        assert_eq!(registry.devices("u1").unwrap(), [token(7)]);
+        let fcm = Device::Fcm(FcmToken::parse("abc:DEF-1").unwrap());
+        assert_eq!(registry.register("u1", &fcm).unwrap(), Registered::New);
+        assert_eq!(registry.devices("u1").unwrap(), [token(7), fcm]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The device registry: which APNs device tokens belong to which uid.
+//! The device registry: which devices belong to which uid: APNs device
+//! tokens, FCM registration tokens and Web Push subscriptions.
 //!
 //! A hub alone keeps it in a SQLite file (`file`, `--apns-db`); hubs in a
 //! cluster keep one in Redis (`redis`), so that a device registered through
@@ -64,6 +65,162 @@ impl DeviceToken {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// FCM registration tokens are opaque; today about 160 characters.
+const MAX_FCM_TOKEN: usize = 4096;
+
+/// An FCM registration token, as the app got it from Firebase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FcmToken(String);
+
+/// Why a string is not an FCM registration token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadFcmToken;
+
+impl fmt::Display for BadFcmToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "an FCM registration token is 1 to {MAX_FCM_TOKEN} letters, digits and `-_:.`"
+        )
+    }
+}
+
+impl FcmToken {
+    pub fn parse(text: &str) -> Result<FcmToken, BadFcmToken> {
+        let well_formed = !text.is_empty()
+            && text.len() <= MAX_FCM_TOKEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.'));
+        match well_formed {
+            true => Ok(FcmToken(text.to_string())),
+            false => Err(BadFcmToken),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Push services' endpoints are URLs of a few hundred bytes.
+const MAX_ENDPOINT: usize = 2048;
+
+/// A browser's Web Push subscription, as `PushSubscription.toJSON()` gives
+/// it: where to send, and the keys to encrypt for (base64url, as given).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subscription {
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionKeys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// Why an object is not a Web Push subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSubscription(&'static str);
+
+impl fmt::Display for BadSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Subscription {
+    /// Checks what a sender will need: an https endpoint, a P-256 public
+    /// key (65 bytes, uncompressed) and a 16-byte auth secret.
+    pub fn new(endpoint: &str, keys: SubscriptionKeys) -> Result<Subscription, BadSubscription> {
+        let url_ok = endpoint.len() <= MAX_ENDPOINT
+            && endpoint
+                .strip_prefix("https://")
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic()));
+        if !url_ok {
+            return Err(BadSubscription(
+                "`endpoint` must be an https:// URL of at most 2048 characters",
+            ));
+        }
+        let p256dh = base64url(&keys.p256dh);
+        if !p256dh.is_some_and(|k| k.len() == 65 && k[0] == 4 && on_p256(&k)) {
+            return Err(BadSubscription(
+                "`keys.p256dh` must be a P-256 public key: 65 bytes, uncompressed, in base64url",
+            ));
+        }
+        if base64url(&keys.auth).is_none_or(|k| k.len() != 16) {
+            return Err(BadSubscription("`keys.auth` must be 16 bytes in base64url"));
+        }
+        Ok(Subscription {
+            endpoint: endpoint.to_string(),
+            keys,
+        })
+    }
+}
+
+/// Whether `point` is a point of P-256: a key a sender can encrypt for.
+fn on_p256(point: &[u8]) -> bool {
+    use openssl::ec::{EcGroup, EcPoint};
+    use openssl::nid::Nid;
+    let Ok(group) = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1) else {
+        return false;
+    };
+    let Ok(mut ctx) = openssl::bn::BigNumContext::new() else {
+        return false;
+    };
+    EcPoint::from_bytes(&group, point, &mut ctx).is_ok()
+}
+
+/// Base64url, with or without its padding (browsers leave it out).
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    data_encoding::BASE64URL_NOPAD
+        .decode(text.trim_end_matches('=').as_bytes())
+        .ok()
+}
+
+/// A device a push can reach without a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Apns(DeviceToken),
+    Fcm(FcmToken),
+    WebPush(Subscription),
+}
+
+impl Device {
+    /// What identifies it in the registry, whose devices are unique by it:
+    /// an APNs token as its hex (as the registry has always kept them),
+    /// `fcm:TOKEN`, `webpush:ENDPOINT`.
+    pub fn key(&self) -> String {
+        match self {
+            Device::Apns(token) => token.as_str().to_string(),
+            Device::Fcm(token) => format!("fcm:{}", token.as_str()),
+            Device::WebPush(subscription) => format!("webpush:{}", subscription.endpoint),
+        }
+    }
+
+    /// What the registry keeps beside the key: a subscription's keys.
+    pub fn data(&self) -> Option<String> {
+        match self {
+            Device::WebPush(subscription) => serde_json::to_string(&subscription.keys).ok(),
+            _ => None,
+        }
+    }
+
+    /// The device the registry kept as `key` and `data`; `None` if they are
+    /// not one (changed by hand).
+    pub fn stored(key: &str, data: Option<&str>) -> Option<Device> {
+        if let Some(token) = key.strip_prefix("fcm:") {
+            return FcmToken::parse(token).ok().map(Device::Fcm);
+        }
+        if let Some(endpoint) = key.strip_prefix("webpush:") {
+            let keys: SubscriptionKeys = serde_json::from_str(data?).ok()?;
+            return Subscription::new(endpoint, keys).ok().map(Device::WebPush);
+        }
+        DeviceToken::parse(key).ok().map(Device::Apns)
     }
 }
 
@@ -137,9 +294,9 @@ pub enum Answer {
     Registered(Registered),
     /// How many tokens were removed.
     Removed(usize),
-    /// The tokens of each uid asked, in the order asked, oldest
+    /// The devices of each uid asked, in the order asked, oldest
     /// registration first.
-    Devices(Vec<Vec<DeviceToken>>),
+    Devices(Vec<Vec<Device>>),
 }
 
 /// A registry operation: answered at once (the file), or to wait on (Redis).
@@ -192,23 +349,23 @@ pub enum Registry {
 }
 
 impl Registry {
-    /// Records that `token` belongs to `uid` (and to no other uid).
-    pub fn register(&self, uid: &str, token: &DeviceToken) -> Op {
+    /// Records that `device` belongs to `uid` (and to no other uid).
+    pub fn register(&self, uid: &str, device: &Device) -> Op {
         match self {
-            Registry::File(file) => Op::Done(file.register(uid, token).map(Answer::Registered)),
-            Registry::Redis(redis) => redis.register(uid, token),
+            Registry::File(file) => Op::Done(file.register(uid, device).map(Answer::Registered)),
+            Registry::Redis(redis) => redis.register(uid, device),
         }
     }
 
-    /// Forgets one token of `uid`, or all of them.
-    pub fn unregister(&self, uid: &str, token: Option<&DeviceToken>) -> Op {
+    /// Forgets one device of `uid`, or all of them.
+    pub fn unregister(&self, uid: &str, device: Option<&Device>) -> Op {
         match self {
-            Registry::File(file) => Op::Done(file.unregister(uid, token).map(Answer::Removed)),
-            Registry::Redis(redis) => redis.unregister(uid, token),
+            Registry::File(file) => Op::Done(file.unregister(uid, device).map(Answer::Removed)),
+            Registry::Redis(redis) => redis.unregister(uid, device),
         }
     }
 
-    /// The tokens of each of `uids`.
+    /// The devices of each of `uids`.
     pub fn devices(&self, uids: &[&str]) -> Op {
         match self {
             Registry::File(file) => Op::Done(
@@ -221,16 +378,17 @@ impl Registry {
         }
     }
 
-    /// Forgets a token whoever it belonged to (Apple said it is no longer
-    /// valid), logging what became of it.
-    pub fn forget(&self, token: &DeviceToken) {
+    /// Forgets a device whoever it belonged to (its push service said it
+    /// is no longer valid), logging what became of it.
+    pub fn forget(&self, device: &Device) {
         let done = match self {
-            Registry::File(file) => file.forget(token).map(|_| ()),
-            Registry::Redis(redis) => redis.forget(token),
+            Registry::File(file) => file.forget(device).map(|_| ()),
+            Registry::Redis(redis) => redis.forget(device),
         };
+        let key = device.key();
         match done {
-            Ok(()) => log::info!("APNs: device {} is gone; removed", token.as_str()),
-            Err(e) => log::warn!("APNs: device {} is gone, but {e}", token.as_str()),
+            Ok(()) => log::info!("device {key} is gone; removed"),
+            Err(e) => log::warn!("device {key} is gone, but {e}"),
         }
     }
 }
@@ -238,6 +396,72 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A P-256 public key, uncompressed.
+    fn test_point() -> Vec<u8> {
+        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+        let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key = EcKey::generate(&group).unwrap();
+        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+        key.public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .unwrap()
+    }
+
+    #[test]
+    fn devices_round_trip_through_what_the_registry_keeps() {
+        let point = test_point();
+        let keys = SubscriptionKeys {
+            p256dh: data_encoding::BASE64URL_NOPAD.encode(&point),
+            auth: data_encoding::BASE64URL.encode(&[1u8; 16]),
+        };
+        // 65 bytes that start like a key but are no point of the curve.
+        let mut off = point.clone();
+        off[64] ^= 1;
+        let off = SubscriptionKeys {
+            p256dh: data_encoding::BASE64URL_NOPAD.encode(&off),
+            ..keys.clone()
+        };
+        assert!(Subscription::new("https://push.example/x", off).is_err());
+        let short = SubscriptionKeys {
+            auth: data_encoding::BASE64URL_NOPAD.encode(&[1u8; 15]),
+            ..keys.clone()
+        };
+        assert!(Subscription::new("https://push.example/x", short).is_err());
+        let subscription = Subscription::new("https://push.example/s/1", keys.clone()).unwrap();
+        for device in [
+            Device::Apns(DeviceToken::parse(&"ab".repeat(32)).unwrap()),
+            Device::Fcm(FcmToken::parse("dXyz-1_2:APA91b.x").unwrap()),
+            Device::WebPush(subscription),
+        ] {
+            let data = device.data();
+            assert_eq!(Device::stored(&device.key(), data.as_deref()), Some(device));
+        }
+        for bad in ["", "has space", "semi;colon", &"a".repeat(4097)] {
+            assert_eq!(FcmToken::parse(bad), Err(BadFcmToken), "{bad:?}");
+        }
+        for endpoint in [
+            "http://push.example/x",
+            "https://",
+            "https://a b",
+            "ftp://x",
+        ] {
+            assert!(
+                Subscription::new(endpoint, keys.clone()).is_err(),
+                "{endpoint}"
+            );
+        }
+        // Kept data changed by hand: not a device.
+        assert_eq!(
+            Device::stored("webpush:https://push.example/s/1", None),
+            None
+        );
+        assert_eq!(
+            Device::stored("webpush:https://push.example/s/1", Some("{}")),
+            None
+        );
+        assert_eq!(Device::stored("fcm:", None), None);
+    }
 
     #[test]
     fn parses_device_tokens() {

@@ -1,12 +1,13 @@
 //! The device registry in Redis, shared by the hubs of a cluster.
 //!
-//! Two kinds of keys, all under one hash tag (`PREFIX:{devices}`) so that a
-//! Redis Cluster keeps them in one slot and a script may change several at
-//! once: `PREFIX:{devices}:owner`, a hash from each token to its uid (a
-//! token belongs to one uid at most), and `PREFIX:{devices}:u:UID`, a sorted
-//! set of the uid's tokens scored by when each was registered (ms). Every
-//! change is one script, so the two never disagree whatever hubs do at the
-//! same time. Scripts go by `EVAL`: registrations are rare, and Redis keeps
+//! Three kinds of keys, all under one hash tag (`PREFIX:{devices}`) so that
+//! a Redis Cluster keeps them in one slot and a script may change several
+//! at once: `PREFIX:{devices}:owner`, a hash from each device's key
+//! (`Device::key`) to its uid (a device belongs to one uid at most),
+//! `PREFIX:{devices}:u:UID`, a sorted set of the uid's devices' keys scored
+//! by when each was registered (ms), and `PREFIX:{devices}:data`, a hash of
+//! what a Web Push subscription keeps beside its key. Every change is one
+//! script, so they never disagree whatever hubs do at the same time. Scripts go by `EVAL`: registrations are rare, and Redis keeps
 //! the compiled script, so there is no `NOSCRIPT` to recover from.
 //!
 //! A registration is acknowledged once Redis has it in memory: what
@@ -14,14 +15,18 @@
 
 use std::rc::Rc;
 
-use super::{Answer, DeviceToken, Op, Pending, Registered, RegistryError};
+use super::{Answer, Device, Op, Pending, Registered, RegistryError};
 use crate::cluster::Cluster;
 use crate::cluster::redis::resp::{self, Frame};
 
-/// KEYS: owners, the uid's set. ARGV: uid, token, now in ms, the prefix of
-/// the uids' sets. Returns {'new'}, {'unchanged'} or {'moved', from}.
+/// KEYS: owners, the uid's set, data. ARGV: uid, key, now in ms, the
+/// prefix of the uids' sets, the device's data ('' for none). Returns
+/// {'new'}, {'unchanged'} or {'moved', from}.
 const REGISTER: &str = r"
 local from = redis.call('HGET', KEYS[1], ARGV[2])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[5])
+end
 if from == ARGV[1] then
   return {'unchanged'}
 end
@@ -34,41 +39,54 @@ end
 return {'new'}
 ";
 
-/// KEYS: owners, the uid's set. ARGV: uid, the token ('' for all of the
-/// uid's). Returns how many were removed.
+/// KEYS: owners, the uid's set, data. ARGV: uid, the device's key ('' for
+/// all of the uid's). Returns how many were removed.
 const UNREGISTER: &str = r"
-local tokens = {ARGV[2]}
+local keys = {ARGV[2]}
 if ARGV[2] == '' then
-  tokens = redis.call('ZRANGE', KEYS[2], 0, -1)
+  keys = redis.call('ZRANGE', KEYS[2], 0, -1)
 end
 local removed = 0
-for _, t in ipairs(tokens) do
-  if redis.call('HGET', KEYS[1], t) == ARGV[1] then
-    redis.call('HDEL', KEYS[1], t)
-    redis.call('ZREM', KEYS[2], t)
+for _, k in ipairs(keys) do
+  if redis.call('HGET', KEYS[1], k) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], k)
+    redis.call('HDEL', KEYS[3], k)
+    redis.call('ZREM', KEYS[2], k)
     removed = removed + 1
   end
 end
 return removed
 ";
 
-/// KEYS: the uids' sets. Returns each one's tokens, oldest first.
+/// KEYS: data, then the uids' sets. Returns, per uid, its devices oldest
+/// first as key, data (nil for none), key, data...
 const DEVICES: &str = r"
 local all = {}
-for i, k in ipairs(KEYS) do
-  all[i] = redis.call('ZRANGE', k, 0, -1)
+for i = 2, #KEYS do
+  local keys = redis.call('ZRANGE', KEYS[i], 0, -1)
+  local out = {}
+  for first = 1, #keys, 1000 do
+    local chunk = {unpack(keys, first, math.min(first + 999, #keys))}
+    local data = redis.call('HMGET', KEYS[1], unpack(chunk))
+    for j, k in ipairs(chunk) do
+      out[#out + 1] = k
+      out[#out + 1] = data[j]
+    end
+  end
+  all[i - 1] = out
 end
 return all
 ";
 
-/// KEYS: owners. ARGV: token, the prefix of the uids' sets. Returns 1 if
-/// it was registered.
+/// KEYS: owners, data. ARGV: the device's key, the prefix of the uids'
+/// sets. Returns 1 if it was registered.
 const FORGET: &str = r"
 local uid = redis.call('HGET', KEYS[1], ARGV[1])
 if not uid then
   return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', ARGV[2] .. uid, ARGV[1])
 return 1
 ";
@@ -76,6 +94,7 @@ return 1
 pub struct RedisRegistry {
     cluster: Rc<Cluster>,
     owners: Vec<u8>,
+    data: Vec<u8>,
     /// What a uid's set's key starts with; the uid follows.
     sets: Vec<u8>,
 }
@@ -93,6 +112,7 @@ impl RedisRegistry {
         let base = cluster.devices_key();
         RedisRegistry {
             owners: [base, b":owner"].concat(),
+            data: [base, b":data"].concat(),
             sets: [base, b":u:"].concat(),
             cluster,
         }
@@ -118,29 +138,31 @@ impl RedisRegistry {
         }
     }
 
-    pub fn register(&self, uid: &str, token: &DeviceToken) -> Op {
+    pub fn register(&self, uid: &str, device: &Device) -> Op {
         let now = crate::cluster::streams::now_ms().to_string();
         let set = self.set_of(uid);
+        let (key, data) = (device.key(), device.data().unwrap_or_default());
         self.eval(
             REGISTER,
-            &[&self.owners, &set],
+            &[&self.owners, &set, &self.data],
             &[
                 uid.as_bytes(),
-                token.as_str().as_bytes(),
+                key.as_bytes(),
                 now.as_bytes(),
                 &self.sets,
+                data.as_bytes(),
             ],
             Asked::Register,
         )
     }
 
-    pub fn unregister(&self, uid: &str, token: Option<&DeviceToken>) -> Op {
+    pub fn unregister(&self, uid: &str, device: Option<&Device>) -> Op {
         let set = self.set_of(uid);
-        let token = token.map_or("", DeviceToken::as_str);
+        let key = device.map(Device::key).unwrap_or_default();
         self.eval(
             UNREGISTER,
-            &[&self.owners, &set],
-            &[uid.as_bytes(), token.as_bytes()],
+            &[&self.owners, &set, &self.data],
+            &[uid.as_bytes(), key.as_bytes()],
             Asked::Unregister,
         )
     }
@@ -150,20 +172,23 @@ impl RedisRegistry {
             return Op::Done(Ok(Answer::Devices(Vec::new())));
         }
         let sets: Vec<Vec<u8>> = uids.iter().map(|uid| self.set_of(uid)).collect();
-        let keys: Vec<&[u8]> = sets.iter().map(Vec::as_slice).collect();
+        let keys: Vec<&[u8]> = std::iter::once(&self.data[..])
+            .chain(sets.iter().map(Vec::as_slice))
+            .collect();
         self.eval(DEVICES, &keys, &[], Asked::Devices(uids.len()))
     }
 
-    /// Sent without waiting: nobody waits for Apple's verdict to be kept,
-    /// and Apple says it again should it be lost.
-    pub fn forget(&self, token: &DeviceToken) -> Result<(), RegistryError> {
-        let token = token.as_str().as_bytes();
-        let command: [&[u8]; 6] = [
+    /// Sent without waiting: nobody waits for a push service's verdict to
+    /// be kept, and the service says it again should it be lost.
+    pub fn forget(&self, device: &Device) -> Result<(), RegistryError> {
+        let key = device.key();
+        let command: [&[u8]; 7] = [
             b"EVAL",
             FORGET.as_bytes(),
-            b"1",
+            b"2",
             &self.owners,
-            token,
+            &self.data,
+            key.as_bytes(),
             &self.sets,
         ];
         match self.cluster.cast(&self.owners, &command, "forget a device") {
@@ -210,17 +235,27 @@ impl Asked {
                 if sets.len() != *n {
                     return Err(malformed(&reply));
                 }
-                let tokens = |set: &Frame| -> Option<Vec<DeviceToken>> {
+                // A reply not made of keys and data is malformed; a device
+                // changed by hand into something that is not one is
+                // skipped, as the file's registry does.
+                let tokens = |set: &Frame| -> Option<Vec<Device>> {
                     let Frame::Array(items) = set else {
                         return None;
                     };
-                    items
-                        .iter()
-                        .map(|item| {
-                            let text = std::str::from_utf8(resp::bytes(item)?).ok()?;
-                            DeviceToken::parse(text).ok()
-                        })
-                        .collect()
+                    let mut devices = Vec::new();
+                    for pair in items.chunks(2) {
+                        let [key, data] = pair else { return None };
+                        let key = std::str::from_utf8(resp::bytes(key)?).ok()?;
+                        let data = match data {
+                            Frame::Null => None,
+                            data => Some(std::str::from_utf8(resp::bytes(data)?).ok()?),
+                        };
+                        match Device::stored(key, data) {
+                            Some(device) => devices.push(device),
+                            None => log::warn!("device registry: skipping {key:?}, not a device"),
+                        }
+                    }
+                    Some(devices)
                 };
                 sets.iter()
                     .map(tokens)
@@ -249,21 +284,30 @@ mod tests {
             Asked::Register.answer(moved).unwrap(),
             Answer::Registered(Registered::Moved { from: "u2".into() })
         );
-        let devices = Frame::Array(vec![Frame::Array(vec![bulk(&token)]), Frame::Array(vec![])]);
+        let devices = Frame::Array(vec![
+            Frame::Array(vec![bulk(&token), Frame::Null, bulk("zz"), Frame::Null]),
+            Frame::Array(vec![]),
+        ]);
+        // The device damaged by hand ("zz") is skipped.
+        let apns = Device::Apns(crate::push::registry::DeviceToken::parse(&token).unwrap());
         assert_eq!(
             Asked::Devices(2).answer(devices).unwrap(),
-            Answer::Devices(vec![vec![DeviceToken::parse(&token).unwrap()], vec![]])
+            Answer::Devices(vec![vec![apns], vec![]])
         );
         assert_eq!(
             Asked::Unregister.answer(Frame::Integer(2)).unwrap(),
             Answer::Removed(2)
         );
-        // A token damaged by hand, a count that does not match, a word that
-        // is not one, an error: never a guess.
+        // Not key and data, a count that does not match, a word that is
+        // not one, an error: never a guess.
         let bad = [
             (
                 Asked::Devices(1),
                 Frame::Array(vec![Frame::Array(vec![bulk("zz")])]),
+            ),
+            (
+                Asked::Devices(1),
+                Frame::Array(vec![Frame::Array(vec![Frame::Integer(1), Frame::Null])]),
             ),
             (Asked::Devices(2), Frame::Array(vec![Frame::Array(vec![])])),
             (Asked::Register, Frame::Array(vec![bulk("moved")])),
