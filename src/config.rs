@@ -228,9 +228,13 @@ pub struct Flags {
     )]
     pub shutdown_timeout: Duration,
 
-    /// SQLite file of the APNs device registry (created if missing); without
+    /// SQLite file of the device registry (created if missing); without
     /// it, register/unregister/devices are refused. In a cluster (--redis)
     /// the registry is in Redis instead [default: none]
+    #[argh(option)]
+    pub devices_db: Option<PathBuf>,
+
+    /// the former name of --devices-db, still taken [default: none]
     #[argh(option)]
     pub apns_db: Option<PathBuf>,
 
@@ -531,17 +535,24 @@ impl Flags {
             env.apns_cert_password,
         )
         .map_err(ConfigError::Invalid)?;
-        let in_cluster = self.redis.is_some();
-        if in_cluster && self.apns_db.is_some() {
+        if self.devices_db.is_some() && self.apns_db.is_some() {
             return Err(invalid(
-                "--apns-db and --redis: a cluster keeps its device registry in Redis, \
-                 shared by every hub; drop --apns-db (README, \"Running several hubs\", \
+                "--devices-db and --apns-db name the same file (--apns-db is its former name): \
+                 give one",
+            ));
+        }
+        let devices_db = self.devices_db.or(self.apns_db);
+        let in_cluster = self.redis.is_some();
+        if in_cluster && devices_db.is_some() {
+            return Err(invalid(
+                "--devices-db (or --apns-db) and --redis: a cluster keeps its device \
+                 registry in Redis, shared by every hub; drop it (README, \"Running several hubs\", \
                  says how to copy a file's registrations into Redis)",
             ));
         }
-        if apns.is_some() && self.apns_db.is_none() && !in_cluster && self.apns_test.is_none() {
+        if apns.is_some() && devices_db.is_none() && !in_cluster && self.apns_test.is_none() {
             return Err(invalid(
-                "APNs needs --apns-db PATH: the registry of the uids' device tokens",
+                "APNs needs --devices-db PATH: the registry of the uids' devices",
             ));
         }
         let secret = read_secret(self.secret_file.as_deref(), env.secret)?;
@@ -644,7 +655,7 @@ impl Flags {
             max_line_length: self.max_line_length,
             shutdown_timeout: self.shutdown_timeout,
             tls,
-            apns_db: self.apns_db,
+            apns_db: devices_db,
             apns,
             apns_test: self.apns_test,
             cluster,

@@ -203,6 +203,17 @@ fn refuses_bad_flags_and_settings() {
             ]),
             "cannot open the device registry /nonexistent-pushhub-dir/devices.sqlite3",
         ),
+        // The registry's two names at once.
+        (
+            args(&[
+                "--allow-plain-uid",
+                "--devices-db",
+                "a.db",
+                "--apns-db",
+                "b.db",
+            ]),
+            "give one",
+        ),
     ];
     for (argv, says) in cases {
         let (status, _, stderr) = run_binary(&argv, &[]);

@@ -148,7 +148,7 @@ fn without_a_registry_device_commands_say_how_to_get_one() {
         let reply = backend
             .json(json!({"cmd": "register", "uid": "u1", "apns": device(1)}))
             .await;
-        assert!(error_of(&reply).contains("--apns-db"), "{reply}");
+        assert!(error_of(&reply).contains("--devices-db"), "{reply}");
         assert_eq!(backend.push("u1", "still works").await, 0);
     });
 }
@@ -213,6 +213,9 @@ fn acknowledged_registrations_survive_kill_9() {
     hub.signal(Signal::KILL);
     hub.wait(Duration::from_secs(5));
 
+    // Restarted with the flag's new name: the same file.
+    let mut args = args;
+    args[5] = "--devices-db";
     let hub = Binary::start(&args, &[]);
     run(async {
         let mut backend = Backend::connect(hub.text).await;
@@ -239,7 +242,7 @@ fn a_registry_that_cannot_be_opened_stops_the_start() {
             "127.0.0.1:0",
             "--text",
             "127.0.0.1:0",
-            "--apns-db",
+            "--devices-db",
             db.to_str().unwrap(),
         ],
         &[],

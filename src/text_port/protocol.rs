@@ -278,7 +278,7 @@ impl fmt::Display for RequestError {
                  --apns-topic and --apns-key-file or --apns-cert-file",
             ),
             RequestError::NoRegistry => f.write_str(
-                "no device registry: start pushhub with --apns-db PATH (or in a cluster, \
+                "no device registry: start pushhub with --devices-db PATH (or in a cluster, \
                  with --redis) to register devices",
             ),
             RequestError::Registry(e) => f.write_str(e),
