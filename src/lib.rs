@@ -6,9 +6,9 @@
 //! on one thread.
 //!
 //! Map of the crate, in the order a message travels:
-//! - [`cli`]: `pushhub push|broadcast|online|kick|stats|token`: a backend on
-//!   the command line, reaching the text port over a socket; anything else is
-//!   the hub's flags.
+//! - [`cli`]: `pushhub push|broadcast|online|kick|stats|token|vapid-keygen`: a
+//!   backend on the command line, reaching the text port over a socket; a
+//!   token minter; a maker of Web Push keys. Anything else is the hub's flags.
 //! - [`config`]: flags → validated [`Config`].
 //! - [`server`]: listeners, accept loops, the flusher, the deadline sweeper,
 //!   SIGHUP reloads, signals and shutdown ([`run`]).
@@ -16,7 +16,8 @@
 //! - [`text_port`]: one backend connection: line codec, requests, replies in order.
 //! - [`hub`]: the connection table, uid index and outbound queues (never awaits).
 //! - [`ws`]: one WebSocket client: handshakes, frames in and out, TLS, writing its queue.
-//! - [`push`]: devices without a WebSocket: the registry, the route of a push, APNs.
+//! - [`push`]: devices without a WebSocket: the registry, the route of a push,
+//!   APNs, and Web Push's cryptography (the sender is to come).
 //! - [`auth`]: HS256 tokens, plain uids, secrets.
 //! - [`channel`]: channel names and the patterns that grant them.
 //! - [`metrics`]: counters, the `stats` snapshot, Prometheus and `/healthz`.

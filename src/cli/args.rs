@@ -38,6 +38,7 @@ pub enum Command {
     Members(Members),
     Stats(Stats),
     Token(Token),
+    VapidKeygen(VapidKeygen),
 }
 
 /// Where a text-port command asks, and how it answers.
@@ -369,4 +370,24 @@ fn parse_channel(s: &str) -> Result<String, String> {
     check_name(s)
         .map(|()| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// write a new Web Push (VAPID) key to PATH and print its public key
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "vapid-keygen",
+    help_triggers("-h", "--help"),
+    example = "{command_name} /etc/pushhub/vapid.pem",
+    note = "Writes a new P-256 private key to PATH as PKCS#8 PEM, readable by its\n\
+            owner only (mode 0600), and prints the public key, base64url: the\n\
+            applicationServerKey a page gives pushManager.subscribe. An existing\n\
+            file is never overwritten. Sending Web Push is not there yet.",
+    note = "\nExit status: 0 with the public key on stdout; 2 when PATH exists or\n\
+            cannot be written."
+)]
+pub struct VapidKeygen {
+    /// where to write the private key; must not exist yet
+    #[argh(positional)]
+    pub path: PathBuf,
 }

@@ -1,7 +1,8 @@
 //! `pushhub COMMAND ...`: the binary as a command-line client of its own text
 //! port (`push`, `broadcast`, `publish`, `subscribe`, `unsubscribe`,
-//! `channels`, `members`, `online`, `kick`, `stats`) and as a token minter
-//! (`token`), so that trying the hub needs nothing but the binary.
+//! `channels`, `members`, `online`, `kick`, `stats`), as a token minter
+//! (`token`) and as the maker of Web Push keys (`vapid-keygen`), so that
+//! trying the hub needs nothing but the binary.
 //!
 //! The command line is sorted here, once, by its first argument: a command
 //! (or `help`) runs here; anything else is the hub's flags, parsed as they
@@ -12,11 +13,13 @@
 //! - `client`: one request line out and its reply line back, under a deadline.
 //! - `commands`: the text-port commands, their requests and replies.
 //! - `token`: `pushhub token`.
+//! - `vapid_keygen`: `pushhub vapid-keygen`.
 
 mod args;
 mod client;
 mod commands;
 mod token;
+mod vapid_keygen;
 
 use std::fmt;
 use std::io::Write;
@@ -75,7 +78,8 @@ enum Failure {
     /// No reply to read: the hub cannot be reached, it did not answer in
     /// time, it closed the connection, or what came is not a reply.
     Connection(String),
-    /// No secret, or one that cannot be read.
+    /// No secret, or one that cannot be read; a key file that cannot be
+    /// written.
     Config(String),
 }
 
@@ -131,6 +135,7 @@ fn run(program: &str, name: &str, rest: &[&str]) -> ExitCode {
         Command::Members(c) => commands::members(c),
         Command::Stats(c) => commands::stats(c),
         Command::Token(c) => token::run(c, std::env::var(SECRET_ENV).ok(), unix_now()),
+        Command::VapidKeygen(c) => vapid_keygen::run(c),
     };
     finish(Some(name), outcome)
 }
@@ -236,6 +241,7 @@ mod tests {
             "kick",
             "stats",
             "token",
+            "vapid-keygen",
             "help",
         ] {
             assert!(

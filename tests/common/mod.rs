@@ -721,7 +721,19 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> ExitStatus {
 
 /// Runs the binary to completion (at most [`STEP`]) and returns its status, stdout and stderr.
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut child = binary_command(args, env)
+    run_to_end(binary_command(args, env))
+}
+
+/// [`run_binary`] for one of the binary's commands (`pushhub vapid-keygen
+/// ...`): those take none of the hub's flags, so none is added.
+pub fn run_command(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pushhub"));
+    command.args(args).stdin(Stdio::null());
+    run_to_end(command)
+}
+
+fn run_to_end(mut command: Command) -> (ExitStatus, String, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

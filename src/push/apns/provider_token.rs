@@ -16,16 +16,12 @@
 use std::fmt;
 use std::path::Path;
 
-use data_encoding::BASE64URL_NOPAD;
-use openssl::ecdsa::EcdsaSig;
 use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private};
-use openssl::sign::Signer;
+use openssl::pkey::{PKey, Private};
 use serde::Serialize;
 
 use crate::credentials::{CredentialError, CredentialProblem};
+use crate::push::es256::{self, sign};
 
 /// A token this old (seconds) is replaced by the next [`ProviderToken::bearer`].
 pub const REFRESH_AGE: u64 = 40 * 60;
@@ -36,9 +32,6 @@ pub const MIN_REPLACE_AGE: u64 = 20 * 60;
 
 /// Apple's key ids and team ids are 10 characters, letters and digits.
 const APPLE_ID_LEN: usize = 10;
-
-/// Bytes of each of r and s in an ES256 signature (JWS form, RFC 7518 §3.4).
-const P256_SCALAR_BYTES: i32 = 32;
 
 /// The signer of APNs provider tokens, and the token currently in use.
 pub struct ProviderToken {
@@ -160,63 +153,27 @@ fn is_apple_id(id: &str) -> bool {
 }
 
 fn check_p256(key: &PKey<Private>) -> Result<(), CredentialProblem> {
-    let found = match key.id() {
-        Id::EC => {
-            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
-            match curve {
-                Some(Nid::X9_62_PRIME256V1) => return Ok(()),
-                Some(nid) => format!(
-                    "an EC key on curve {}",
-                    nid.short_name().unwrap_or("(unnamed)")
-                ),
-                None => "an EC key on an unnamed curve".to_string(),
-            }
-        }
-        Id::RSA => "an RSA key".to_string(),
-        Id::ED25519 => "an Ed25519 key".to_string(),
-        _ => "a key of another type".to_string(),
-    };
-    Err(CredentialProblem::NotP256Key { found })
+    es256::check_p256(key).map_err(|found| CredentialProblem::NotP256Key { found })
 }
 
-/// `header.claims.signature`, each part base64url without padding.
 fn mint(key: &PKey<Private>, key_id: &str, team_id: &str, iat: u64) -> Result<String, ErrorStack> {
-    let header = serde_json::to_vec(&Header {
+    let header = Header {
         alg: "ES256",
         kid: key_id,
-    })
-    .expect("a header of strings always serializes");
-    let claims = serde_json::to_vec(&Claims { iss: team_id, iat })
-        .expect("claims of a string and a number always serialize");
-    let mut token = format!(
-        "{}.{}",
-        BASE64URL_NOPAD.encode(&header),
-        BASE64URL_NOPAD.encode(&claims)
-    );
-    let signature = sign(key, token.as_bytes())?;
-    token.push('.');
-    token.push_str(&BASE64URL_NOPAD.encode(&signature));
-    Ok(token)
-}
-
-/// ECDSA P-256 over SHA-256, as JWS wants it: r and s, each left-padded to 32
-/// bytes, end to end (OpenSSL gives a DER sequence of two integers).
-fn sign(key: &PKey<Private>, data: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-    let mut signer = Signer::new(MessageDigest::sha256(), key)?;
-    signer.update(data)?;
-    let der = signer.sign_to_vec()?;
-    let signature = EcdsaSig::from_der(&der)?;
-    let mut jws = signature.r().to_vec_padded(P256_SCALAR_BYTES)?;
-    jws.extend(signature.s().to_vec_padded(P256_SCALAR_BYTES)?);
-    Ok(jws)
+    };
+    es256::jwt(key, &header, &Claims { iss: team_id, iat })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use data_encoding::BASE64URL_NOPAD;
     use openssl::bn::BigNum;
     use openssl::ec::{EcGroup, EcKey};
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
     use openssl::rsa::Rsa;
     use openssl::symm::Cipher;
 
