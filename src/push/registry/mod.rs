@@ -18,6 +18,7 @@ pub use file::FileRegistry;
 pub use redis::RedisRegistry;
 
 use crate::cluster::Cluster;
+use crate::push::webpush::encrypt::{KeyError, SubscriptionKeys as EncryptionKeys};
 
 /// Device tokens are 32 bytes today; Apple says not to count on that, and the
 /// legacy protocol allowed up to 100.
@@ -146,40 +147,24 @@ impl Subscription {
                 "`endpoint` must be an https:// URL of at most 2048 characters",
             ));
         }
-        let p256dh = base64url(&keys.p256dh);
-        if !p256dh.is_some_and(|k| k.len() == 65 && k[0] == 4 && on_p256(&k)) {
-            return Err(BadSubscription(
-                "`keys.p256dh` must be a P-256 public key: 65 bytes, uncompressed, in base64url",
-            ));
-        }
-        if base64url(&keys.auth).is_none_or(|k| k.len() != 16) {
-            return Err(BadSubscription("`keys.auth` must be 16 bytes in base64url"));
+        // The sender's own check: a subscription kept is one it can encrypt for.
+        if let Err(e) = EncryptionKeys::from_base64url(&keys.p256dh, &keys.auth) {
+            let auth = matches!(
+                e,
+                KeyError::NotBase64url { key: "auth" } | KeyError::WrongLength { key: "auth", .. }
+            );
+            return Err(BadSubscription(match auth {
+                true => "`keys.auth` must be 16 bytes in base64url",
+                false => {
+                    "`keys.p256dh` must be a P-256 public key: 65 bytes, uncompressed, in base64url"
+                }
+            }));
         }
         Ok(Subscription {
             endpoint: endpoint.to_string(),
             keys,
         })
     }
-}
-
-/// Whether `point` is a point of P-256: a key a sender can encrypt for.
-fn on_p256(point: &[u8]) -> bool {
-    use openssl::ec::{EcGroup, EcPoint};
-    use openssl::nid::Nid;
-    let Ok(group) = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1) else {
-        return false;
-    };
-    let Ok(mut ctx) = openssl::bn::BigNumContext::new() else {
-        return false;
-    };
-    EcPoint::from_bytes(&group, point, &mut ctx).is_ok()
-}
-
-/// Base64url, with or without its padding (browsers leave it out).
-fn base64url(text: &str) -> Option<Vec<u8>> {
-    data_encoding::BASE64URL_NOPAD
-        .decode(text.trim_end_matches('=').as_bytes())
-        .ok()
 }
 
 /// A device a push can reach without a WebSocket.
