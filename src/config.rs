@@ -15,6 +15,7 @@ use crate::channel::Pattern;
 use crate::cluster::settings::ClusterFlags;
 use crate::cluster::{self, ClusterConfig};
 use crate::push::apns::settings::{self, ApnsFlags, ApnsSettings};
+use crate::push::webpush::vapid::{Subject, VapidKey};
 use crate::ws::tls::{TlsFiles, TlsSettings};
 
 /// Environment variable that may hold the token secret instead of `--secret-file`.
@@ -284,6 +285,18 @@ pub struct Flags {
     #[argh(option)]
     pub apns_test: Option<String>,
 
+    /// web push: the VAPID private key (PEM P-256, as pushhub vapid-keygen
+    /// or openssl ecparam -genkey -name prime256v1 write it); its public
+    /// key is what pages subscribe with [default: none]
+    #[argh(option)]
+    pub vapid_key_file: Option<PathBuf>,
+
+    /// web push: the contact push services may write to about this
+    /// server's messages, mailto:ADDRESS or an https: URL; needed with
+    /// --vapid-key-file [default: none]
+    #[argh(option)]
+    pub vapid_subject: Option<String>,
+
     /// cluster mode: the Redis (or Valkey) that several hubs share, as
     /// redis://HOST[:PORT][/DB], redis://USER@HOST:PORT or unix:///PATH;
     /// the password from --redis-password-file or PUSHHUB_REDIS_PASSWORD
@@ -414,6 +427,8 @@ pub struct Config {
     pub apns: Option<ApnsSettings>,
     /// `--apns-test`: the device token to send one test notification to.
     pub apns_test: Option<String>,
+    /// Web Push's VAPID key and subject, if given.
+    pub vapid: Option<VapidSettings>,
     /// `--redis`: cluster mode.
     pub cluster: Option<ClusterConfig>,
     /// `--reuse-port`: the ports are shared with this box's other hubs.
@@ -449,6 +464,7 @@ impl Default for Config {
             apns_db: None,
             apns: None,
             apns_test: None,
+            vapid: None,
             cluster: None,
             reuse_port: false,
         }
@@ -555,6 +571,7 @@ impl Flags {
                 "APNs needs --devices-db PATH: the registry of the uids' devices",
             ));
         }
+        let vapid = vapid_settings(self.vapid_key_file, self.vapid_subject.as_deref())?;
         let secret = read_secret(self.secret_file.as_deref(), env.secret)?;
         // `--apns-test` sends one notification and exits: no hub, no clients.
         if secret.is_none()
@@ -658,6 +675,7 @@ impl Flags {
             apns_db: devices_db,
             apns,
             apns_test: self.apns_test,
+            vapid,
             cluster,
             reuse_port: self.reuse_port,
         })
@@ -764,6 +782,46 @@ pub fn from_command_line<T: FromArgs>() -> Result<T, std::process::ExitCode> {
 /// of [`SECRET_ENV`]); `None` if neither. Surrounding whitespace is not part
 /// of it, and an empty one is an error. The hub and `pushhub token` both read
 /// it here: given the same file or variable, they hold the same key.
+/// `--vapid-key-file` and `--vapid-subject`: the key, read now so that a bad
+/// one stops the start (exit 2), and the subject, checked.
+#[derive(Debug, Clone)]
+pub struct VapidSettings {
+    pub key_file: PathBuf,
+    /// The public key, base64url, as pages need it.
+    pub public_key: String,
+    pub subject: Subject,
+}
+
+fn vapid_settings(
+    key_file: Option<PathBuf>,
+    subject: Option<&str>,
+) -> Result<Option<VapidSettings>, ConfigError> {
+    let (key_file, subject) = match (key_file, subject) {
+        (None, None) => return Ok(None),
+        (Some(file), Some(subject)) => (file, subject),
+        (Some(_), None) => {
+            return Err(invalid(
+                "--vapid-key-file needs --vapid-subject mailto:ADDRESS (or an https: URL): \
+                 push services want a contact for the messages they carry",
+            ));
+        }
+        (None, Some(_)) => return Err(invalid("--vapid-subject needs --vapid-key-file")),
+    };
+    let subject = Subject::parse(subject)
+        .map_err(|e| ConfigError::Invalid(format!("--vapid-subject: {e}")))?;
+    let pem = std::fs::read(&key_file).map_err(|e| {
+        ConfigError::Invalid(format!("--vapid-key-file {}: {e}", key_file.display()))
+    })?;
+    let key = VapidKey::from_pem(&pem).map_err(|e| {
+        ConfigError::Invalid(format!("--vapid-key-file {}: {e}", key_file.display()))
+    })?;
+    Ok(Some(VapidSettings {
+        key_file,
+        public_key: key.public_key_base64url(),
+        subject,
+    }))
+}
+
 pub fn read_secret(
     file: Option<&Path>,
     env_value: Option<String>,

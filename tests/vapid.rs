@@ -1,7 +1,8 @@
 //! `pushhub vapid-keygen PATH`, the real binary in a scratch directory: the
 //! key file it writes (mode 0600, a P-256 key that OpenSSL reads), the public
 //! key it prints (that key's, and nothing else on stdout), and its refusal to
-//! overwrite a file.
+//! overwrite a file; the hub given that key telling its public key on the
+//! text port, and bad VAPID flags stopping its start.
 
 mod common;
 
@@ -64,4 +65,80 @@ fn is_listed_in_the_help_and_needs_a_path() {
     let (status, _, stderr) = run_command(&["vapid-keygen"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("path"), "{stderr}");
+}
+
+/// The hub started with a key made by `vapid-keygen` tells its public key
+/// on the text port; bad VAPID flags stop the start with exit 2.
+#[test]
+fn the_hub_tells_the_public_key_it_was_given() {
+    let scratch = Scratch::new("vapid-hub");
+    let path = scratch.path("vapid.pem");
+    let path = path.to_str().unwrap();
+    let (status, stdout, stderr) = run_command(&["vapid-keygen", path]);
+    assert!(status.success(), "{stderr}");
+    let public = stdout.trim().to_string();
+    let flags = [
+        "--allow-plain-uid",
+        "--ws",
+        "127.0.0.1:0",
+        "--text",
+        "127.0.0.1:0",
+        "--vapid-key-file",
+        path,
+        "--vapid-subject",
+        "mailto:ops@example.com",
+    ];
+    let hub = Binary::start(&flags, &[]);
+    run(async {
+        let mut backend = Backend::connect(hub.text).await;
+        let reply = backend.json(serde_json::json!({"cmd": "vapid_key"})).await;
+        assert_eq!(reply, serde_json::json!({"ok": true, "key": public}));
+    });
+    let garbage = scratch.path("garbage.pem");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    for (extra, says) in [
+        (&["--vapid-key-file", path][..], "--vapid-subject"),
+        (&["--vapid-subject", "mailto:a@b.c"][..], "--vapid-key-file"),
+        (
+            &[
+                "--vapid-key-file",
+                path,
+                "--vapid-subject",
+                "ops@example.com",
+            ][..],
+            "--vapid-subject",
+        ),
+        (
+            &[
+                "--vapid-key-file",
+                garbage,
+                "--vapid-subject",
+                "mailto:a@b.c",
+            ][..],
+            "--vapid-key-file",
+        ),
+        (
+            &[
+                "--vapid-key-file",
+                "/nonexistent/k.pem",
+                "--vapid-subject",
+                "mailto:a@b.c",
+            ][..],
+            "--vapid-key-file",
+        ),
+    ] {
+        let argv = [&flags[..5], extra].concat();
+        let (status, _, stderr) = run_binary(&argv, &[]);
+        assert_eq!(status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let plain = Server::start(plain_config());
+    run(async {
+        let mut backend = Backend::connect(plain.text).await;
+        let reply = backend.json(serde_json::json!({"cmd": "vapid_key"})).await;
+        let error = reply["error"].as_str().unwrap_or_default();
+        assert!(error.contains("--vapid-key-file"), "{reply}");
+    });
 }

@@ -53,6 +53,8 @@ pub struct Services<'s> {
     pub registry: Option<&'s Registry>,
     pub apns: Option<&'s Sender>,
     pub cluster: Option<&'s Cluster>,
+    /// The VAPID public key, with `--vapid-key-file`.
+    pub vapid_key: Option<&'s str>,
 }
 
 /// One backend connection's state: its replies in order, and whether it
@@ -319,6 +321,10 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
                 })
                 .collect(),
         ),
+        Command::VapidKey => match services.vapid_key {
+            Some(key) => Reply::VapidKey(key.to_string()),
+            None => Reply::Error(RequestError::NoVapidKey),
+        },
         Command::Kick { who } => Reply::Kicked(each_uid(&who).map(|uid| hub.kick(uid)).sum()),
         // `cluster` asks the other hubs too; a hub alone is the whole cluster.
         Command::Stats { .. } => {
@@ -478,6 +484,7 @@ async fn serve_lines(shared: &Shared, mut stream: Async<TcpStream>, backend: &mu
         registry: shared.registry.as_deref(),
         apns: shared.apns.as_deref(),
         cluster: shared.cluster.as_deref(),
+        vapid_key: shared.config.vapid.as_ref().map(|v| v.public_key.as_str()),
     };
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);

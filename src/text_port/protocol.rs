@@ -141,6 +141,8 @@ pub enum Command<'a> {
         uid: Cow<'a, str>,
         device: Option<Device>,
     },
+    /// The public key pages subscribe to Web Push with.
+    VapidKey,
     /// Lists a uid's devices, by kind.
     Devices {
         uid: Cow<'a, str>,
@@ -220,6 +222,8 @@ pub enum RequestError {
     OneDevice,
     /// A `register` naming no device.
     NoDevice,
+    /// `vapid_key`, but the hub runs without `--vapid-key-file`.
+    NoVapidKey,
     /// A push with `apns`, but the hub runs without APNs credentials.
     NoApns,
     /// A device command, but the hub runs without `--apns-db` (or
@@ -270,6 +274,10 @@ impl fmt::Display for RequestError {
             RequestError::OneDevice => {
                 f.write_str("give one device: `apns`, `fcm` or `webpush`, not several")
             }
+            RequestError::NoVapidKey => f.write_str(
+                "no VAPID key: start pushhub with --vapid-key-file and --vapid-subject \
+                 (pushhub vapid-keygen PATH makes a key)",
+            ),
             RequestError::NoDevice => {
                 f.write_str("missing field `apns`, `fcm` or `webpush`: the device to register")
             }
@@ -312,6 +320,7 @@ impl RequestError {
             RequestError::BadSubscription(_) => "bad_subscription",
             RequestError::OneDevice => "one_device",
             RequestError::NoDevice => "missing_field",
+            RequestError::NoVapidKey => "no_vapid_key",
             RequestError::NoApns => "no_apns",
             RequestError::NoRegistry => "no_registry",
             RequestError::Registry(_) => "registry",
@@ -471,6 +480,7 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
             uid: one_uid(fields)?,
             device: device(fields)?,
         }),
+        "vapid_key" => Ok(Command::VapidKey),
         "devices" => Ok(Command::Devices {
             uid: one_uid(fields)?,
         }),
@@ -819,6 +829,8 @@ pub enum Reply<'a> {
     Registered(Registered),
     Removed(usize),
     Devices(Vec<Device>),
+    /// The VAPID public key, base64url.
+    VapidKey(String),
     /// A push that also went to APNs: connections reached, and Apple's answers.
     DeliveredApns(usize, ApnsSummary),
     /// A push that waited for an acknowledgement: connections reached,
@@ -936,6 +948,11 @@ struct RemovedBody {
 }
 
 #[derive(Serialize)]
+struct VapidKeyBody<'a> {
+    key: &'a str,
+}
+
+#[derive(Serialize)]
 struct DevicesBody<'a> {
     apns: Vec<&'a str>,
     fcm: Vec<&'a str>,
@@ -1039,6 +1056,7 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
                 apns,
             },
         ),
+        Reply::VapidKey(key) => put(out, true, id, VapidKeyBody { key }),
         Reply::Devices(devices) => {
             let mut body = DevicesBody {
                 apns: Vec::new(),

@@ -214,7 +214,8 @@ fn plan<'r, 'l>(
         | Command::Listen { .. }
         | Command::Register { .. }
         | Command::Unregister { .. }
-        | Command::Devices { .. } => return Ok(None),
+        | Command::Devices { .. }
+        | Command::VapidKey => return Ok(None),
     };
     Ok(Some((id, shape, targets)))
 }
