@@ -631,18 +631,12 @@ impl Cluster {
         };
         // A slot that moved (or is moving): the command was not run, and
         // stands unconfirmed; the map is read again (`watch`).
-        let moved = match &frame {
-            Frame::Error(e) => slots::redirect(e.as_bytes()).is_some(),
-            _ => false,
+        let redirect = match &frame {
+            Frame::Error(e) => slots::redirect(e.as_bytes()),
+            _ => None,
         };
-        let moved_for_good = match &frame {
-            Frame::Error(e) => matches!(
-                slots::redirect(e.as_bytes()),
-                Some(slots::Redirect::Moved { .. })
-            ),
-            _ => false,
-        };
-        if moved_for_good && state.map == MapState::Fresh {
+        let moved = redirect.is_some();
+        if matches!(redirect, Some(slots::Redirect::Moved { .. })) && state.map == MapState::Fresh {
             state.map = MapState::Stale;
         }
         match (expect, frame) {

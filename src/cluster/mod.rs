@@ -810,17 +810,11 @@ impl Cluster {
     /// (one of the keys it touches); `None` if the link cannot take it now.
     pub fn call(&self, key: &[u8], args: &[&[u8]]) -> Option<CallId> {
         let mut state = self.state.borrow_mut();
-        if !state.room() {
+        let number = state.next_call;
+        if !self.command(&mut state, key, args, Expect::Call(number)) {
             return None;
         }
-        let number = state.next_call;
         state.next_call += 1;
-        let at = state.index_of(key, true);
-        let pipe = &mut state.pipes[at];
-        self.flush(pipe);
-        resp::command(&mut pipe.out, args);
-        pipe.expect(Expect::Call(number));
-        pipe.wake();
         state.calls.insert(number, Call::default());
         Some(CallId(number))
     }
@@ -853,6 +847,13 @@ impl Cluster {
     /// logged as a failure to do `what`. False if the link cannot take it.
     pub fn cast(&self, key: &[u8], args: &[&[u8]], what: &'static str) -> bool {
         let mut state = self.state.borrow_mut();
+        self.command(&mut state, key, args, Expect::Cast(what))
+    }
+
+    /// Writes another module's command on the connection that serves
+    /// `key`, after the messages batched there; false if the link cannot
+    /// take it now.
+    fn command(&self, state: &mut State, key: &[u8], args: &[&[u8]], expect: Expect) -> bool {
         if !state.room() {
             return false;
         }
@@ -860,7 +861,7 @@ impl Cluster {
         let pipe = &mut state.pipes[at];
         self.flush(pipe);
         resp::command(&mut pipe.out, args);
-        pipe.expect(Expect::Cast(what));
+        pipe.expect(expect);
         pipe.wake();
         true
     }

@@ -263,12 +263,15 @@ impl Batch {
 
     /// Adds `message`, the part `part` of its request.
     pub fn push(&mut self, message: &Publish, part: (GatherId, u32), slot: Option<u16>) {
-        let (state, list) = keys(message.route);
+        // The stream's two keys, written in place: `ROUTE:s`, `ROUTE:l`.
+        for suffix in [b":s", b":l"] {
+            self.data.extend_from_slice(message.route);
+            self.data.extend_from_slice(suffix);
+            self.ends.push(self.data.len());
+        }
         let size = message.size.to_string();
         let epoch = format!("{:x}", message.epoch);
         for item in [
-            &state[..],
-            &list,
             message.route,
             message.head,
             message.line,

@@ -100,7 +100,7 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut
                     | Command::Devices { .. }),
                 ),
         } => match device_command(services.registry, command) {
-            Some(Op::Pending(op)) => replies.wait(id, 0, Wait::Device(Op::Pending(op))),
+            Some(Op::Pending(op)) => replies.wait(id, 0, Wait::Device(op)),
             Some(Op::Done(answer)) => {
                 let reply = match device_reply(answer) {
                     Reply::Error(e) => refuse(hub, e),

@@ -706,21 +706,13 @@ fn device(fields: &Fields) -> Result<Option<Device>, RequestError> {
         return Err(RequestError::OneDevice);
     }
     if let Some(raw) = fields.apns {
-        let text: Cow<str> =
-            serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
-                field: "apns",
-                expected: "a string of hexadecimal digits",
-            })?;
+        let text: Cow<str> = typed(raw, "apns", "a string of hexadecimal digits")?;
         return DeviceToken::parse(&text)
             .map(|t| Some(Device::Apns(t)))
             .map_err(RequestError::BadDeviceToken);
     }
     if let Some(raw) = fields.fcm {
-        let text: Cow<str> =
-            serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
-                field: "fcm",
-                expected: "a string: the app's FCM registration token",
-            })?;
+        let text: Cow<str> = typed(raw, "fcm", "a string: the app's FCM registration token")?;
         return FcmToken::parse(&text)
             .map(|t| Some(Device::Fcm(t)))
             .map_err(RequestError::BadFcmToken);
@@ -733,11 +725,11 @@ fn device(fields: &Fields) -> Result<Option<Device>, RequestError> {
             endpoint: Cow<'a, str>,
             keys: SubscriptionKeys,
         }
-        let given: Given =
-            serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
-                field: "webpush",
-                expected: "a subscription: {\"endpoint\":URL,\"keys\":{\"p256dh\":…,\"auth\":…}}",
-            })?;
+        let given: Given = typed(
+            raw,
+            "webpush",
+            "a subscription: {\"endpoint\":URL,\"keys\":{\"p256dh\":…,\"auth\":…}}",
+        )?;
         return Subscription::new(&given.endpoint, given.keys)
             .map(|s| Some(Device::WebPush(s)))
             .map_err(RequestError::BadSubscription);
@@ -801,10 +793,16 @@ fn channel<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, R
 }
 
 fn string<'a>(raw: &'a RawValue, field: &'static str) -> Result<Cow<'a, str>, RequestError> {
-    serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType {
-        field,
-        expected: "a string",
-    })
+    typed(raw, field, "a string")
+}
+
+/// `field` as a `T`, or an error saying it must be `expected`.
+fn typed<'a, T: Deserialize<'a>>(
+    raw: &'a RawValue,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<T, RequestError> {
+    serde_json::from_str(raw.get()).map_err(|_| RequestError::WrongType { field, expected })
 }
 
 /// One uid's presence, in a reply to `online` with `uids`.

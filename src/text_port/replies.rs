@@ -24,7 +24,7 @@ use super::Services;
 use super::routed::{self, Shape};
 use crate::cluster::GatherId;
 use crate::hub::AckWatch;
-use crate::push::registry::Op;
+use crate::push::registry::Pending;
 use crate::push::route::{ApnsPush, InFlight};
 use crate::text_port::protocol::{Reply, write_reply};
 
@@ -39,7 +39,7 @@ pub enum Wait {
     /// Apple's answers for a push's notifications.
     Apns(InFlight),
     /// The registry's answer to a device command.
-    Device(Op),
+    Device(Pending),
     /// A client's acknowledgement, until the timer; then, unacknowledged,
     /// the uid's devices get `fallback` (`apns_when` "unacked").
     Ack {

@@ -314,19 +314,6 @@ impl Drop for Pending {
     }
 }
 
-impl Op {
-    /// The answer, waiting for it if needed.
-    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Answer, RegistryError>> {
-        match self {
-            Op::Done(done) => Poll::Ready(std::mem::replace(
-                done,
-                Err(RegistryError::Malformed("an operation polled twice".into())),
-            )),
-            Op::Pending(pending) => pending.poll(cx),
-        }
-    }
-}
-
 /// The registry of a hub alone, or of a cluster.
 pub enum Registry {
     File(FileRegistry),
