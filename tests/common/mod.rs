@@ -11,6 +11,7 @@
 pub mod apns;
 pub mod cluster;
 pub mod devices;
+pub mod fcm;
 pub mod redis;
 pub mod tls;
 
