@@ -411,8 +411,7 @@ fn framing(head: &Head) -> Result<(Framing, bool), Http1Error> {
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .map(|coding| coding.trim_ascii())
-            .filter(|coding| !coding.is_empty())
-            .last();
+            .rfind(|coding| !coding.is_empty());
         if !last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
             return Ok((Framing::UntilClose, false));
         }

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod devices;
 pub mod redis;
 pub mod tls;
+pub mod webpush;
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader as StdBufReader};
