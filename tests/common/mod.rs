@@ -14,6 +14,7 @@ pub mod devices;
 pub mod fcm;
 pub mod redis;
 pub mod tls;
+pub mod webpush;
 
 use std::future::Future;
 use std::io::{self, BufRead, BufReader as StdBufReader};
