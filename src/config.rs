@@ -15,7 +15,8 @@ use crate::channel::Pattern;
 use crate::cluster::settings::ClusterFlags;
 use crate::cluster::{self, ClusterConfig};
 use crate::push::apns::settings::{self, ApnsFlags, ApnsSettings};
-use crate::push::webpush::vapid::{Subject, VapidKey};
+use crate::push::fcm::settings::{FcmFlags, FcmSettings};
+use crate::push::webpush::settings::VapidSettings;
 use crate::ws::tls::{TlsFiles, TlsSettings};
 
 /// Environment variable that may hold the token secret instead of `--secret-file`.
@@ -297,6 +298,43 @@ pub struct Flags {
     #[argh(option)]
     pub vapid_subject: Option<String>,
 
+    /// a CA certificate (PEM) to trust for Web Push endpoints (tests,
+    /// proxies) [default: the system's]
+    #[argh(option)]
+    pub webpush_ca_file: Option<PathBuf>,
+
+    /// send one test Web Push message to the subscription in this JSON file
+    /// (as PushSubscription.toJSON() gives it), print the push service's
+    /// answer and exit, instead of running the hub [default: none]
+    #[argh(option)]
+    pub webpush_test: Option<PathBuf>,
+
+    /// android: the Firebase service account's JSON key file (Firebase
+    /// console, Project settings, Service accounts); the project id is read
+    /// from it [default: none]
+    #[argh(option)]
+    pub fcm_credentials_file: Option<PathBuf>,
+
+    /// an FCM endpoint instead of Google's, https://HOST[:PORT] (tests,
+    /// proxies) [default: https://fcm.googleapis.com]
+    #[argh(option)]
+    pub fcm_endpoint: Option<String>,
+
+    /// the OAuth token endpoint's URL for FCM's access tokens (tests,
+    /// proxies) [default: the key file's token_uri]
+    #[argh(option)]
+    pub fcm_token_endpoint: Option<String>,
+
+    /// a CA certificate (PEM) to trust for --fcm-endpoint and
+    /// --fcm-token-endpoint [default: the system's]
+    #[argh(option)]
+    pub fcm_ca_file: Option<PathBuf>,
+
+    /// send one test message to this FCM registration token, print FCM's
+    /// answer and exit, instead of running the hub [default: none]
+    #[argh(option)]
+    pub fcm_test: Option<String>,
+
     /// cluster mode: the Redis (or Valkey) that several hubs share, as
     /// redis://HOST[:PORT][/DB], redis://USER@HOST:PORT or unix:///PATH;
     /// the password from --redis-password-file or PUSHHUB_REDIS_PASSWORD
@@ -425,10 +463,13 @@ pub struct Config {
     pub apns_db: Option<PathBuf>,
     /// Where and how to send to APNs, if at all.
     pub apns: Option<ApnsSettings>,
-    /// `--apns-test`: the device token to send one test notification to.
-    pub apns_test: Option<String>,
+    /// `--apns-test`, `--fcm-test`, `--webpush-test`: one test message to
+    /// send instead of running the hub.
+    pub push_test: Option<PushTest>,
     /// Web Push's VAPID key and subject, if given.
     pub vapid: Option<VapidSettings>,
+    /// Where and how to send to FCM, if at all.
+    pub fcm: Option<FcmSettings>,
     /// `--redis`: cluster mode.
     pub cluster: Option<ClusterConfig>,
     /// `--reuse-port`: the ports are shared with this box's other hubs.
@@ -463,8 +504,9 @@ impl Default for Config {
             tls: None,
             apns_db: None,
             apns: None,
-            apns_test: None,
+            push_test: None,
             vapid: None,
+            fcm: None,
             cluster: None,
             reuse_port: false,
         }
@@ -566,18 +608,46 @@ impl Flags {
                  says how to copy a file's registrations into Redis)",
             ));
         }
-        if apns.is_some() && devices_db.is_none() && !in_cluster && self.apns_test.is_none() {
-            return Err(invalid(
-                "APNs needs --devices-db PATH: the registry of the uids' devices",
-            ));
+        let vapid = crate::push::webpush::settings::from_flags(
+            self.vapid_key_file,
+            self.vapid_subject.as_deref(),
+            self.webpush_ca_file,
+        )
+        .map_err(ConfigError::Invalid)?;
+        let fcm = crate::push::fcm::settings::from_flags(FcmFlags {
+            credentials_file: self.fcm_credentials_file,
+            endpoint: self.fcm_endpoint,
+            token_endpoint: self.fcm_token_endpoint,
+            ca_file: self.fcm_ca_file,
+        })
+        .map_err(ConfigError::Invalid)?;
+        let push_test = match (self.apns_test, self.fcm_test, self.webpush_test) {
+            (None, None, None) => None,
+            (Some(token), None, None) => Some(PushTest::Apns(token)),
+            (None, Some(token), None) => Some(PushTest::Fcm(token)),
+            (None, None, Some(file)) => Some(PushTest::WebPush(file)),
+            _ => {
+                return Err(invalid(
+                    "give one of --apns-test, --fcm-test and --webpush-test",
+                ));
+            }
+        };
+        if push_test.is_none() && devices_db.is_none() && !in_cluster {
+            for (configured, service) in [
+                (apns.is_some(), "APNs"),
+                (fcm.is_some(), "FCM"),
+                (vapid.is_some(), "Web Push"),
+            ] {
+                if configured {
+                    return Err(ConfigError::Invalid(format!(
+                        "{service} needs --devices-db PATH: the registry of the uids' devices"
+                    )));
+                }
+            }
         }
-        let vapid = vapid_settings(self.vapid_key_file, self.vapid_subject.as_deref())?;
         let secret = read_secret(self.secret_file.as_deref(), env.secret)?;
-        // `--apns-test` sends one notification and exits: no hub, no clients.
-        if secret.is_none()
-            && !self.allow_plain_uid
-            && !self.allow_anonymous
-            && self.apns_test.is_none()
+        // A push test sends one message and exits: no hub, no clients.
+        if secret.is_none() && !self.allow_plain_uid && !self.allow_anonymous && push_test.is_none()
         {
             return Err(ConfigError::NoAuth);
         }
@@ -674,12 +744,24 @@ impl Flags {
             tls,
             apns_db: devices_db,
             apns,
-            apns_test: self.apns_test,
+            push_test,
             vapid,
+            fcm,
             cluster,
             reuse_port: self.reuse_port,
         })
     }
+}
+
+/// A test message to send instead of running the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushTest {
+    /// `--apns-test`: to this device token.
+    Apns(String),
+    /// `--fcm-test`: to this registration token.
+    Fcm(String),
+    /// `--webpush-test`: to the subscription in this file.
+    WebPush(PathBuf),
 }
 
 impl Flags {
@@ -782,46 +864,6 @@ pub fn from_command_line<T: FromArgs>() -> Result<T, std::process::ExitCode> {
 /// of [`SECRET_ENV`]); `None` if neither. Surrounding whitespace is not part
 /// of it, and an empty one is an error. The hub and `pushhub token` both read
 /// it here: given the same file or variable, they hold the same key.
-/// `--vapid-key-file` and `--vapid-subject`: the key, read now so that a bad
-/// one stops the start (exit 2), and the subject, checked.
-#[derive(Debug, Clone)]
-pub struct VapidSettings {
-    pub key_file: PathBuf,
-    /// The public key, base64url, as pages need it.
-    pub public_key: String,
-    pub subject: Subject,
-}
-
-fn vapid_settings(
-    key_file: Option<PathBuf>,
-    subject: Option<&str>,
-) -> Result<Option<VapidSettings>, ConfigError> {
-    let (key_file, subject) = match (key_file, subject) {
-        (None, None) => return Ok(None),
-        (Some(file), Some(subject)) => (file, subject),
-        (Some(_), None) => {
-            return Err(invalid(
-                "--vapid-key-file needs --vapid-subject mailto:ADDRESS (or an https: URL): \
-                 push services want a contact for the messages they carry",
-            ));
-        }
-        (None, Some(_)) => return Err(invalid("--vapid-subject needs --vapid-key-file")),
-    };
-    let subject = Subject::parse(subject)
-        .map_err(|e| ConfigError::Invalid(format!("--vapid-subject: {e}")))?;
-    let pem = std::fs::read(&key_file).map_err(|e| {
-        ConfigError::Invalid(format!("--vapid-key-file {}: {e}", key_file.display()))
-    })?;
-    let key = VapidKey::from_pem(&pem).map_err(|e| {
-        ConfigError::Invalid(format!("--vapid-key-file {}: {e}", key_file.display()))
-    })?;
-    Ok(Some(VapidSettings {
-        key_file,
-        public_key: key.public_key_base64url(),
-        subject,
-    }))
-}
-
 pub fn read_secret(
     file: Option<&Path>,
     env_value: Option<String>,

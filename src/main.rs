@@ -5,9 +5,7 @@
 use std::process::ExitCode;
 
 use log::{error, info, warn};
-use pushhub::config::{Config, Env, Flags, RESERVED_FDS};
-use pushhub::push::DeviceToken;
-use pushhub::push::apns::sender::{Notification, Outcome};
+use pushhub::config::{Env, Flags, RESERVED_FDS};
 use pushhub::push::apns::settings;
 use pushhub::push::registry::FileRegistry;
 use pushhub::server::{fd_limit, signals};
@@ -38,8 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(device) = &config.apns_test {
-        return apns_test(&config, device);
+    if let Some(test) = &config.push_test {
+        return cli::push_test::run(&config, test);
     }
     // Credentials are checked before anything listens, so that a bad key is a
     // configuration error (exit 2, which systemd does not restart on).
@@ -117,66 +115,6 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             error!("{e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `--apns-test`: sends one notification to `device` with the APNs flags,
-/// prints Apple's answer, and exits 0 only if Apple accepted it.
-fn apns_test(config: &Config, device: &str) -> ExitCode {
-    let Some(apns) = &config.apns else {
-        error!("--apns-test needs the APNs flags: --apns-topic and credentials");
-        return ExitCode::from(2);
-    };
-    let device = match DeviceToken::parse(device) {
-        Ok(device) => device,
-        Err(e) => {
-            error!("--apns-test: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let sender = match settings::build_sender(apns, |_| {}) {
-        Ok(sender) => std::rc::Rc::new(sender),
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
-    let payload = br#"{"aps":{"alert":"pushhub test notification","sound":"default"}}"#;
-    let pending = match sender.send(Notification::new(device, &payload[..])) {
-        Ok(pending) => pending,
-        Err(_) => {
-            error!("the APNs queue refused the notification");
-            return ExitCode::from(1);
-        }
-    };
-    info!(
-        "sending a test notification through {}:{}",
-        apns.endpoint.host, apns.endpoint.port
-    );
-    let outcome = smol::block_on(smol::future::or(
-        async {
-            sender.clone().run().await;
-            None
-        },
-        pushhub::time::timeout(std::time::Duration::from_secs(60), pending.outcome()),
-    ));
-    match outcome {
-        Some(Outcome::Accepted { apns_id }) => {
-            println!("accepted (apns-id {})", apns_id.as_deref().unwrap_or("?"));
-            ExitCode::SUCCESS
-        }
-        Some(Outcome::DeviceGone { status, reason } | Outcome::Rejected { status, reason }) => {
-            println!("refused: {status} {reason}");
-            ExitCode::from(1)
-        }
-        Some(Outcome::Failed { why }) => {
-            println!("failed: {why}");
-            ExitCode::from(1)
-        }
-        None => {
-            println!("no answer from APNs within 60 s");
             ExitCode::from(1)
         }
     }

@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::credentials::log_expiry;
 use crate::hub::{Hub, Limits};
 use crate::push::Registry;
-use crate::push::apns::sender::Sender as ApnsSender;
+use crate::push::route::Senders;
+use crate::push::{apns, fcm, webpush};
 use crate::ws::tls::Acceptor;
 
 /// State every task of the server shares. Single-threaded: `Rc` and `RefCell`,
@@ -26,10 +27,10 @@ use crate::ws::tls::Acceptor;
 pub(crate) struct Shared {
     pub config: Config,
     pub hub: RefCell<Hub>,
-    /// The APNs device registry, with `--apns-db`.
+    /// The device registry, with `--devices-db` (or in Redis, with `--redis`).
     pub registry: Option<Rc<Registry>>,
-    /// The APNs sender, with the APNs flags.
-    pub apns: Option<Rc<ApnsSender>>,
+    /// The push services' senders, as their flags ask.
+    pub push: PushSenders,
     /// Cluster mode (`--redis`): the link to the other hubs.
     pub cluster: Option<Rc<Cluster>>,
     /// wss: the acceptor new connections get (replaced on SIGHUP).
@@ -40,11 +41,28 @@ pub(crate) struct Shared {
     per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
 
+/// The senders of the push services the hub is configured for.
+#[derive(Default, Clone)]
+pub(crate) struct PushSenders {
+    pub apns: Option<Rc<apns::sender::Sender>>,
+    pub fcm: Option<Rc<fcm::sender::Sender>>,
+    pub webpush: Option<Rc<webpush::sender::Sender>>,
+}
+
 impl Shared {
+    /// The senders, as the text port hands them on.
+    pub(crate) fn senders(&self) -> Senders<'_> {
+        Senders {
+            apns: self.push.apns.as_deref(),
+            fcm: self.push.fcm.as_deref(),
+            webpush: self.push.webpush.as_deref(),
+        }
+    }
+
     pub(crate) fn new(
         config: Config,
         registry: Option<Rc<Registry>>,
-        apns: Option<Rc<ApnsSender>>,
+        push: PushSenders,
         cluster: Option<Rc<Cluster>>,
     ) -> Shared {
         let mut hub = Hub::new(Limits::from_config(&config));
@@ -56,7 +74,7 @@ impl Shared {
             hub: RefCell::new(hub),
             cluster,
             registry,
-            apns,
+            push,
             tls: RefCell::new(None),
             config,
             sockets: Cell::new(0),

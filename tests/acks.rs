@@ -401,8 +401,9 @@ fn bad_ack_timeouts_and_combinations_are_refused() {
             &reply,
             "`ack_timeout` must be absent in a push to one connection",
         );
-        let when = "`apns_when` \"unacked\" needs `ack_timeout`; with `ack_timeout`, \
-                    `apns_when` is \"unacked\" (the default) or \"never\"";
+        let when = "`apns_when`, `fcm_when` or `webpush_when` \"unacked\" needs \
+                    `ack_timeout`; with `ack_timeout`, each is \"unacked\" (the default) \
+                    or \"never\"";
         let reply = backend
             .json(json!({"cmd":"push","uid":"u1","data":1,"apns":{"aps":{}},"apns_when":"unacked"}))
             .await;
@@ -421,7 +422,7 @@ fn bad_ack_timeouts_and_combinations_are_refused() {
         let stats = backend.stats().await;
         assert_eq!(
             stats["text_errors"],
-            json!({"wrong_type":18,"ack_one_uid":1,"ack_and_apns_when":3,"no_apns":1}),
+            json!({"wrong_type":18,"ack_one_uid":1,"ack_and_when":3,"no_apns":1}),
             "{stats}"
         );
         assert_eq!(stats["pushes"], 4, "only the good ones: {stats}");

@@ -144,7 +144,7 @@ fn decode_json(part: &str) -> serde_json::Value {
 
 fn accepted() -> Outcome {
     Outcome::Accepted {
-        apns_id: Some("00000000-0000-0000-0000-000000000001".into()),
+        id: Some("00000000-0000-0000-0000-000000000001".into()),
     }
 }
 
@@ -295,7 +295,7 @@ fn unregistered_device_is_reported_gone() {
         with_running(&sender, async {
             assert_eq!(
                 outcome(unregistered).await,
-                Outcome::DeviceGone {
+                Outcome::Gone {
                     status: 410,
                     reason: Reason::Unregistered
                 }
@@ -304,7 +304,7 @@ fn unregistered_device_is_reported_gone() {
             if authoritative {
                 assert_eq!(
                     bad,
-                    Outcome::DeviceGone {
+                    Outcome::Gone {
                         status: 400,
                         reason: Reason::BadDeviceToken
                     }
@@ -361,7 +361,7 @@ fn a_bad_device_token_is_gone_once_the_endpoint_has_accepted_one() {
     with_running(&sender, async {
         assert_eq!(
             outcome(bad).await,
-            Outcome::DeviceGone {
+            Outcome::Gone {
                 status: 400,
                 reason: Reason::BadDeviceToken
             }
@@ -498,7 +498,8 @@ fn payload_over_the_limit_is_refused_without_a_request() {
     assert_eq!(
         refused.try_outcome(),
         Some(Outcome::Failed {
-            why: Failure::PayloadTooLarge {
+            why: Failure::TooLong {
+                what: "payload",
                 size: 4097,
                 limit: 4096
             }
@@ -510,7 +511,7 @@ fn payload_over_the_limit_is_refused_without_a_request() {
     assert!(matches!(
         voip_refused.try_outcome(),
         Some(Outcome::Failed {
-            why: Failure::PayloadTooLarge { limit: 5120, .. }
+            why: Failure::TooLong { limit: 5120, .. }
         })
     ));
     let mut collapse = Notification::new(device(3), PAYLOAD);
@@ -518,7 +519,11 @@ fn payload_over_the_limit_is_refused_without_a_request() {
     assert_eq!(
         sender.send(collapse).unwrap().try_outcome(),
         Some(Outcome::Failed {
-            why: Failure::CollapseIdTooLong { size: 65 }
+            why: Failure::TooLong {
+                what: "collapse id",
+                size: 65,
+                limit: 64
+            }
         })
     );
     // 4097 bytes are fine for voip; sent as the marker that the others were not.
@@ -631,7 +636,7 @@ fn a_full_queue_refuses() {
     let second = sender.send(Notification::new(device(2), PAYLOAD)).unwrap();
     assert!(matches!(
         sender.send(Notification::new(device(3), PAYLOAD)),
-        Err(QueueFull)
+        Err(QueueFull("APNs"))
     ));
     assert_eq!(sender.stats().queued, 2);
     // Refused for want of room: counted as failed.

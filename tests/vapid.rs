@@ -77,7 +77,10 @@ fn the_hub_tells_the_public_key_it_was_given() {
     let (status, stdout, stderr) = run_command(&["vapid-keygen", path]);
     assert!(status.success(), "{stderr}");
     let public = stdout.trim().to_string();
+    let devices = scratch.path("devices.sqlite3");
     let flags = [
+        "--devices-db",
+        devices.to_str().unwrap(),
         "--allow-plain-uid",
         "--ws",
         "127.0.0.1:0",
@@ -128,7 +131,7 @@ fn the_hub_tells_the_public_key_it_was_given() {
             "--vapid-key-file",
         ),
     ] {
-        let argv = [&flags[..5], extra].concat();
+        let argv = [&flags[..7], extra].concat();
         let (status, _, stderr) = run_binary(&argv, &[]);
         assert_eq!(status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains(says), "{extra:?}: {stderr}");

@@ -12,12 +12,15 @@
 //! - `args`: each command's flags and help (argh).
 //! - `client`: one request line out and its reply line back, under a deadline.
 //! - `commands`: the text-port commands, their requests and replies.
+//! - `push_test`: `--apns-test`, `--fcm-test`, `--webpush-test` (flags of
+//!   the hub's, run instead of it).
 //! - `token`: `pushhub token`.
 //! - `vapid_keygen`: `pushhub vapid-keygen`.
 
 mod args;
 mod client;
 mod commands;
+pub mod push_test;
 mod token;
 mod vapid_keygen;
 

@@ -31,10 +31,10 @@ pub(crate) async fn serve(shared: Rc<Shared>, mut stream: Async<TcpStream>) {
             let body = {
                 let hub = shared.hub.borrow();
                 let mut stats = hub.stats();
-                stats.apns = shared
-                    .apns
-                    .as_deref()
-                    .map(crate::push::apns::sender::Sender::stats);
+                let senders = shared.senders();
+                stats.apns = senders.apns.map(|s| s.stats());
+                stats.fcm = senders.fcm.map(|s| s.stats());
+                stats.webpush = senders.webpush.map(|s| s.stats());
                 stats.cluster = shared
                     .cluster
                     .as_deref()

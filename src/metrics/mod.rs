@@ -78,9 +78,13 @@ pub struct Stats {
     pub uptime_secs: u64,
     /// Resident set size of the process, from /proc; 0 where unavailable.
     pub rss_bytes: u64,
-    /// The APNs sender's counters, when APNs is configured.
+    /// Each push service's counters, when it is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub apns: Option<crate::push::apns::sender::Stats>,
+    pub apns: Option<crate::push::sender::Stats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<crate::push::sender::Stats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webpush: Option<crate::push::sender::Stats>,
     /// Cluster mode: the node and its link.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterStats>,
@@ -94,6 +98,8 @@ impl Stats {
             uptime_secs: started.elapsed().as_secs(),
             rss_bytes: rss_bytes().unwrap_or(0),
             apns: None,
+            fcm: None,
+            webpush: None,
             cluster: None,
         }
     }
@@ -403,60 +409,14 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "Seconds since start.",
         &[("", stats.uptime_secs as f64)],
     );
-    if let Some(apns) = &stats.apns {
-        metric(
-            "apns_sent_total",
-            "counter",
-            "Requests sent to APNs, retries included.",
-            &one(apns.sent),
-        );
-        metric(
-            "apns_accepted_total",
-            "counter",
-            "Notifications APNs accepted.",
-            &one(apns.accepted),
-        );
-        let rejected: Vec<(String, f64)> = apns
-            .rejected
-            .iter()
-            .map(|(k, v)| (format!("{{reason=\"{}\"}}", escape(k)), *v as f64))
-            .collect();
-        metric(
-            "apns_rejected_total",
-            "counter",
-            "Final refusals by APNs, by reason.",
-            &as_refs(&rejected),
-        );
-        metric(
-            "apns_retried_total",
-            "counter",
-            "Requests sent to APNs again.",
-            &one(apns.retried),
-        );
-        metric(
-            "apns_devices_gone_total",
-            "counter",
-            "Device tokens removed as gone.",
-            &one(apns.devices_gone),
-        );
-        metric(
-            "apns_failed_total",
-            "counter",
-            "Notifications not delivered, not refused by APNs.",
-            &one(apns.failed),
-        );
-        metric(
-            "apns_connections_total",
-            "counter",
-            "Connections made to APNs.",
-            &one(apns.connections),
-        );
-        metric(
-            "apns_queued",
-            "gauge",
-            "Notifications waiting for a stream.",
-            &[("", apns.queued as f64)],
-        );
+    for (prefix, service, stats) in [
+        ("apns", "APNs", &stats.apns),
+        ("fcm", "FCM", &stats.fcm),
+        ("webpush", "Web Push", &stats.webpush),
+    ] {
+        if let Some(stats) = stats {
+            sender_metrics(&mut metric, prefix, service, stats);
+        }
     }
     if let Some(cluster) = &stats.cluster {
         let c = &cluster.counters;
@@ -515,6 +475,71 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         );
     }
     out
+}
+
+/// One push service's sender counters, under `pushhub_PREFIX_*`.
+fn sender_metrics(
+    metric: &mut impl FnMut(&str, &str, &str, &[(&str, f64)]),
+    prefix: &str,
+    service: &str,
+    stats: &crate::push::sender::Stats,
+) {
+    let one = |v: u64| [("", v as f64)];
+    let rejected: Vec<(String, f64)> = stats
+        .rejected
+        .iter()
+        .map(|(k, v)| (format!("{{reason=\"{}\"}}", escape(k)), *v as f64))
+        .collect();
+    let counters = [
+        (
+            "sent_total",
+            format!("Requests sent to {service}, retries included."),
+            stats.sent,
+        ),
+        (
+            "accepted_total",
+            format!("Messages {service} accepted."),
+            stats.accepted,
+        ),
+        (
+            "retried_total",
+            format!("Requests sent to {service} again."),
+            stats.retried,
+        ),
+        (
+            "devices_gone_total",
+            format!("Devices removed as gone by {service}."),
+            stats.devices_gone,
+        ),
+        (
+            "failed_total",
+            format!("Messages not delivered, not refused by {service}."),
+            stats.failed,
+        ),
+        (
+            "connections_total",
+            format!("Connections made to {service}."),
+            stats.connections,
+        ),
+    ];
+    for (name, help, value) in &counters[..2] {
+        metric(&format!("{prefix}_{name}"), "counter", help, &one(*value));
+    }
+    metric(
+        &format!("{prefix}_rejected_total"),
+        "counter",
+        &format!("Final refusals by {service}, by reason."),
+        &as_refs(&rejected),
+    );
+    for (name, help, value) in &counters[2..] {
+        metric(&format!("{prefix}_{name}"), "counter", help, &one(*value));
+    }
+    metric(
+        &format!("{prefix}_queued"),
+        "gauge",
+        "Messages waiting for a stream.",
+        &[("", stats.queued as f64)],
+    );
 }
 
 fn as_refs(samples: &[(String, f64)]) -> Vec<(&str, f64)> {

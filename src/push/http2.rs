@@ -1,5 +1,5 @@
-//! One HTTP/2 connection to APNs: TCP, TLS with ALPN `h2` (async-native-tls),
-//! and the `h2` crate driven on our executor.
+//! One HTTP/2 client connection to a push service: the `h2` crate driven on
+//! our executor, over the TLS stream `sender::origin` connects.
 //!
 //! `h2` wants tokio's I/O traits but no tokio runtime and no timers, so the TLS
 //! stream is adapted with `tokio_util::compat`. A connection is two halves: a
@@ -8,39 +8,15 @@
 //! The caller runs both, e.g. with `smol::future::or`.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 
 use async_native_tls::TlsConnector;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use smol::Async;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-/// Why a connection could not be made.
-#[derive(Debug)]
-pub enum ConnectError {
-    Tcp(io::Error),
-    Tls(async_native_tls::Error),
-    Http2(h2::Error),
-    /// The whole attempt took longer than this.
-    TimedOut(std::time::Duration),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Tcp(e) => write!(f, "cannot connect: {e}"),
-            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
-            ConnectError::Http2(e) => write!(f, "HTTP/2 handshake failed: {e}"),
-            ConnectError::TimedOut(limit) => {
-                write!(f, "cannot connect: no connection within {limit:?}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {}
+pub use crate::push::sender::origin::ConnectError;
+use crate::push::sender::origin::{self, Origin};
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -68,7 +44,7 @@ impl From<h2::Error> for PostError {
     }
 }
 
-/// A response: status, headers, and the (small) body Apple sends with errors.
+/// A response: status, headers, and the (small) body services send.
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
@@ -90,18 +66,23 @@ pub async fn connect(
     host: &str,
     tls: &TlsConnector,
 ) -> Result<(Http2, impl Future<Output = Result<(), h2::Error>> + use<>), ConnectError> {
-    let tcp = Async::<std::net::TcpStream>::connect(addr)
-        .await
-        .map_err(ConnectError::Tcp)?;
-    let stream = tls.connect(host, tcp).await.map_err(ConnectError::Tls)?;
-    let (send, connection) = h2::client::handshake(stream.compat())
-        .await
-        .map_err(ConnectError::Http2)?;
-    let authority = if addr.port() == 443 {
-        host.to_string()
-    } else {
-        format!("{host}:{}", addr.port())
+    let origin = Origin {
+        addr: Some(addr),
+        ..Origin::new(host, addr.port())
     };
+    origin::connect_h2(&origin, tls).await
+}
+
+/// The HTTP/2 handshake over a connected stream; `authority` (`host[:port]`)
+/// names the origin in requests.
+pub async fn handshake<S>(
+    stream: S,
+    authority: String,
+) -> Result<(Http2, impl Future<Output = Result<(), h2::Error>> + use<S>), h2::Error>
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+{
+    let (send, connection) = h2::client::handshake(stream.compat()).await?;
     Ok((Http2 { send, authority }, connection))
 }
 
@@ -111,7 +92,7 @@ impl Http2 {
     pub async fn post(
         &mut self,
         path: &str,
-        headers: &[(&'static str, &str)],
+        headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Response, PostError> {
         let mut request = Request::builder()

@@ -1,54 +1,25 @@
-//! A push's APNs part: which of its uids go to APNs (by `apns_when`), their
-//! devices from the registry, one notification each, and the summary that goes
-//! in the push's reply once Apple has answered them all.
+//! A push's parts for devices: which of its uids go to each platform (by
+//! `apns_when`, `fcm_when`, `webpush_when`), their devices from the registry,
+//! one message per device on its platform's sender, and the summaries that
+//! go in the push's reply once every service has answered.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde::Serialize;
+use serde::ser::SerializeMap;
 
-use super::apns::sender::{Notification, Outcome, Pending, Priority, PushType, Sender};
-use crate::push::registry::{self, Answer, Device, DeviceToken, Op, Registry};
+use super::apns::sender::{Notification, Priority, PushType};
+use super::sender::{Failure, Outcome};
+use super::webpush::sender::Urgency;
+use super::{apns, fcm, webpush};
+use crate::push::registry::{self, Answer, Device, Op, Registry};
 
-/// A push's APNs part: the payload for Apple and how to send it.
-#[derive(Debug, PartialEq)]
-pub struct ApnsPush<'a> {
-    /// The JSON object sent to Apple as is.
-    pub payload: Cow<'a, str>,
-    pub when: ApnsWhen,
-    pub push_type: PushType,
-    pub priority: Priority,
-    pub expiration: u64,
-    pub collapse_id: Option<Cow<'a, str>>,
-}
-
-impl ApnsPush<'_> {
-    /// A copy that outlives the request line, for a push that waits for an
-    /// acknowledgement (or for other hubs) before it goes to APNs.
-    pub fn into_owned(self) -> ApnsPush<'static> {
-        ApnsPush {
-            payload: Cow::Owned(self.payload.into_owned()),
-            collapse_id: self.collapse_id.map(|id| Cow::Owned(id.into_owned())),
-            ..self
-        }
-    }
-
-    pub fn to_static(&self) -> ApnsPush<'static> {
-        ApnsPush {
-            payload: Cow::Owned(self.payload.to_string()),
-            collapse_id: self
-                .collapse_id
-                .as_ref()
-                .map(|id| Cow::Owned(id.to_string())),
-            ..*self
-        }
-    }
-}
-
-/// `apns_when`: when a push also goes to the uid's iPhones.
+/// When a push also goes to a uid's devices of one platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApnsWhen {
+pub enum When {
     /// Only when the uid has no WebSocket connection (the default).
     Offline,
     Always,
@@ -58,9 +29,201 @@ pub enum ApnsWhen {
     Unacked,
 }
 
-/// What became of a push's APNs part, in its reply.
+impl When {
+    /// Whether a uid that is `online` (or not) gets it now; `unacked` is
+    /// decided later, by the acknowledgement.
+    pub fn now(self, online: bool) -> bool {
+        match self {
+            When::Always => true,
+            When::Offline => !online,
+            When::Never | When::Unacked => false,
+        }
+    }
+}
+
+/// A push's APNs part: the payload for Apple and how to send it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApnsPush<'a> {
+    /// The JSON object sent to Apple as is.
+    pub payload: Cow<'a, str>,
+    pub when: When,
+    pub push_type: PushType,
+    pub priority: Priority,
+    pub expiration: u64,
+    pub collapse_id: Option<Cow<'a, str>>,
+}
+
+/// A push's FCM part: FCM v1's `message` object without its `token`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FcmPush<'a> {
+    /// The object's JSON, `{...}`.
+    pub message: Cow<'a, str>,
+    pub when: When,
+}
+
+/// A push's Web Push part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebPushPush<'a> {
+    /// The text the service worker's `event.data.text()` gives.
+    pub data: Cow<'a, str>,
+    pub ttl: u32,
+    pub urgency: Option<Urgency>,
+    pub topic: Option<Cow<'a, str>>,
+    pub when: When,
+}
+
+/// The platforms a push goes to besides WebSocket connections.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DevicePush<'a> {
+    pub apns: Option<ApnsPush<'a>>,
+    pub fcm: Option<FcmPush<'a>>,
+    pub webpush: Option<WebPushPush<'a>>,
+}
+
+fn owned(text: &Cow<str>) -> Cow<'static, str> {
+    Cow::Owned(text.to_string())
+}
+
+impl DevicePush<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.apns.is_none() && self.fcm.is_none() && self.webpush.is_none()
+    }
+
+    /// Each platform's `when`, for those the push has.
+    pub fn whens(&self) -> impl Iterator<Item = When> {
+        [
+            self.apns.as_ref().map(|p| p.when),
+            self.fcm.as_ref().map(|p| p.when),
+            self.webpush.as_ref().map(|p| p.when),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Every `when` set to `when` (a push with `ack_timeout` and no `*_when`).
+    pub fn set_whens(&mut self, when: When) {
+        if let Some(p) = &mut self.apns {
+            p.when = when;
+        }
+        if let Some(p) = &mut self.fcm {
+            p.when = when;
+        }
+        if let Some(p) = &mut self.webpush {
+            p.when = when;
+        }
+    }
+
+    /// Which platforms a uid that is `online` (or not) gets now.
+    pub fn now(&self, online: bool) -> Wants {
+        Wants {
+            apns: self.apns.as_ref().is_some_and(|p| p.when.now(online)),
+            fcm: self.fcm.as_ref().is_some_and(|p| p.when.now(online)),
+            webpush: self.webpush.as_ref().is_some_and(|p| p.when.now(online)),
+        }
+    }
+
+    /// Every platform of the push, whatever its `when` (an unacknowledged push).
+    pub fn all(&self) -> Wants {
+        Wants {
+            apns: self.apns.is_some(),
+            fcm: self.fcm.is_some(),
+            webpush: self.webpush.is_some(),
+        }
+    }
+
+    /// The parts whose `when` is "unacked", for once the acknowledgement
+    /// did not come; `None` if there are none.
+    pub fn unacked(&self) -> Option<DevicePush<'static>> {
+        let mut parts = self.to_static();
+        parts.apns = parts.apns.filter(|p| p.when == When::Unacked);
+        parts.fcm = parts.fcm.filter(|p| p.when == When::Unacked);
+        parts.webpush = parts.webpush.filter(|p| p.when == When::Unacked);
+        (!parts.is_empty()).then_some(parts)
+    }
+
+    /// A copy that outlives the request line, for a push that waits for an
+    /// acknowledgement (or for other hubs) before it goes to devices.
+    pub fn to_static(&self) -> DevicePush<'static> {
+        DevicePush {
+            apns: self.apns.as_ref().map(|p| ApnsPush {
+                payload: owned(&p.payload),
+                collapse_id: p.collapse_id.as_ref().map(owned),
+                ..*p
+            }),
+            fcm: self.fcm.as_ref().map(|p| FcmPush {
+                message: owned(&p.message),
+                when: p.when,
+            }),
+            webpush: self.webpush.as_ref().map(|p| WebPushPush {
+                data: owned(&p.data),
+                topic: p.topic.as_ref().map(owned),
+                ..*p
+            }),
+        }
+    }
+}
+
+/// Which platforms a uid's devices get a push on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    pub apns: bool,
+    pub fcm: bool,
+    pub webpush: bool,
+}
+
+impl Wants {
+    pub fn any(self) -> bool {
+        self.apns || self.fcm || self.webpush
+    }
+
+    fn of(self, device: &Device) -> bool {
+        match device {
+            Device::Apns(_) => self.apns,
+            Device::Fcm(_) => self.fcm,
+            Device::WebPush(_) => self.webpush,
+        }
+    }
+
+    /// Both sets together (two parts of one uid still make one message per device).
+    pub fn or(self, other: Wants) -> Wants {
+        Wants {
+            apns: self.apns || other.apns,
+            fcm: self.fcm || other.fcm,
+            webpush: self.webpush || other.webpush,
+        }
+    }
+}
+
+/// The senders a hub has.
+#[derive(Clone, Copy, Default)]
+pub struct Senders<'s> {
+    pub apns: Option<&'s apns::sender::Sender>,
+    pub fcm: Option<&'s fcm::sender::Sender>,
+    pub webpush: Option<&'s webpush::sender::Sender>,
+}
+
+/// The platforms of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Apns,
+    Fcm,
+    WebPush,
+}
+
+impl Platform {
+    /// Its name in requests and replies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Apns => "apns",
+            Platform::Fcm => "fcm",
+            Platform::WebPush => "webpush",
+        }
+    }
+}
+
+/// What became of a push's part for one platform, in its reply.
 #[derive(Debug, Default, Serialize)]
-pub struct ApnsSummary {
+pub struct Summary {
     /// The devices of the uids it went to.
     pub devices: usize,
     pub accepted: usize,
@@ -70,141 +233,313 @@ pub struct ApnsSummary {
     pub error: Option<String>,
 }
 
-/// One device that did not get the notification.
-#[derive(Debug, Serialize)]
-pub struct Refusal {
-    pub apns: String,
-    /// Apple's status; absent when Apple never answered for good.
+/// Each platform's summary, for the platforms the push has.
+#[derive(Debug, Default, Serialize)]
+pub struct Summaries {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webpush: Option<Summary>,
+}
+
+impl Summaries {
+    fn of(&mut self, platform: Platform) -> &mut Summary {
+        let slot = match platform {
+            Platform::Apns => &mut self.apns,
+            Platform::Fcm => &mut self.fcm,
+            Platform::WebPush => &mut self.webpush,
+        };
+        slot.get_or_insert_with(Summary::default)
+    }
+
+    fn each(&mut self) -> impl Iterator<Item = &mut Summary> {
+        [&mut self.apns, &mut self.fcm, &mut self.webpush]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// One device that did not get the message: named by its platform
+/// (`"apns":TOKEN`, `"fcm":TOKEN`, `"webpush":ENDPOINT`).
+#[derive(Debug)]
+pub struct Refusal {
+    pub platform: Platform,
+    pub device: String,
+    /// The service's status; absent when it never answered for good.
     pub status: Option<u16>,
-    /// Apple's reason, or ours.
+    /// The service's reason, or ours.
     pub reason: String,
-    /// The token was removed from the registry (Apple says it is gone).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// The device was removed from the registry (the service says it is gone).
     pub removed: bool,
 }
 
-/// Notifications under way for one push.
+impl Serialize for Refusal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry(self.platform.as_str(), &self.device)?;
+        if let Some(status) = self.status {
+            map.serialize_entry("status", &status)?;
+        }
+        map.serialize_entry("reason", &self.reason)?;
+        if self.removed {
+            map.serialize_entry("removed", &true)?;
+        }
+        map.end()
+    }
+}
+
+/// One message under way, on its platform's sender.
+enum Sent {
+    Apns(apns::sender::Pending),
+    Fcm(fcm::sender::Pending),
+    WebPush(webpush::sender::Pending),
+}
+
+/// The push's parts, kept while the registry (in Redis) has not said which
+/// devices the uids have.
+struct Lookup {
+    pending: registry::Pending,
+    wants: Vec<Wants>,
+    push: DevicePush<'static>,
+}
+
+/// Messages under way for one push.
 #[derive(Default)]
 pub struct InFlight {
-    summary: ApnsSummary,
-    /// While the registry (in Redis) has not said which devices the uids
-    /// have: what to send them then.
-    lookup: Option<(registry::Pending, ApnsPush<'static>)>,
-    pending: Vec<(DeviceToken, Pending)>,
+    summaries: Summaries,
+    lookup: Option<Lookup>,
+    pending: Vec<(Platform, String, Sent)>,
     /// How many of `pending`, from the front, have their outcome recorded.
     settled: usize,
 }
 
 impl InFlight {
-    /// Sends `apns` to every device of `uids`, once the registry has said
-    /// which they are.
-    pub fn start(registry: &Registry, sender: &Sender, uids: &[&str], apns: &ApnsPush) -> InFlight {
+    /// Sends `push` to the devices of each uid on the platforms it wants,
+    /// once the registry has said which they are.
+    pub fn start(
+        registry: &Registry,
+        senders: Senders,
+        uids: &[(&str, Wants)],
+        push: &DevicePush,
+    ) -> InFlight {
         let mut flight = InFlight::default();
-        match registry.devices(uids) {
-            Op::Done(answer) => flight.send(sender, answer, apns),
-            Op::Pending(lookup) => flight.lookup = Some((lookup, apns.to_static())),
+        if push.apns.is_some() {
+            flight.summaries.of(Platform::Apns);
+        }
+        if push.fcm.is_some() {
+            flight.summaries.of(Platform::Fcm);
+        }
+        if push.webpush.is_some() {
+            flight.summaries.of(Platform::WebPush);
+        }
+        let (names, wants): (Vec<&str>, Vec<Wants>) = uids
+            .iter()
+            .filter(|(_, wants)| wants.any())
+            .copied()
+            .unzip();
+        if names.is_empty() {
+            return flight;
+        }
+        match registry.devices(&names) {
+            Op::Done(answer) => flight.send(senders, answer, &wants, push),
+            Op::Pending(pending) => {
+                flight.lookup = Some(Lookup {
+                    pending,
+                    wants,
+                    push: push.to_static(),
+                });
+            }
         }
         flight
     }
 
-    /// Sends `apns` to the devices the registry answered.
+    /// Sends the push to the devices the registry answered.
     fn send(
         &mut self,
-        sender: &Sender,
+        senders: Senders,
         answer: Result<Answer, registry::RegistryError>,
-        apns: &ApnsPush,
+        wants: &[Wants],
+        push: &DevicePush,
     ) {
         let devices = match answer {
             Ok(Answer::Devices(devices)) => devices,
-            Ok(other) => {
-                self.summary.error = Some(format!("device registry: answered {other:?}"));
-                return;
-            }
-            Err(e) => {
-                self.summary.error = Some(e.to_string());
-                return;
-            }
+            Ok(other) => return self.fail(format!("device registry: answered {other:?}")),
+            Err(e) => return self.fail(e.to_string()),
         };
-        // One copy of the payload, shared by every device's request.
-        let payload = Bytes::copy_from_slice(apns.payload.as_bytes());
-        // APNs' part: the uids' iPhones (their other devices are other
-        // services').
-        let iphones = devices
+        // One copy of each payload, shared by every device's message.
+        let apns_payload = push
+            .apns
+            .as_ref()
+            .map(|p| Bytes::copy_from_slice(p.payload.as_bytes()));
+        let fcm_message: Option<Rc<str>> = push.fcm.as_ref().map(|p| Rc::from(&*p.message));
+        let webpush_options = push.webpush.as_ref().map(|p| {
+            Rc::new(webpush::sender::Options {
+                payload: Bytes::copy_from_slice(p.data.as_bytes()),
+                ttl: p.ttl,
+                urgency: p.urgency,
+                topic: p.topic.as_ref().map(|t| t.to_string()),
+            })
+        });
+        let chosen = devices
             .into_iter()
-            .flatten()
-            .filter_map(|device| match device {
-                Device::Apns(token) => Some(token),
-                _ => None,
-            });
-        for device in iphones {
-            self.summary.devices += 1;
-            let notification = Notification {
-                push_type: apns.push_type,
-                priority: apns.priority,
-                expiration: apns.expiration,
-                collapse_id: apns.collapse_id.as_ref().map(|id| id.to_string()),
-                ..Notification::new(device.clone(), payload.clone())
-            };
-            match sender.send(notification) {
-                Ok(pending) => self.pending.push((device, pending)),
-                Err(full) => self.summary.refused.push(Refusal {
-                    apns: device.as_str().to_string(),
-                    status: None,
-                    reason: full.to_string(),
-                    removed: false,
-                }),
+            .zip(wants)
+            .flat_map(|(devices, wants)| devices.into_iter().filter(move |d| wants.of(d)));
+        for device in chosen {
+            match device {
+                Device::Apns(token) => {
+                    let (Some(sender), Some(apns), Some(payload)) =
+                        (senders.apns, &push.apns, &apns_payload)
+                    else {
+                        continue;
+                    };
+                    let notification = Notification {
+                        push_type: apns.push_type,
+                        priority: apns.priority,
+                        expiration: apns.expiration,
+                        collapse_id: apns.collapse_id.as_ref().map(|id| id.to_string()),
+                        ..Notification::new(token.clone(), payload.clone())
+                    };
+                    let name = token.as_str().to_string();
+                    let sent = sender.send(notification).map(Sent::Apns);
+                    self.track(Platform::Apns, name, sent);
+                }
+                Device::Fcm(token) => {
+                    let (Some(sender), Some(message)) = (senders.fcm, &fcm_message) else {
+                        continue;
+                    };
+                    let name = token.as_str().to_string();
+                    let message = fcm::sender::Message::new(token, Rc::clone(message));
+                    self.track(Platform::Fcm, name, sender.send(message).map(Sent::Fcm));
+                }
+                Device::WebPush(subscription) => {
+                    let (Some(sender), Some(options)) = (senders.webpush, &webpush_options) else {
+                        continue;
+                    };
+                    let name = subscription.endpoint.clone();
+                    match webpush::sender::Message::new(subscription, Rc::clone(options)) {
+                        Ok(message) => {
+                            let sent = sender.send(message).map(Sent::WebPush);
+                            self.track(Platform::WebPush, name, sent);
+                        }
+                        Err(why) => {
+                            let summary = self.summaries.of(Platform::WebPush);
+                            summary.devices += 1;
+                            summary
+                                .refused
+                                .push(refusal(Platform::WebPush, name, None, why));
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Ready once Apple has answered for every device (polling again after
-    /// Ready is harmless).
+    fn track(
+        &mut self,
+        platform: Platform,
+        device: String,
+        sent: Result<Sent, super::sender::QueueFull>,
+    ) {
+        let summary = self.summaries.of(platform);
+        summary.devices += 1;
+        match sent {
+            Ok(sent) => self.pending.push((platform, device, sent)),
+            Err(full) => summary
+                .refused
+                .push(refusal(platform, device, None, full.to_string())),
+        }
+    }
+
+    /// The registry could not say which devices the uids have.
+    fn fail(&mut self, why: String) {
+        for summary in self.summaries.each() {
+            summary.error = Some(why.clone());
+        }
+    }
+
+    /// Ready once every service has answered for every device (polling again
+    /// after Ready is harmless).
     ///
     /// Outcomes are taken in order, and only the first one not yet known
     /// holds a waker: the others wait in their channels. So a push to many
     /// devices costs one poll per outcome and one per wake-up, not one per
     /// device at every wake-up.
-    pub fn poll_done(&mut self, cx: &mut Context<'_>, sender: &Sender) -> Poll<()> {
-        if let Some((lookup, _)) = &mut self.lookup {
-            let answer = std::task::ready!(lookup.poll(cx));
-            if let Some((_, apns)) = self.lookup.take() {
-                self.send(sender, answer, &apns);
+    pub fn poll_done(&mut self, cx: &mut Context<'_>, senders: Senders) -> Poll<()> {
+        if let Some(lookup) = &mut self.lookup {
+            let answer = std::task::ready!(lookup.pending.poll(cx));
+            if let Some(lookup) = self.lookup.take() {
+                self.send(senders, answer, &lookup.wants, &lookup.push);
             }
         }
-        while let Some((device, pending)) = self.pending.get_mut(self.settled) {
-            let outcome = std::task::ready!(pending.poll_outcome(cx));
-            record(&mut self.summary, device, outcome);
+        while let Some((platform, device, sent)) = self.pending.get_mut(self.settled) {
+            let (platform, summary) = (*platform, self.summaries.of(*platform));
+            match sent {
+                Sent::Apns(p) => record(
+                    summary,
+                    platform,
+                    device,
+                    std::task::ready!(p.poll_outcome(cx)),
+                ),
+                Sent::Fcm(p) => record(
+                    summary,
+                    platform,
+                    device,
+                    std::task::ready!(p.poll_outcome(cx)),
+                ),
+                Sent::WebPush(p) => record(
+                    summary,
+                    platform,
+                    device,
+                    std::task::ready!(p.poll_outcome(cx)),
+                ),
+            }
             self.settled += 1;
         }
         Poll::Ready(())
     }
 
-    /// The summary for the reply; call once `poll_done` is Ready.
-    pub fn into_summary(self) -> ApnsSummary {
-        self.summary
+    /// The summaries for the reply; call once `poll_done` is Ready.
+    pub fn into_summaries(self) -> Summaries {
+        self.summaries
     }
 }
 
-fn record(summary: &mut ApnsSummary, device: &DeviceToken, outcome: Outcome) {
-    let refusal = |status, reason: String, removed| Refusal {
-        apns: device.as_str().to_string(),
+fn refusal(platform: Platform, device: String, status: Option<u16>, reason: String) -> Refusal {
+    Refusal {
+        platform,
+        device,
         status,
         reason,
-        removed,
-    };
-    match outcome {
-        Outcome::Accepted { .. } => summary.accepted += 1,
-        Outcome::DeviceGone { status, reason } => {
-            summary
-                .refused
-                .push(refusal(Some(status), reason.to_string(), true));
-        }
-        Outcome::Rejected { status, reason } => {
-            summary
-                .refused
-                .push(refusal(Some(status), reason.to_string(), false));
-        }
-        Outcome::Failed { why } => summary.refused.push(refusal(None, why.to_string(), false)),
+        removed: false,
     }
+}
+
+fn record<R: std::fmt::Display>(
+    summary: &mut Summary,
+    platform: Platform,
+    device: &str,
+    outcome: Outcome<R>,
+) {
+    let device = device.to_string();
+    let refused = match outcome {
+        Outcome::Accepted { .. } => {
+            summary.accepted += 1;
+            return;
+        }
+        Outcome::Gone { status, reason } => Refusal {
+            removed: true,
+            ..refusal(platform, device, Some(status), reason.to_string())
+        },
+        Outcome::Rejected { status, reason } => {
+            refusal(platform, device, Some(status), reason.to_string())
+        }
+        Outcome::Failed { why } => refusal(platform, device, None, failure(&why)),
+    };
+    summary.refused.push(refused);
+}
+
+fn failure<R: std::fmt::Display>(why: &Failure<R>) -> String {
+    why.to_string()
 }

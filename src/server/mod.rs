@@ -23,9 +23,9 @@ pub use listen::{BACKLOG, Listeners};
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::hub::CloseReason;
-use crate::push::registry::{Device, FileRegistry, RedisRegistry};
+use crate::push::registry::{Device, FcmToken, FileRegistry, RedisRegistry, Subscription};
 use crate::push::{self, DeviceToken, Registry};
-use crate::shared::{Refusal, Shared, SocketSlot};
+use crate::shared::{PushSenders, Refusal, Shared, SocketSlot};
 use crate::time::timeout;
 use crate::{metrics, text_port, ws};
 
@@ -68,21 +68,7 @@ pub async fn run(
         }
         (None, None) => None,
     };
-    let apns = match (&config.apns, &registry) {
-        (Some(settings), Some(registry)) => {
-            let registry = Rc::clone(registry);
-            // Apple says the token is gone (the app was removed): forget it.
-            let forget = move |token: &DeviceToken| registry.forget(&Device::Apns(token.clone()));
-            let sender =
-                push::apns::settings::build_sender(settings, forget).map_err(io::Error::other)?;
-            info!(
-                "APNs: {}:{} for {}",
-                settings.endpoint.host, settings.endpoint.port, settings.topic
-            );
-            Some(Rc::new(sender))
-        }
-        _ => None,
-    };
+    let push = push_senders(&config, registry.as_ref())?;
     let tls = match &config.tls {
         Some(settings) => {
             let built = settings.acceptor().map_err(io::Error::other)?;
@@ -91,7 +77,7 @@ pub async fn run(
         }
         None => None,
     };
-    let shared = Rc::new(Shared::new(config, registry, apns.clone(), cluster));
+    let shared = Rc::new(Shared::new(config, registry, push.clone(), cluster));
     if let Some(built) = tls {
         shared.install(built);
     }
@@ -103,7 +89,11 @@ pub async fn run(
         // it only waits on this channel, which costs no system call to poll.
         let sweeper = ex.spawn(upkeep::sweep(Rc::clone(&shared)));
         let flusher = ex.spawn(upkeep::flush(Rc::clone(&shared)));
-        let apns_sender = apns.map(|sender| ex.spawn(sender.run()));
+        let senders = (
+            push.apns.map(|sender| ex.spawn(sender.run())),
+            push.fcm.map(|sender| ex.spawn(sender.run())),
+            push.webpush.map(|sender| ex.spawn(sender.run())),
+        );
         let reloader = ex.spawn(upkeep::reload_on_hangup(Rc::clone(&shared), hangups));
         let reminder = ex.spawn(upkeep::remind_expiry(Rc::clone(&shared)));
         let redis = ex.spawn(cluster::link::run(Rc::clone(&shared)));
@@ -156,7 +146,7 @@ pub async fn run(
             let left = shared.sockets_open();
             warn!("shutdown timeout: dropping {left} connections that did not close in time");
         }
-        drop((sweeper, flusher, apns_sender, reloader, reminder, redis));
+        drop((sweeper, flusher, senders, reloader, reminder, redis));
     })
     .await;
     Ok(())
@@ -230,4 +220,49 @@ async fn accept_failed(e: &io::Error) {
     {
         Timer::after(Duration::from_millis(100)).await;
     }
+}
+
+/// The push services' senders the flags ask for; each forgets in the
+/// registry the devices its service says are gone.
+fn push_senders(config: &Config, registry: Option<&Rc<Registry>>) -> io::Result<PushSenders> {
+    let mut senders = PushSenders::default();
+    // Without a registry there are no devices to send to (refused by the
+    // flags, but for a one-off test).
+    let Some(registry) = registry else {
+        return Ok(senders);
+    };
+    if let Some(settings) = &config.apns {
+        let registry = Rc::clone(registry);
+        // Apple says the token is gone (the app was removed): forget it.
+        let forget = move |token: &DeviceToken| registry.forget(&Device::Apns(token.clone()));
+        let sender =
+            push::apns::settings::build_sender(settings, forget).map_err(io::Error::other)?;
+        info!(
+            "APNs: {}:{} for {}",
+            settings.endpoint.host, settings.endpoint.port, settings.topic
+        );
+        senders.apns = Some(Rc::new(sender));
+    }
+    if let Some(settings) = &config.fcm {
+        let registry = Rc::clone(registry);
+        let forget = move |token: &FcmToken| registry.forget(&Device::Fcm(token.clone()));
+        let sender =
+            push::fcm::settings::build_sender(settings, forget).map_err(io::Error::other)?;
+        info!(
+            "FCM: {} for project {}",
+            settings.endpoint, settings.project_id
+        );
+        senders.fcm = Some(Rc::new(sender));
+    }
+    if let Some(settings) = &config.vapid {
+        let registry = Rc::clone(registry);
+        let forget = move |subscription: &Subscription| {
+            registry.forget(&Device::WebPush(subscription.clone()));
+        };
+        let sender =
+            push::webpush::settings::build_sender(settings, forget).map_err(io::Error::other)?;
+        info!("Web Push: VAPID key {}", settings.public_key);
+        senders.webpush = Some(Rc::new(sender));
+    }
+    Ok(senders)
 }

@@ -23,10 +23,8 @@ use crate::hub::listeners::WireId;
 use crate::hub::{Fanout, Hub, Pos, Target};
 use crate::metrics::Counters;
 use crate::push::Registry;
-use crate::push::apns::sender::Sender;
 use crate::push::registry::{Answer, Op, RegistryError};
-use crate::push::route::InFlight;
-use crate::push::route::{ApnsPush, ApnsWhen};
+use crate::push::route::{DevicePush, InFlight, Senders};
 use crate::shared::Shared;
 use crate::ws::frame::Frame;
 use crate::ws::v1;
@@ -51,7 +49,7 @@ const LINE_BUDGET: usize = 128;
 #[derive(Clone, Copy, Default)]
 pub struct Services<'s> {
     pub registry: Option<&'s Registry>,
-    pub apns: Option<&'s Sender>,
+    pub senders: Senders<'s>,
     pub cluster: Option<&'s Cluster>,
     /// The VAPID public key, with `--vapid-key-file`.
     pub vapid_key: Option<&'s str>,
@@ -70,8 +68,7 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut
     let replies = &mut backend.replies;
     let mut request = parse_request(line);
     if let Some(cluster) = services.cluster {
-        let has_apns = services.registry.is_some() && services.apns.is_some();
-        request = match routed::route(hub, cluster, has_apns, line, request) {
+        request = match routed::route(hub, cluster, services, line, request) {
             routed::Routed::Waiting(id, wait) => return replies.wait(id, 0, wait),
             routed::Routed::Refused(id, e) => {
                 return write_reply(replies.ready(), id, &refuse(hub, e));
@@ -116,10 +113,10 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut
                 Ok(Command::Push {
                     to,
                     data,
-                    apns,
+                    devices,
                     ack_timeout: Some(timeout),
                 }),
-        } => match push_awaiting_ack(hub, services, &to, &data, apns, timeout) {
+        } => match push_awaiting_ack(hub, services, &to, &data, devices, timeout) {
             Ok((delivered, wait)) => replies.wait(id, delivered, wait),
             Err(e) => write_reply(replies.ready(), id, &refuse(hub, e)),
         },
@@ -129,15 +126,19 @@ pub fn handle_line(hub: &mut Hub, services: Services, line: &[u8], backend: &mut
                 Ok(Command::Push {
                     to,
                     data,
-                    apns: Some(apns),
+                    devices,
                     ack_timeout: None,
                 }),
-        } => match (services.registry, services.apns) {
-            (Some(registry), Some(sender)) => {
-                let (delivered, flight) = push_with_apns(hub, registry, sender, &to, &data, &apns);
-                replies.wait(id, delivered, Wait::Apns(flight));
+        } if !devices.is_empty() => match (unavailable(services, &devices), services.registry) {
+            (None, Some(registry)) => {
+                let (delivered, flight) =
+                    push_with_devices(hub, registry, services.senders, &to, &data, &devices);
+                replies.wait(id, delivered, Wait::Devices(flight));
             }
-            _ => write_reply(replies.ready(), id, &refuse(hub, RequestError::NoApns)),
+            (e, _) => {
+                let e = e.unwrap_or(RequestError::NoRegistry);
+                write_reply(replies.ready(), id, &refuse(hub, e));
+            }
         },
         Request::Command {
             id,
@@ -181,28 +182,43 @@ fn push_each<'t>(hub: &mut Hub, to: &'t Targets, data: &Data) -> (usize, Vec<(&'
     (delivered, uids)
 }
 
-/// A push that may also go to APNs: the WebSocket connections get it now; the
-/// uids chosen by `apns_when` get a notification on each of their devices.
-fn push_with_apns(
+/// Why a push's parts for devices cannot go out from this hub: a platform
+/// it has no sender (or no registry) for.
+pub fn unavailable(services: Services, push: &DevicePush) -> Option<RequestError> {
+    let senders = services.senders;
+    let registry = services.registry.is_some();
+    if push.apns.is_some() && !(registry && senders.apns.is_some()) {
+        return Some(RequestError::NoApns);
+    }
+    if push.fcm.is_some() && !(registry && senders.fcm.is_some()) {
+        return Some(RequestError::NoFcm);
+    }
+    if push.webpush.is_some() && !(registry && senders.webpush.is_some()) {
+        return Some(RequestError::NoWebPush);
+    }
+    None
+}
+
+/// A push that may also go to devices: the WebSocket connections get it
+/// now; the uids chosen by each platform's `*_when` get a message on each
+/// of their devices of that platform.
+fn push_with_devices(
     hub: &mut Hub,
     registry: &Registry,
-    sender: &Sender,
+    senders: Senders,
     to: &Targets,
     data: &Data,
-    apns: &ApnsPush,
+    devices: &DevicePush,
 ) -> (usize, InFlight) {
     let (delivered, uids) = push_each(hub, to, data);
-    let to_apns: Vec<&str> = uids
+    let chosen: Vec<_> = uids
         .into_iter()
-        .filter(|&(_, online)| match apns.when {
-            ApnsWhen::Always => true,
-            ApnsWhen::Offline => !online,
-            // `unacked` comes with `ack_timeout`, which takes the other way.
-            ApnsWhen::Never | ApnsWhen::Unacked => false,
-        })
-        .map(|(uid, _)| uid)
+        .map(|(uid, online)| (uid, devices.now(online)))
         .collect();
-    (delivered, InFlight::start(registry, sender, &to_apns, apns))
+    (
+        delivered,
+        InFlight::start(registry, senders, &chosen, devices),
+    )
 }
 
 /// A push whose reply waits until a connection of its uid acknowledges it,
@@ -213,7 +229,7 @@ fn push_awaiting_ack(
     services: Services,
     to: &Targets,
     data: &Data,
-    apns: Option<ApnsPush>,
+    devices: DevicePush,
     timeout: std::time::Duration,
 ) -> Result<(usize, Wait), RequestError> {
     let Targets::One(uid) = to else {
@@ -222,18 +238,10 @@ fn push_awaiting_ack(
     if !hub.keeps_history(crate::hub::StreamKey::Uid(uid)) {
         return Err(RequestError::NoUidHistory);
     }
-    let fallback = match apns {
-        Some(apns) if apns.when == ApnsWhen::Unacked => {
-            if services.registry.is_none() || services.apns.is_none() {
-                return Err(RequestError::NoApns);
-            }
-            Some(Fallback {
-                uid: uid.to_string(),
-                apns: apns.into_owned(),
-            })
-        }
-        _ => None,
-    };
+    if let Some(e) = unavailable(services, &devices) {
+        return Err(e);
+    }
+    let fallback = Fallback::of(uid, &devices);
     hub.counters.pushes += 1;
     let raw = OnceCell::new();
     let (delivered, pos) = hub.deliver_at(Target::Uid(uid), |pos| to_uid(data, pos, &raw));
@@ -329,7 +337,9 @@ fn execute<'a>(hub: &mut Hub, services: Services, command: Command<'a>) -> Reply
         // `cluster` asks the other hubs too; a hub alone is the whole cluster.
         Command::Stats { .. } => {
             let mut stats = hub.stats();
-            stats.apns = services.apns.map(Sender::stats);
+            stats.apns = services.senders.apns.map(|s| s.stats());
+            stats.fcm = services.senders.fcm.map(|s| s.stats());
+            stats.webpush = services.senders.webpush.map(|s| s.stats());
             stats.cluster = services.cluster.map(Cluster::stats);
             Reply::Stats(Box::new(stats))
         }
@@ -482,7 +492,7 @@ async fn serve_lines(shared: &Shared, mut stream: Async<TcpStream>, backend: &mu
     let line_budget = (shared.config.max_queue_messages / 2).clamp(1, LINE_BUDGET);
     let services = Services {
         registry: shared.registry.as_deref(),
-        apns: shared.apns.as_deref(),
+        senders: shared.senders(),
         cluster: shared.cluster.as_deref(),
         vapid_key: shared.config.vapid.as_ref().map(|v| v.public_key.as_str()),
     };

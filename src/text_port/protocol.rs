@@ -24,7 +24,8 @@ use crate::push::registry::{
     BadDeviceToken, BadFcmToken, BadSubscription, Device, DeviceToken, FcmToken, Registered,
     Subscription, SubscriptionKeys,
 };
-use crate::push::route::{ApnsPush, ApnsSummary, ApnsWhen};
+use crate::push::route::{ApnsPush, DevicePush, FcmPush, Summaries, WebPushPush, When};
+use crate::push::webpush::sender::{Urgency, valid_topic};
 
 /// Finds the next complete line at the start of `buf`.
 ///
@@ -79,7 +80,8 @@ pub enum Command<'a> {
     Push {
         to: Targets<'a>,
         data: Data<'a>,
-        apns: Option<ApnsPush<'a>>,
+        /// Its parts for devices without a WebSocket: APNs, FCM, Web Push.
+        devices: DevicePush<'a>,
         /// Wait this long for a connection of the (one) uid to acknowledge
         /// it; the reply says whether one did.
         ack_timeout: Option<Duration>,
@@ -207,9 +209,9 @@ pub enum RequestError {
     ConnAndUid,
     /// A push with `ack_timeout` names several uids.
     AckOneUid,
-    /// `apns_when` "unacked" without `ack_timeout`, or `ack_timeout` with
-    /// an `apns_when` it cannot follow.
-    AckAndApnsWhen,
+    /// A `*_when` "unacked" without `ack_timeout`, or `ack_timeout` with
+    /// a `*_when` it cannot follow.
+    AckAndWhen,
     /// A push with `ack_timeout`, but uid streams keep no history (and so
     /// carry no position to acknowledge).
     NoUidHistory,
@@ -226,6 +228,10 @@ pub enum RequestError {
     NoVapidKey,
     /// A push with `apns`, but the hub runs without APNs credentials.
     NoApns,
+    /// A push with `fcm`, but the hub runs without `--fcm-credentials-file`.
+    NoFcm,
+    /// A push with `webpush`, but the hub runs without a VAPID key.
+    NoWebPush,
     /// A device command, but the hub runs without `--apns-db` (or
     /// `--redis`, which keeps the registry in Redis).
     NoRegistry,
@@ -256,9 +262,9 @@ impl fmt::Display for RequestError {
             RequestError::AckOneUid => {
                 f.write_str("`ack_timeout` waits for one uid: give `uid`, not `uids`")
             }
-            RequestError::AckAndApnsWhen => f.write_str(
-                "`apns_when` \"unacked\" needs `ack_timeout`; with `ack_timeout`, \
-                 `apns_when` is \"unacked\" (the default) or \"never\"",
+            RequestError::AckAndWhen => f.write_str(
+                "`apns_when`, `fcm_when` or `webpush_when` \"unacked\" needs `ack_timeout`; \
+                 with `ack_timeout`, each is \"unacked\" (the default) or \"never\"",
             ),
             RequestError::NoUidHistory => f.write_str(
                 "`ack_timeout` needs positions in uid streams: this hub runs with \
@@ -284,6 +290,14 @@ impl fmt::Display for RequestError {
             RequestError::NoApns => f.write_str(
                 "`apns` given, but this hub sends nothing to APNs: start it with \
                  --apns-topic and --apns-key-file or --apns-cert-file",
+            ),
+            RequestError::NoFcm => f.write_str(
+                "`fcm` given, but this hub sends nothing to FCM: start it with \
+                 --fcm-credentials-file",
+            ),
+            RequestError::NoWebPush => f.write_str(
+                "`webpush` given, but this hub sends no Web Push: start it with \
+                 --vapid-key-file and --vapid-subject",
             ),
             RequestError::NoRegistry => f.write_str(
                 "no device registry: start pushhub with --devices-db PATH (or in a cluster, \
@@ -311,7 +325,7 @@ impl RequestError {
             RequestError::ChAndChs => "ch_and_chs",
             RequestError::ConnAndUid => "conn_and_uid",
             RequestError::AckOneUid => "ack_one_uid",
-            RequestError::AckAndApnsWhen => "ack_and_apns_when",
+            RequestError::AckAndWhen => "ack_and_when",
             RequestError::NoUidHistory => "no_uid_history",
             RequestError::BadChannel(_) => "bad_channel",
             RequestError::LineTooLong(_) => "line_too_long",
@@ -322,6 +336,8 @@ impl RequestError {
             RequestError::NoDevice => "missing_field",
             RequestError::NoVapidKey => "no_vapid_key",
             RequestError::NoApns => "no_apns",
+            RequestError::NoFcm => "no_fcm",
+            RequestError::NoWebPush => "no_webpush",
             RequestError::NoRegistry => "no_registry",
             RequestError::Registry(_) => "registry",
         }
@@ -356,6 +372,10 @@ struct Fields<'a> {
     webpush: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     apns_when: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    fcm_when: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    webpush_when: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     apns_push_type: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -491,23 +511,36 @@ fn command<'a>(cmd: &'a RawValue, fields: &Fields<'a>) -> Result<Command<'a>, Re
 fn push<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
     let to = targets(fields)?;
     let ack_timeout = fields.ack_timeout.map(ack_timeout).transpose()?;
-    let mut apns = apns_push(fields)?;
-    match (&mut apns, ack_timeout) {
-        (_, Some(_)) if matches!(to, Targets::Many(_)) => return Err(RequestError::AckOneUid),
-        (Some(apns), Some(_)) => match (apns.when, fields.apns_when.is_some()) {
-            (_, false) => apns.when = ApnsWhen::Unacked,
-            (ApnsWhen::Unacked | ApnsWhen::Never, true) => {}
-            _ => return Err(RequestError::AckAndApnsWhen),
-        },
-        (Some(apns), None) if apns.when == ApnsWhen::Unacked => {
-            return Err(RequestError::AckAndApnsWhen);
+    let data = data(fields)?;
+    let mut devices = DevicePush {
+        apns: apns_push(fields)?,
+        fcm: fcm_push(fields)?,
+        webpush: webpush_push(fields, &data)?,
+    };
+    let whens_given = [fields.apns_when, fields.fcm_when, fields.webpush_when]
+        .iter()
+        .any(Option::is_some);
+    match ack_timeout {
+        Some(_) if matches!(to, Targets::Many(_)) => return Err(RequestError::AckOneUid),
+        // With an acknowledgement to wait for, devices get what was not acknowledged.
+        Some(_) if !whens_given => devices.set_whens(When::Unacked),
+        Some(_) => {
+            if devices
+                .whens()
+                .any(|when| !matches!(when, When::Unacked | When::Never))
+            {
+                return Err(RequestError::AckAndWhen);
+            }
         }
-        _ => {}
+        None if devices.whens().any(|when| when == When::Unacked) => {
+            return Err(RequestError::AckAndWhen);
+        }
+        None => {}
     }
     Ok(Command::Push {
         to,
-        data: data(fields)?,
-        apns,
+        data,
+        devices,
         ack_timeout,
     })
 }
@@ -550,6 +583,8 @@ fn push_conn<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
         .ok_or(wrong("conn", "a connection id, as its events give it"))?;
     for field in [
         ("apns", fields.apns.is_some()),
+        ("fcm", fields.fcm.is_some()),
+        ("webpush", fields.webpush.is_some()),
         ("ack_timeout", fields.ack_timeout.is_some()),
     ] {
         if field.1 {
@@ -647,17 +682,7 @@ fn apns_push<'a>(fields: &Fields<'a>) -> Result<Option<ApnsPush<'a>>, RequestErr
         raw.map(|raw| serde_json::from_str(raw.get()).map_err(|_| wrong(field, expected)))
             .transpose()
     };
-    let whens = "\"offline\", \"always\", \"never\" or \"unacked\"";
-    let when = match text(fields.apns_when, "apns_when", whens)? {
-        None => ApnsWhen::Offline,
-        Some(when) => match when.as_ref() {
-            "offline" => ApnsWhen::Offline,
-            "always" => ApnsWhen::Always,
-            "never" => ApnsWhen::Never,
-            "unacked" => ApnsWhen::Unacked,
-            _ => return Err(wrong("apns_when", whens)),
-        },
-    };
+    let when = when(fields.apns_when, "apns_when")?;
     let push_types = "alert, background, voip, complication, fileprovider, mdm, location, \
                       liveactivity, pushtotalk or widgets";
     let push_type = match text(fields.apns_push_type, "apns_push_type", push_types)? {
@@ -683,6 +708,137 @@ fn apns_push<'a>(fields: &Fields<'a>) -> Result<Option<ApnsPush<'a>>, RequestErr
         priority,
         expiration,
         collapse_id,
+    }))
+}
+
+/// A `*_when`: when a push's part for a platform goes to the uid's devices.
+fn when(raw: Option<&RawValue>, field: &'static str) -> Result<When, RequestError> {
+    let whens = "\"offline\", \"always\", \"never\" or \"unacked\"";
+    let wrong = RequestError::WrongType {
+        field,
+        expected: whens,
+    };
+    let Some(raw) = raw else {
+        return Ok(When::Offline);
+    };
+    let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| wrong.clone())?;
+    match text.as_ref() {
+        "offline" => Ok(When::Offline),
+        "always" => Ok(When::Always),
+        "never" => Ok(When::Never),
+        "unacked" => Ok(When::Unacked),
+        _ => Err(wrong),
+    }
+}
+
+/// A push's `fcm`: FCM v1's `message` object, which the hub gives each
+/// device's `token`.
+fn fcm_push<'a>(fields: &Fields<'a>) -> Result<Option<FcmPush<'a>>, RequestError> {
+    let Some(raw) = fields.fcm else {
+        return Ok(None);
+    };
+    let wrong = RequestError::WrongType {
+        field: "fcm",
+        expected: "an FCM v1 message object, without `token`, `topic` or `condition` \
+                   (the hub sends it to each of the uid's tokens)",
+    };
+    let object: BTreeMap<Cow<str>, &RawValue> =
+        serde_json::from_str(raw.get()).map_err(|_| wrong.clone())?;
+    if ["token", "topic", "condition"]
+        .iter()
+        .any(|key| object.contains_key(*key))
+    {
+        return Err(wrong);
+    }
+    Ok(Some(FcmPush {
+        message: Cow::Borrowed(raw.get()),
+        when: when(fields.fcm_when, "fcm_when")?,
+    }))
+}
+
+/// The longest `ttl` of a Web Push message: four weeks, what push services
+/// keep at most.
+pub const MAX_WEBPUSH_TTL: u32 = 28 * 24 * 3600;
+
+/// The `ttl` of a Web Push message without one: a day.
+pub const DEFAULT_WEBPUSH_TTL: u32 = 24 * 3600;
+
+/// A push's `webpush`: `{"data":X,"ttl":S,"urgency":U,"topic":T}`, every
+/// field optional; without `data`, the push's own `data`.
+fn webpush_push<'a>(
+    fields: &Fields<'a>,
+    push_data: &Data<'a>,
+) -> Result<Option<WebPushPush<'a>>, RequestError> {
+    let Some(raw) = fields.webpush else {
+        return Ok(None);
+    };
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        data: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        ttl: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        urgency: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        topic: Option<&'a RawValue>,
+    }
+    let wrong = |field, expected| RequestError::WrongType { field, expected };
+    let part: Part = serde_json::from_str(raw.get()).map_err(|_| {
+        wrong(
+            "webpush",
+            "an object: {\"data\":..., \"ttl\":SECONDS, \"urgency\":..., \"topic\":...}",
+        )
+    })?;
+    let data = match part.data {
+        None => push_data.text.clone(),
+        Some(raw) => match serde_json::from_str::<Cow<str>>(raw.get()) {
+            Ok(text) => text,
+            Err(_) => Cow::Borrowed(raw.get()),
+        },
+    };
+    let ttl = match part.ttl {
+        None => DEFAULT_WEBPUSH_TTL,
+        Some(raw) => raw
+            .get()
+            .parse::<u32>()
+            .ok()
+            .filter(|&ttl| ttl <= MAX_WEBPUSH_TTL)
+            .ok_or(wrong(
+                "webpush.ttl",
+                "a number of seconds, at most 2419200 (4 weeks)",
+            ))?,
+    };
+    let urgency = part
+        .urgency
+        .map(|raw| {
+            serde_json::from_str::<Cow<str>>(raw.get())
+                .ok()
+                .and_then(|u| Urgency::parse(&u))
+                .ok_or(wrong(
+                    "webpush.urgency",
+                    "\"very-low\", \"low\", \"normal\" or \"high\"",
+                ))
+        })
+        .transpose()?;
+    let topic = part
+        .topic
+        .map(|raw| {
+            serde_json::from_str::<Cow<str>>(raw.get())
+                .ok()
+                .filter(|t| valid_topic(t))
+                .ok_or(wrong(
+                    "webpush.topic",
+                    "up to 32 letters, digits, `-` or `_`",
+                ))
+        })
+        .transpose()?;
+    Ok(Some(WebPushPush {
+        data,
+        ttl,
+        urgency,
+        topic,
+        when: when(fields.webpush_when, "webpush_when")?,
     }))
 }
 
@@ -829,11 +985,12 @@ pub enum Reply<'a> {
     Devices(Vec<Device>),
     /// The VAPID public key, base64url.
     VapidKey(String),
-    /// A push that also went to APNs: connections reached, and Apple's answers.
-    DeliveredApns(usize, ApnsSummary),
+    /// A push that also went to devices: connections reached, and the
+    /// services' answers.
+    DeliveredDevices(usize, Summaries),
     /// A push that waited for an acknowledgement: connections reached,
-    /// whether one acknowledged in time, and, if not, Apple's answers.
-    DeliveredAcked(usize, bool, Option<ApnsSummary>),
+    /// whether one acknowledged in time, and, if not, the services' answers.
+    DeliveredAcked(usize, bool, Option<Summaries>),
     /// `listen`: events follow on this connection.
     Listening,
     /// Connections newly subscribed, and the refusals by reason.
@@ -896,8 +1053,8 @@ struct RegisteredBody<'a> {
 struct DeliveredAckedBody<'a> {
     delivered: usize,
     acked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    apns: Option<&'a ApnsSummary>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    devices: Option<&'a Summaries>,
 }
 
 #[derive(Serialize)]
@@ -906,9 +1063,10 @@ struct ListeningBody {
 }
 
 #[derive(Serialize)]
-struct DeliveredApnsBody<'a> {
+struct DeliveredDevicesBody<'a> {
     delivered: usize,
-    apns: &'a ApnsSummary,
+    #[serde(flatten)]
+    devices: &'a Summaries,
 }
 
 #[derive(Serialize)]
@@ -1034,24 +1192,24 @@ pub fn write_reply(out: &mut Vec<u8>, id: Option<&RawValue>, reply: &Reply) {
                 connections: *connections,
             },
         ),
-        Reply::DeliveredAcked(delivered, acked, apns) => put(
+        Reply::DeliveredAcked(delivered, acked, devices) => put(
             out,
             true,
             id,
             DeliveredAckedBody {
                 delivered: *delivered,
                 acked: *acked,
-                apns: apns.as_ref(),
+                devices: devices.as_ref(),
             },
         ),
         Reply::Listening => put(out, true, id, ListeningBody { listening: true }),
-        Reply::DeliveredApns(delivered, apns) => put(
+        Reply::DeliveredDevices(delivered, devices) => put(
             out,
             true,
             id,
-            DeliveredApnsBody {
+            DeliveredDevicesBody {
                 delivered: *delivered,
-                apns,
+                devices,
             },
         ),
         Reply::VapidKey(key) => put(out, true, id, VapidKeyBody { key }),
@@ -1195,13 +1353,53 @@ mod tests {
     }
 
     #[test]
+    fn pushes_with_parts_for_each_platform() {
+        let line = r#"{"cmd":"push","uid":"u","data":{"n":1},"fcm":{"notification":{"title":"Hi"}},"fcm_when":"always","webpush":{"data":{"title":"Hi"},"ttl":60,"urgency":"high","topic":"t-1"}}"#;
+        let Ok(Command::Push { devices, .. }) = cmd(line) else {
+            panic!("{line}");
+        };
+        let fcm = devices.fcm.unwrap();
+        assert_eq!(fcm.message, r#"{"notification":{"title":"Hi"}}"#);
+        assert_eq!(fcm.when, When::Always);
+        let webpush = devices.webpush.unwrap();
+        assert_eq!(webpush.data, r#"{"title":"Hi"}"#);
+        assert_eq!(
+            (webpush.ttl, webpush.urgency, webpush.topic.as_deref()),
+            (60, Some(Urgency::High), Some("t-1"))
+        );
+        assert_eq!(webpush.when, When::Offline);
+        // Without its own `data`, the push's; a string is its text.
+        let line = r#"{"cmd":"push","uid":"u","data":"hello","webpush":{}}"#;
+        let Ok(Command::Push { devices, .. }) = cmd(line) else {
+            panic!("{line}");
+        };
+        let webpush = devices.webpush.unwrap();
+        assert_eq!(
+            (webpush.data.as_ref(), webpush.ttl),
+            ("hello", DEFAULT_WEBPUSH_TTL)
+        );
+        // With `ack_timeout`, every part goes once unacknowledged.
+        let line = r#"{"cmd":"push","uid":"u","data":1,"fcm":{},"webpush":{},"ack_timeout":"1s"}"#;
+        let Ok(Command::Push { devices, .. }) = cmd(line) else {
+            panic!("{line}");
+        };
+        assert!(devices.whens().all(|w| w == When::Unacked));
+        for bad in [
+            r#"{"cmd":"push","uid":"u","data":1,"fcm":{},"fcm_when":"unacked"}"#,
+            r#"{"cmd":"push","uid":"u","data":1,"webpush":{},"webpush_when":"always","ack_timeout":"1s"}"#,
+        ] {
+            assert_eq!(cmd(bad), Err(RequestError::AckAndWhen), "{bad}");
+        }
+    }
+
+    #[test]
     fn commands() {
         assert_eq!(
             cmd(r#"{"cmd":"push","uid":"u1","data":"hi \"you\""}"#),
             Ok(Command::Push {
                 to: Targets::One("u1".into()),
                 data: data(r#""hi \"you\"""#),
-                apns: None,
+                devices: DevicePush::default(),
                 ack_timeout: None,
             })
         );
@@ -1210,18 +1408,17 @@ mod tests {
             Ok(Command::Push {
                 to: Targets::Many(vec!["u1".into(), "2".into()]),
                 data: data(r#"{"a": [1, 2]}"#),
-                apns: None,
+                devices: DevicePush::default(),
                 ack_timeout: None,
             })
         );
         match cmd(
             r#"{"cmd":"push","uid":"u","data":1,"apns":{"aps":{"alert":"Hi"}},"apns_when":"always","apns_push_type":"background","apns_priority":5,"apns_expiration":1800000000,"apns_collapse_id":"c1"}"#,
         ) {
-            Ok(Command::Push {
-                apns: Some(apns), ..
-            }) => {
+            Ok(Command::Push { devices, .. }) => {
+                let apns = devices.apns.unwrap();
                 assert_eq!(apns.payload, r#"{"aps":{"alert":"Hi"}}"#);
-                assert_eq!(apns.when, ApnsWhen::Always);
+                assert_eq!(apns.when, When::Always);
                 assert_eq!(apns.push_type, PushType::Background);
                 assert_eq!(apns.priority, Priority::Conserve);
                 assert_eq!(apns.expiration, 1_800_000_000);
@@ -1238,6 +1435,20 @@ mod tests {
             ),
             (r#""apns":{},"apns_priority":7"#, "apns_priority"),
             (r#""apns":{},"apns_expiration":-1"#, "apns_expiration"),
+            (r#""fcm":"token""#, "fcm"),
+            (r#""fcm":{"token":"t","data":{}}"#, "fcm"),
+            (r#""fcm":{"topic":"news"}"#, "fcm"),
+            (r#""fcm":{},"fcm_when":"later""#, "fcm_when"),
+            (r#""webpush":"hi""#, "webpush"),
+            (r#""webpush":{"ttl":-1}"#, "webpush.ttl"),
+            (r#""webpush":{"ttl":2419201}"#, "webpush.ttl"),
+            (r#""webpush":{"urgency":"now"}"#, "webpush.urgency"),
+            (r#""webpush":{"topic":"a b"}"#, "webpush.topic"),
+            (
+                r#""webpush":{"topic":"123456789012345678901234567890123"}"#,
+                "webpush.topic",
+            ),
+            (r#""webpush":{},"webpush_when":1"#, "webpush_when"),
         ] {
             let line = format!(r#"{{"cmd":"push","uid":"u","data":1,{bad}}}"#);
             match cmd(&line) {

@@ -25,7 +25,7 @@ use super::routed::{self, Shape};
 use crate::cluster::GatherId;
 use crate::hub::AckWatch;
 use crate::push::registry::Pending;
-use crate::push::route::{ApnsPush, InFlight};
+use crate::push::route::{DevicePush, InFlight};
 use crate::text_port::protocol::{Reply, write_reply};
 
 /// Replies waiting for APNs on one backend connection before it stops reading.
@@ -36,19 +36,19 @@ pub const MAX_HELD_BYTES: usize = 1 << 20;
 
 /// What a waiting reply waits for.
 pub enum Wait {
-    /// Apple's answers for a push's notifications.
-    Apns(InFlight),
+    /// The push services' answers for a push's messages to devices.
+    Devices(InFlight),
     /// The registry's answer to a device command.
     Device(Pending),
     /// A client's acknowledgement, until the timer; then, unacknowledged,
-    /// the uid's devices get `fallback` (`apns_when` "unacked").
+    /// the uid's devices get `fallback` (its `*_when` "unacked" parts).
     Ack {
         watch: AckWatch,
         deadline: Instant,
         timer: Timer,
         fallback: Option<Fallback>,
     },
-    /// Unacknowledged, and gone to APNs.
+    /// Unacknowledged, and gone to the uid's devices.
     Unacked(Option<InFlight>),
     /// The other hubs' answers, until the timer (`--cluster-timeout`).
     Cluster {
@@ -67,10 +67,10 @@ pub enum Wait {
     },
 }
 
-/// The APNs notification of an unacknowledged push, for its uid.
+/// The parts for devices of an unacknowledged push, for its uid.
 pub struct Fallback {
     pub uid: String,
-    pub apns: ApnsPush<'static>,
+    pub push: DevicePush<'static>,
 }
 
 /// A push's reply waiting, and the ready replies that came after it.
@@ -96,10 +96,10 @@ impl Waiting {
     fn poll_reply(&mut self, cx: &mut Context<'_>, services: Services) -> Poll<Reply<'static>> {
         loop {
             match &mut self.wait {
-                Wait::Apns(flight) => {
-                    std::task::ready!(poll_flight(flight, cx, services));
-                    let summary = std::mem::take(flight).into_summary();
-                    let reply = Reply::DeliveredApns(self.delivered, summary);
+                Wait::Devices(flight) => {
+                    std::task::ready!(flight.poll_done(cx, services.senders));
+                    let summaries = std::mem::take(flight).into_summaries();
+                    let reply = Reply::DeliveredDevices(self.delivered, summaries);
                     return Poll::Ready(self.confirmed_or_not(reply));
                 }
                 Wait::Device(op) => {
@@ -151,9 +151,9 @@ impl Waiting {
                     {
                         let (delivered, deadline, gather) =
                             (routed::reply_delivered(&gathered), *deadline, *gather);
-                        let fallback = fallback.take().map(|apns| Fallback {
+                        let fallback = fallback.take().map(|push| Fallback {
                             uid: uid.clone(),
-                            apns,
+                            push,
                         });
                         self.delivered = delivered;
                         self.unconfirmed = gathered.unconfirmed;
@@ -171,22 +171,22 @@ impl Waiting {
                         };
                         continue;
                     }
-                    let Shape::DeliveredApns(uids, apns) = shape else {
+                    let Shape::DeliveredDevices(uids, push) = shape else {
                         return Poll::Ready(routed::reply(shape, gathered));
                     };
-                    // The hubs have answered: APNs now, from this hub only.
-                    let (delivered, to_apns) = routed::apns_uids(uids, apns.when, &gathered);
-                    let uids: Vec<&str> = to_apns.iter().map(String::as_str).collect();
-                    let flight = match (services.registry, services.apns) {
-                        (Some(registry), Some(sender)) => {
-                            InFlight::start(registry, sender, &uids, apns)
+                    // The hubs have answered: devices now, from this hub only.
+                    let (delivered, chosen) = routed::device_uids(uids, push, &gathered);
+                    let chosen: Vec<_> = chosen.iter().map(|(uid, w)| (uid.as_str(), *w)).collect();
+                    let flight = match services.registry {
+                        Some(registry) => {
+                            InFlight::start(registry, services.senders, &chosen, push)
                         }
                         // Checked when the push came; the services do not change.
-                        _ => InFlight::default(),
+                        None => InFlight::default(),
                     };
                     self.delivered = delivered;
                     self.unconfirmed = gathered.unconfirmed;
-                    self.wait = Wait::Apns(flight);
+                    self.wait = Wait::Devices(flight);
                 }
                 Wait::ClusterAck {
                     gather,
@@ -213,8 +213,8 @@ impl Waiting {
                 Wait::Unacked(flight) => {
                     let summary = match flight {
                         Some(flight) => {
-                            std::task::ready!(poll_flight(flight, cx, services));
-                            Some(std::mem::take(flight).into_summary())
+                            std::task::ready!(flight.poll_done(cx, services.senders));
+                            Some(std::mem::take(flight).into_summaries())
                         }
                         None => None,
                     };
@@ -226,21 +226,27 @@ impl Waiting {
     }
 }
 
-/// Ready once Apple has answered for every device of `flight` (which has
-/// notifications only where the hub has APNs).
-fn poll_flight(flight: &mut InFlight, cx: &mut Context<'_>, services: Services) -> Poll<()> {
-    match services.apns {
-        Some(sender) => flight.poll_done(cx, sender),
-        None => Poll::Ready(()),
-    }
-}
-
 impl Fallback {
-    /// Sends the notification, if the hub has APNs (it was checked when
-    /// the push came, and the services do not change).
+    /// The fallback of a push with `ack_timeout`, if it has parts for
+    /// devices once unacknowledged.
+    pub fn of(uid: &str, push: &DevicePush) -> Option<Fallback> {
+        Some(Fallback {
+            uid: uid.to_string(),
+            push: push.unacked()?,
+        })
+    }
+
+    /// Sends the parts, if the hub has a registry (checked when the push
+    /// came, with the senders: the services do not change).
     pub fn start(self, services: Services) -> Option<InFlight> {
-        let (registry, sender) = (services.registry?, services.apns?);
-        Some(InFlight::start(registry, sender, &[&self.uid], &self.apns))
+        let registry = services.registry?;
+        let uids = [(self.uid.as_str(), self.push.all())];
+        Some(InFlight::start(
+            registry,
+            services.senders,
+            &uids,
+            &self.push,
+        ))
     }
 }
 

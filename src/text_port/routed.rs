@@ -20,7 +20,7 @@ use super::{broadcast_fanout, channel_fanout, distinct, each_uid, original, to_u
 use crate::cluster::wire::Partial;
 use crate::cluster::{Cluster, Gathered, Header, Route};
 use crate::hub::{Hub, Pos, StreamKey, Target};
-use crate::push::route::{ApnsPush, ApnsWhen};
+use crate::push::route::{DevicePush, Wants};
 use crate::ws::frame::Frame;
 
 /// What the reply of a routed request is made of.
@@ -28,17 +28,17 @@ pub enum Shape {
     /// The original form: `ok` once some connection took the line.
     Legacy,
     Delivered,
-    /// A push with `apns` to these uids, one part each: once the hubs have
-    /// answered, this hub alone sends to the devices of the uids that
-    /// `apns_when` picks, so that each device gets it once.
-    DeliveredApns(Vec<String>, ApnsPush<'static>),
+    /// A push with parts for devices to these uids, one part each: once
+    /// the hubs have answered, this hub alone sends to the devices of the
+    /// uids that each `*_when` picks, so that each device gets it once.
+    DeliveredDevices(Vec<String>, DevicePush<'static>),
     /// A push with `ack_timeout` to `uid`: once delivered, it waits for the
     /// hub that holds the connection to say it was acknowledged, until
     /// `deadline`; unacknowledged, `fallback` goes to the uid's devices.
     DeliveredAcked {
         uid: String,
         deadline: Instant,
-        fallback: Option<ApnsPush<'static>>,
+        fallback: Option<DevicePush<'static>>,
     },
     Online,
     /// `online` for these uids, one part each.
@@ -65,12 +65,12 @@ pub enum Routed<'l> {
 pub fn route<'l>(
     hub: &mut Hub,
     cluster: &Cluster,
-    has_apns: bool,
+    services: super::Services,
     line: &'l [u8],
     request: Request<'l>,
 ) -> Routed<'l> {
     let uid_history = cluster.keeps_history(crate::hub::StreamKey::Uid(""));
-    let planned = match plan(&request, cluster.node(), has_apns, uid_history) {
+    let planned = match plan(&request, cluster.node(), services, uid_history) {
         Ok(Some((id, shape, targets))) => Ok((id, shape, targets)),
         Ok(None) => Err(None),
         Err((id, e)) => Err(Some((id, e))),
@@ -105,7 +105,10 @@ pub fn route<'l>(
     // A push, publication or broadcast is a message of each target's stream.
     let message = matches!(
         shape,
-        Shape::Legacy | Shape::Delivered | Shape::DeliveredApns(..) | Shape::DeliveredAcked { .. }
+        Shape::Legacy
+            | Shape::Delivered
+            | Shape::DeliveredDevices(..)
+            | Shape::DeliveredAcked { .. }
     ) && !targets.iter().any(|t| matches!(t, Route::Node(_)));
     let gather = cluster.request(hub, line, &targets, message);
     if let Shape::DeliveredAcked { deadline, .. } = &shape {
@@ -129,7 +132,7 @@ type Plan<'r, 'l> = (Option<&'l RawValue>, Shape, Vec<Route<'r>>);
 fn plan<'r, 'l>(
     request: &'r Request<'l>,
     cluster_node: &str,
-    has_apns: bool,
+    services: super::Services,
     uid_history: bool,
 ) -> Result<Option<Plan<'r, 'l>>, (Option<&'l RawValue>, RequestError)> {
     let uids = |who: &'r Targets| {
@@ -151,7 +154,7 @@ fn plan<'r, 'l>(
     let (shape, targets) = match command {
         Command::Push {
             to,
-            apns,
+            devices,
             ack_timeout: Some(timeout),
             ..
         } => {
@@ -161,27 +164,23 @@ fn plan<'r, 'l>(
             if !uid_history {
                 return Err((id, RequestError::NoUidHistory));
             }
-            if apns.is_some() && !has_apns {
-                return Err((id, RequestError::NoApns));
+            if let Some(e) = super::unavailable(services, devices) {
+                return Err((id, e));
             }
             let shape = Shape::DeliveredAcked {
                 uid: uid.to_string(),
                 deadline: Instant::now() + *timeout,
-                fallback: apns.as_ref().map(ApnsPush::to_static),
+                fallback: devices.unacked(),
             };
             (shape, uids(to))
         }
-        Command::Push { apns: Some(_), .. } if !has_apns => {
-            return Err((id, RequestError::NoApns));
-        }
-        Command::Push {
-            to,
-            apns: Some(apns),
-            ..
-        } => {
+        Command::Push { to, devices, .. } if !devices.is_empty() => {
+            if let Some(e) = super::unavailable(services, devices) {
+                return Err((id, e));
+            }
             let targets = uids(to);
             let names = each_uid(to).map(str::to_string).collect();
-            (Shape::DeliveredApns(names, apns.to_static()), targets)
+            (Shape::DeliveredDevices(names, devices.to_static()), targets)
         }
         Command::PushConn {
             node: Some(node), ..
@@ -381,9 +380,9 @@ pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
         // proves nothing either way.
         Shape::Legacy => return Reply::Legacy(sum(&parts) > 0),
         Shape::Delivered => Reply::Delivered(sum(&parts)),
-        // Answered with its APNs summary (`apns_uids`), or once
+        // Answered with its devices' summaries (`device_uids`), or once
         // acknowledged, not from here.
-        Shape::DeliveredApns(..) | Shape::DeliveredAcked { .. } => Reply::Delivered(sum(&parts)),
+        Shape::DeliveredDevices(..) | Shape::DeliveredAcked { .. } => Reply::Delivered(sum(&parts)),
         Shape::Online => Reply::Online(sum(&parts)),
         Shape::Kicked => Reply::Kicked(sum(&parts)),
         Shape::Unsubscribed => Reply::Unsubscribed(sum(&parts)),
@@ -435,30 +434,30 @@ pub fn reply(shape: &Shape, gathered: Gathered) -> Reply<'static> {
 }
 
 /// The connections the hubs said took a push, and which of its uids go to
-/// APNs by `when`. A uid no hub confirmed is not known to be online: its
-/// devices get the notification (at worst beside a connection that got it
-/// too, never not at all).
-pub fn apns_uids(uids: &[String], when: ApnsWhen, gathered: &Gathered) -> (usize, Vec<String>) {
+/// which platforms by their `*_when`. A uid no hub confirmed is not known to
+/// be online: its devices get the message (at worst beside a connection that
+/// got it too, never not at all).
+pub fn device_uids(
+    uids: &[String],
+    push: &DevicePush,
+    gathered: &Gathered,
+) -> (usize, Vec<(String, Wants)>) {
     let mut delivered = 0;
-    let mut to_apns = Vec::new();
+    let mut chosen: Vec<(String, Wants)> = Vec::new();
     for (uid, part) in uids.iter().zip(&gathered.parts) {
         let n = match part {
             Some(Partial::Delivered(n)) => *n,
             _ => 0,
         };
         delivered += n;
-        let send = match when {
-            ApnsWhen::Always => true,
-            ApnsWhen::Offline => n == 0,
-            // `unacked` comes with `ack_timeout`, which `Shape::DeliveredAcked` takes.
-            ApnsWhen::Never | ApnsWhen::Unacked => false,
-        };
-        // Two parts for one uid still make one notification per device.
-        if send && !to_apns.contains(uid) {
-            to_apns.push(uid.clone());
+        let wants = push.now(n > 0);
+        // Two parts for one uid still make one message per device.
+        match chosen.iter_mut().find(|(known, _)| known == uid) {
+            Some((_, known)) => *known = known.or(wants),
+            None => chosen.push((uid.clone(), wants)),
         }
     }
-    (delivered, to_apns)
+    (delivered, chosen)
 }
 
 /// A refusal's reason as counted here; another hub's unknown reason is

@@ -519,7 +519,12 @@ mod tests {
     fn connection_task_stays_small() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let shared = Rc::new(Shared::new(Config::default(), None, None, None));
+        let shared = Rc::new(Shared::new(
+            Config::default(),
+            None,
+            Default::default(),
+            None,
+        ));
         let slot = shared.claim_slot([127, 0, 0, 1].into()).unwrap();
         let task = serve(Rc::clone(&shared), Async::new(stream).unwrap(), slot);
         let size = std::mem::size_of_val(&task);

@@ -8,13 +8,12 @@
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 
-use async_native_tls::TlsConnector;
-
 use super::provider_token::ProviderToken;
 use super::sender::{self, Auth, Sender};
 use crate::auth::Secret;
 use crate::credentials::{load_identity, log_expiry};
 use crate::push::registry::DeviceToken;
+use crate::push::sender::origin::{Origin, tls_connector};
 
 pub const PRODUCTION_HOST: &str = "api.push.apple.com";
 pub const SANDBOX_HOST: &str = "api.sandbox.push.apple.com";
@@ -45,22 +44,10 @@ pub struct Endpoint {
 impl Endpoint {
     /// `https://host[:port]`, port 443 by default.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let refuse = || format!("--apns-endpoint `{url}` is not https://HOST[:PORT]");
-        let rest = url.strip_prefix("https://").ok_or_else(refuse)?;
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.is_empty() || authority.contains('/') {
-            return Err(refuse());
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().map_err(|_| refuse())?),
-            None => (authority, 443),
-        };
-        if host.is_empty() {
-            return Err(refuse());
-        }
+        let origin = Origin::parse(url).map_err(|e| format!("--apns-endpoint {e}"))?;
         Ok(Endpoint {
-            host: host.to_string(),
-            port,
+            host: origin.host,
+            port: origin.port,
         })
     }
 }
@@ -187,14 +174,7 @@ pub fn build_sender(
         .map_err(|e| format!("cannot resolve {}: {e}", settings.endpoint.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", settings.endpoint.host))?;
-    let mut tls = TlsConnector::new().request_alpns(&["h2"]);
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-        let ca = native_tls::Certificate::from_pem(&pem)
-            .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
-        tls = tls.add_root_certificate(ca);
-    }
+    let mut tls = tls_connector(&["h2"], settings.ca_file.as_deref())?;
     let auth = match &settings.credentials {
         Credentials::Token {
             key_file,

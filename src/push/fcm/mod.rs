@@ -1,5 +1,4 @@
-//! Firebase Cloud Messaging, HTTP v1 API: so far the parts that need no
-//! network, for the sender to come.
+//! Firebase Cloud Messaging, HTTP v1 API.
 //!
 //! Sending takes two HTTPS endpoints. Google's OAuth token endpoint trades a
 //! JWT signed with the service account's key for an access token good for an
@@ -10,10 +9,13 @@
 //!   that says when to fetch a new access token.
 //! - `reason`: FCM's error answers, each sorted once into what to do: remove
 //!   the registration token, retry, fix our credentials, or drop the message.
+//! - `sender`: FCM as a service of the shared sender, fetching and renewing
+//!   its access token; `settings`: the `--fcm-*` flags and the sender they build.
 //!
-//! No sockets here; the only I/O is reading the key file. Nothing here logs
-//! keys, assertions or access tokens.
+//! Nothing here logs keys, assertions or access tokens.
 
 pub mod credentials;
 pub mod oauth;
 pub mod reason;
+pub mod sender;
+pub mod settings;

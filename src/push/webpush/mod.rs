@@ -16,4 +16,6 @@
 //! `cli`), and nothing here logs keys, secrets or payloads.
 
 pub mod encrypt;
+pub mod sender;
+pub mod settings;
 pub mod vapid;
