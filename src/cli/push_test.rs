@@ -89,8 +89,7 @@ fn webpush_test(config: &Config, file: &std::path::Path) -> Prepared {
         topic: None,
     };
     let at = given.endpoint.clone();
-    let message =
-        webpush::sender::Message::new(subscription, Rc::new(options)).map_err(|e| bad(e))?;
+    let message = webpush::sender::Message::new(subscription, Rc::new(options)).map_err(bad)?;
     Ok(send_one(sender, message, &at))
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use super::apns::sender::{Notification, Priority, PushType};
-use super::sender::{Failure, Outcome};
+use super::sender::Outcome;
 use super::webpush::sender::Urgency;
 use super::{apns, fcm, webpush};
 use crate::push::registry::{self, Answer, Device, Op, Registry};
@@ -80,7 +80,7 @@ pub struct DevicePush<'a> {
     pub webpush: Option<WebPushPush<'a>>,
 }
 
-fn owned(text: &Cow<str>) -> Cow<'static, str> {
+fn owned(text: &str) -> Cow<'static, str> {
     Cow::Owned(text.to_string())
 }
 
@@ -147,7 +147,7 @@ impl DevicePush<'_> {
         DevicePush {
             apns: self.apns.as_ref().map(|p| ApnsPush {
                 payload: owned(&p.payload),
-                collapse_id: p.collapse_id.as_ref().map(owned),
+                collapse_id: p.collapse_id.as_deref().map(owned),
                 ..*p
             }),
             fcm: self.fcm.as_ref().map(|p| FcmPush {
@@ -156,7 +156,7 @@ impl DevicePush<'_> {
             }),
             webpush: self.webpush.as_ref().map(|p| WebPushPush {
                 data: owned(&p.data),
-                topic: p.topic.as_ref().map(owned),
+                topic: p.topic.as_deref().map(owned),
                 ..*p
             }),
         }
@@ -535,11 +535,7 @@ fn record<R: std::fmt::Display>(
         Outcome::Rejected { status, reason } => {
             refusal(platform, device, Some(status), reason.to_string())
         }
-        Outcome::Failed { why } => refusal(platform, device, None, failure(&why)),
+        Outcome::Failed { why } => refusal(platform, device, None, why.to_string()),
     };
     summary.refused.push(refused);
-}
-
-fn failure<R: std::fmt::Display>(why: &Failure<R>) -> String {
-    why.to_string()
 }

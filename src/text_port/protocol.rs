@@ -60,6 +60,9 @@ pub struct LineTooLong {
 }
 
 /// A parsed request line.
+// Parsed per line on the stack and never stored: boxing a push's parts for
+// devices would cost an allocation per push.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Request<'a> {
     /// The original form: deliver `line`, verbatim, to every connection of `uid`.
@@ -250,7 +253,7 @@ impl fmt::Display for RequestError {
                 f,
                 "unknown cmd `{cmd}`: expected push, broadcast, publish, subscribe, \
                  unsubscribe, channels, members, online, kick, stats, listen, register, \
-                 unregister or devices"
+                 unregister, devices or vapid_key"
             ),
             RequestError::MissingField(field) => write!(f, "missing field `{field}`"),
             RequestError::WrongType { field, expected } => {
@@ -524,14 +527,14 @@ fn push<'a>(fields: &Fields<'a>) -> Result<Command<'a>, RequestError> {
         Some(_) if matches!(to, Targets::Many(_)) => return Err(RequestError::AckOneUid),
         // With an acknowledgement to wait for, devices get what was not acknowledged.
         Some(_) if !whens_given => devices.set_whens(When::Unacked),
-        Some(_) => {
+        Some(_)
             if devices
                 .whens()
-                .any(|when| !matches!(when, When::Unacked | When::Never))
-            {
-                return Err(RequestError::AckAndWhen);
-            }
+                .any(|when| !matches!(when, When::Unacked | When::Never)) =>
+        {
+            return Err(RequestError::AckAndWhen);
         }
+        Some(_) => {}
         None if devices.whens().any(|when| when == When::Unacked) => {
             return Err(RequestError::AckAndWhen);
         }

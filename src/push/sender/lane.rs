@@ -75,6 +75,17 @@ impl Conn {
     }
 }
 
+/// What [`Lane::take`] found.
+enum Take {
+    Ready(Conn),
+    /// A slot for one more HTTP/1.1 connection, counted as open: connect it.
+    Connect,
+    /// Every HTTP/1.1 connection (this many) is busy.
+    WaitHttp1(usize),
+    /// No HTTP/2 connection but the one of this generation (or none).
+    WaitHttp2(u64),
+}
+
 /// The connection as the workers see it.
 #[derive(Default)]
 struct Link {
@@ -188,65 +199,43 @@ impl<J> Lane<J> {
     ) -> Result<Conn, String> {
         let max_attempts = config.max_attempts.max(1);
         loop {
-            let seen = {
-                let mut link = self.link.borrow_mut();
-                if link.http1 {
-                    if let Some(http1) = link.idle_http1.pop() {
-                        return Ok(Conn::Http1(Box::new(http1)));
-                    }
-                    if let (true, Some(tls)) = (
-                        link.open_http1 < config.max_http1_connections.max(1),
-                        tls_http1,
-                    ) {
-                        link.open_http1 += 1;
-                        drop(link);
-                        match self.connect_http1(config, tls).await {
-                            Ok(http1) => {
-                                connections.set(connections.get() + 1);
-                                return Ok(Conn::Http1(Box::new(http1)));
-                            }
-                            Err(e) => {
-                                self.link.borrow_mut().open_http1 -= 1;
-                                self.changed.notify();
-                                *attempts += 1;
-                                if *attempts >= max_attempts {
-                                    return Err(e.to_string());
-                                }
-                                Timer::after(config.backoff(*attempts)).await;
-                                continue;
-                            }
+            match self.take(config, not) {
+                Take::Ready(conn) => return Ok(conn),
+                Take::Connect => {
+                    let connected = match tls_http1 {
+                        Some(tls) => self.connect_http1(config, tls).await,
+                        None => Err(ConnectError::Resolve("HTTP/1.1 not allowed".into())),
+                    };
+                    match connected {
+                        Ok(http1) => {
+                            connections.set(connections.get() + 1);
+                            return Ok(Conn::Http1(Box::new(http1)));
                         }
-                    }
-                    None
-                } else {
-                    match &link.http2 {
-                        Some(http2) if Some(link.generation) != not => {
-                            return Ok(Conn::Http2 {
-                                http2: http2.clone(),
-                                generation: link.generation,
-                            });
+                        Err(e) => {
+                            self.link.borrow_mut().open_http1 -= 1;
+                            self.changed.notify();
+                            *attempts += 1;
+                            if *attempts >= max_attempts {
+                                return Err(e.to_string());
+                            }
+                            Timer::after(config.backoff(*attempts)).await;
                         }
-                        _ => Some(link.generation),
                     }
                 }
-            };
-            match seen {
                 // HTTP/1.1 with every connection busy: wait for one back.
-                None => {
-                    let open = self.link.borrow().open_http1;
-                    let idle = || {
+                Take::WaitHttp1(open) => {
+                    let back = || {
                         let link = self.link.borrow();
                         !link.idle_http1.is_empty() || link.open_http1 < open
                     };
-                    self.changed.until(idle).await;
+                    self.changed.until(back).await;
                 }
-                Some(seen) => {
-                    self.changed
-                        .until(|| {
-                            let link = self.link.borrow();
-                            link.generation != seen || link.http1
-                        })
-                        .await;
+                Take::WaitHttp2(seen) => {
+                    let changed = || {
+                        let link = self.link.borrow();
+                        link.generation != seen || link.http1
+                    };
+                    self.changed.until(changed).await;
                     let link = self.link.borrow();
                     if link.http2.is_none() && !link.http1 {
                         *attempts += 1;
@@ -256,6 +245,28 @@ impl<J> Lane<J> {
                     }
                 }
             }
+        }
+    }
+
+    /// What the link offers a worker now, without waiting.
+    fn take(&self, config: &Config, not: Option<u64>) -> Take {
+        let mut link = self.link.borrow_mut();
+        if link.http1 {
+            if let Some(http1) = link.idle_http1.pop() {
+                return Take::Ready(Conn::Http1(Box::new(http1)));
+            }
+            if link.open_http1 < config.max_http1_connections.max(1) {
+                link.open_http1 += 1;
+                return Take::Connect;
+            }
+            return Take::WaitHttp1(link.open_http1);
+        }
+        match &link.http2 {
+            Some(http2) if Some(link.generation) != not => Take::Ready(Conn::Http2 {
+                http2: http2.clone(),
+                generation: link.generation,
+            }),
+            _ => Take::WaitHttp2(link.generation),
         }
     }
 
@@ -336,11 +347,7 @@ impl<J> Lane<J> {
                         "{name}: {} does not speak HTTP/2 ({e}); HTTP/1.1",
                         self.origin
                     );
-                    let mut link = self.link.borrow_mut();
-                    link.generation += 1;
-                    link.http1 = true;
-                    drop(link);
-                    self.changed.notify();
+                    self.switch_to_http1();
                     return std::future::pending().await;
                 }
                 Err(e) => {
@@ -385,6 +392,18 @@ impl<J> Lane<J> {
                 failures += 1;
             }
         }
+    }
+}
+
+impl<J> Lane<J> {
+    /// From now on, workers make HTTP/1.1 connections of their own.
+    fn switch_to_http1(&self) {
+        {
+            let mut link = self.link.borrow_mut();
+            link.generation += 1;
+            link.http1 = true;
+        }
+        self.changed.notify();
     }
 }
 

@@ -336,6 +336,9 @@ impl Watch {
     }
 }
 
+/// Called with each message whose device the service says is gone.
+type GoneHook<S> = Box<dyn Fn(&<S as Service>::Message)>;
+
 /// What the lanes' tasks share.
 struct Shared<S: Service> {
     config: Config,
@@ -344,7 +347,7 @@ struct Shared<S: Service> {
     /// connector that asks for it.
     tls: TlsConnector,
     tls_http1: Option<TlsConnector>,
-    on_gone: Box<dyn Fn(&S::Message)>,
+    on_gone: GoneHook<S>,
     lanes: RefCell<HashMap<Origin, Rc<Lane<Job<S>>>>>,
     /// Messages queued over all lanes.
     queued: Cell<usize>,

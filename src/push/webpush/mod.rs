@@ -1,5 +1,6 @@
-//! Web Push, the browsers' push service, as far as it needs cryptography
-//! from us; the sender that POSTs to subscriptions' endpoints comes later.
+//! Web Push, the browsers' push service: the sender that POSTs to
+//! subscriptions' endpoints (`sender`), the cryptography it needs, and its
+//! settings.
 //!
 //! A page subscribes with `pushManager.subscribe` and hands its backend a
 //! `PushSubscription`: an endpoint URL at the browser's push service and two
@@ -12,8 +13,9 @@
 //!   whose public half the page gave `pushManager.subscribe`; the push
 //!   service delivers only what that key signed.
 //!
-//! Nothing here does I/O but `pushhub vapid-keygen` writing its key (in
-//! `cli`), and nothing here logs keys, secrets or payloads.
+//! Only `sender` talks to the network (through the shared sender), and only
+//! `settings` reads a file (the key); nothing here logs keys, secrets or
+//! payloads.
 
 pub mod encrypt;
 pub mod sender;
