@@ -16,12 +16,11 @@ use std::fmt;
 
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, KeyInit, Mac};
-use openssl::bn::BigNumContext;
-use openssl::derive::Deriver;
-use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcGroupRef, EcKey, EcPoint, PointConversionForm};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey::Private;
 use openssl::symm::{Cipher, encrypt_aead};
 use sha2::Sha256;
 
@@ -147,11 +146,11 @@ impl From<ErrorStack> for EncryptError {
 
 /// A subscription's `keys`, checked: the browser's public key (`p256dh`)
 /// and the authentication secret (`auth`).
-#[derive(Clone)]
 pub struct SubscriptionKeys {
     /// As the browser gave it: the key derivation hashes these very bytes.
     ua_public: [u8; POINT_LEN],
-    ua_key: PKey<Public>,
+    /// The same, decoded: a point of P-256.
+    ua_point: EcPoint,
     auth: [u8; AUTH_LEN],
 }
 
@@ -183,10 +182,10 @@ impl SubscriptionKeys {
         if ua_public[0] != 0x04 {
             return Err(KeyError::NotUncompressed);
         }
-        let ua_key = public_key(&ua_public).ok_or(KeyError::NotOnCurve)?;
+        let ua_point = public_point(&ua_public).ok_or(KeyError::NotOnCurve)?;
         Ok(SubscriptionKeys {
             ua_public,
-            ua_key,
+            ua_point,
             auth,
         })
     }
@@ -208,16 +207,35 @@ fn decode_exact<const N: usize>(key: &'static str, text: &str) -> Result<[u8; N]
     })
 }
 
-/// The P-256 public key at `point`, or `None` when it is not a valid one:
-/// OpenSSL refuses points off the curve when it decodes them, and
-/// `check_key` also refuses the point at infinity.
-fn public_key(point: &[u8; POINT_LEN]) -> Option<PKey<Public>> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).ok()?;
-    let mut ctx = BigNumContext::new().ok()?;
-    let point = EcPoint::from_bytes(&group, point, &mut ctx).ok()?;
-    let key = EcKey::from_public_key(&group, &point).ok()?;
-    key.check_key().ok()?;
-    PKey::from_ec_key(key).ok()
+thread_local! {
+    /// P-256, made once: OpenSSL takes as long to make the group as to
+    /// generate a key on it.
+    static P256: Option<EcGroup> = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).ok();
+}
+
+/// Runs `f` with P-256.
+fn with_p256<T>(f: impl FnOnce(&EcGroupRef) -> Result<T, ErrorStack>) -> Result<T, ErrorStack> {
+    P256.with(|group| match group {
+        Some(group) => f(group),
+        None => Err(ErrorStack::get()),
+    })
+}
+
+/// The P-256 point at `point`, or `None` when it is not one: OpenSSL refuses
+/// points off the curve when it decodes them, and an uncompressed encoding
+/// cannot be the point at infinity. (P-256's cofactor is 1: every point on
+/// the curve but infinity is in the group, so nothing more is to check.)
+fn public_point(point: &[u8; POINT_LEN]) -> Option<EcPoint> {
+    with_p256(|group| {
+        let mut ctx = BigNumContext::new()?;
+        let point = EcPoint::from_bytes(group, point, &mut ctx)?;
+        match point.is_on_curve(group, &mut ctx)? && !point.is_infinity(group) {
+            true => Ok(Some(point)),
+            false => Ok(None),
+        }
+    })
+    .ok()
+    .flatten()
 }
 
 /// The body of one push message of `payload` for the subscription `keys`,
@@ -229,8 +247,7 @@ pub fn encrypt(keys: &SubscriptionKeys, payload: &[u8]) -> Result<Vec<u8>, Encry
     }
     let mut salt = [0u8; SALT_LEN];
     openssl::rand::rand_bytes(&mut salt)?;
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    let ephemeral = EcKey::generate(&group)?;
+    let ephemeral = with_p256(EcKey::generate)?;
     encrypt_with(keys, payload, &salt, ephemeral)
 }
 
@@ -248,10 +265,16 @@ fn encrypt_with(
         PointConversionForm::UNCOMPRESSED,
         &mut ctx,
     )?;
-    let ephemeral = PKey::from_ec_key(ephemeral)?;
-    let mut deriver = Deriver::new(&ephemeral)?;
-    deriver.set_peer(&keys.ua_key)?;
-    let ecdh_secret = deriver.derive_to_vec()?;
+    // ECDH: the x coordinate of the browser's point times our secret, as
+    // OpenSSL's own ECDH computes it (a constant-time ladder), without the
+    // EVP key objects that cost more than the multiplication.
+    let ecdh_secret = with_p256(|group| {
+        let mut shared = EcPoint::new(group)?;
+        shared.mul2(group, &keys.ua_point, ephemeral.private_key(), &mut ctx)?;
+        let (mut x, mut y) = (BigNum::new()?, BigNum::new()?);
+        shared.affine_coordinates(group, &mut x, &mut y, &mut ctx)?;
+        x.to_vec_padded(32)
+    })?;
 
     let (cek, nonce) = content_keys(&ecdh_secret, keys, &as_public, salt);
 
@@ -315,7 +338,8 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    use openssl::bn::BigNum;
+    use openssl::derive::Deriver;
+    use openssl::pkey::PKey;
     use openssl::symm::decrypt_aead;
 
     // RFC 8291 Appendix A, "Intermediate Values for Encryption".
