@@ -178,7 +178,10 @@ fn one_token_fetch_serves_many_concurrent_messages() {
         .collect();
     with_running(&sender, async {
         for p in pending {
-            assert!(matches!(outcome(p).await, Outcome::Accepted { id: Some(_) }));
+            assert!(matches!(
+                outcome(p).await,
+                Outcome::Accepted { id: Some(_) }
+            ));
         }
     });
     assert_no_refusals(&fake);
@@ -222,7 +225,12 @@ fn the_token_is_renewed_before_it_expires() {
     let used: Vec<String> = fake.seen().into_iter().map(|s| s.access_token).collect();
     assert_eq!(
         used,
-        ["fake-token-1", "fake-token-1", "fake-token-2", "fake-token-2"]
+        [
+            "fake-token-1",
+            "fake-token-1",
+            "fake-token-2",
+            "fake-token-2"
+        ]
     );
     assert_eq!(sender.stats().retried, 0);
 }
@@ -242,7 +250,10 @@ fn a_revoked_token_costs_one_fetch_and_the_messages_are_delivered() {
         .collect();
     with_running(&sender, async {
         for p in pending {
-            assert!(matches!(outcome(p).await, Outcome::Accepted { id: Some(_) }));
+            assert!(matches!(
+                outcome(p).await,
+                Outcome::Accepted { id: Some(_) }
+            ));
         }
     });
     assert_eq!(fake.token_requests(), 2, "{:?}", fake.refusals());
@@ -267,7 +278,8 @@ fn a_service_account_google_refuses_fails_without_a_send() {
     // assertions signed with the old one.
     let mut file: serde_json::Value = serde_json::from_str(&fake.service_account()).unwrap();
     let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-    file["private_key"] = json!(String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap());
+    file["private_key"] =
+        json!(String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap());
     let account = ServiceAccount::from_json(file.to_string().as_bytes()).unwrap();
     let endpoints = Endpoints {
         send: send_origin(fake.addr),
@@ -591,7 +603,10 @@ fn a_message_over_the_limit_is_refused_without_a_request() {
     let big = format!(r#"{{"data":{{"text":"{}"}}}}"#, "x".repeat(5200));
     let size = big.len();
     let refused = sender
-        .send(Message::new(FcmToken::parse("device-1").unwrap(), Rc::from(big)))
+        .send(Message::new(
+            FcmToken::parse("device-1").unwrap(),
+            Rc::from(big),
+        ))
         .unwrap();
     assert_eq!(
         refused.try_outcome(),
