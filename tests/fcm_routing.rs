@@ -334,3 +334,38 @@ fn a_push_to_apns_and_fcm_reaches_each_device_once() {
         json!({"token": "android-1", "notification": {"title": "Hi"}})
     );
 }
+
+#[test]
+fn an_unacknowledged_push_goes_to_fcm() {
+    let fake = FakeFcm::start(ok());
+    let scratch = Scratch::new("fcm-unacked");
+    let server = Server::start(hub_config(&fake, &scratch));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        register(&mut backend, "u1", "token-1").await;
+        // A client that never acknowledges: past the timeout, FCM gets it.
+        let mut client = login_plain(&server, "u1").await;
+        let mut request = push("u1", None);
+        request["ack_timeout"] = json!("300ms");
+        let reply = backend.json(request.clone()).await;
+        assert_eq!(
+            reply,
+            json!({"ok": true, "delivered": 1, "acked": false,
+                   "fcm": {"devices": 1, "accepted": 1, "refused": []}})
+        );
+        assert_eq!(next_text(&mut client).await, "hello");
+        // "never" holds with `ack_timeout` too.
+        request["fcm_when"] = json!("never");
+        let reply = backend.json(request.clone()).await;
+        assert_eq!(reply, json!({"ok": true, "delivered": 1, "acked": false}));
+        assert_eq!(next_text(&mut client).await, "hello");
+        close_client(&mut client).await;
+        wait_connections(&mut backend, "u1", 0).await;
+        // Nobody to acknowledge: FCM at once, long before the timeout.
+        let mut offline = push("u1", None);
+        offline["ack_timeout"] = json!("5m");
+        let reply = backend.json(offline).await;
+        assert_eq!(reply["fcm"]["accepted"], 1, "{reply}");
+    });
+    assert_eq!(fake.seen().len(), 2);
+}
