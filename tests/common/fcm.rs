@@ -659,3 +659,44 @@ fn percent_decode(text: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// `config` sending to `fake` as FCM: the service account and the fake's CA
+/// written to `scratch`, the send endpoint on localhost, the token endpoint
+/// the account's `token_uri`; with a device registry in `scratch` if it has
+/// none yet.
+pub fn with_fcm(
+    mut config: pushhub::Config,
+    fake: &FakeFcm,
+    scratch: &super::Scratch,
+) -> pushhub::Config {
+    use pushhub::push::fcm::settings::FcmSettings;
+    use pushhub::push::sender::Origin;
+    let credentials_file = scratch.path("service-account.json");
+    std::fs::write(&credentials_file, fake.service_account()).unwrap();
+    let ca = scratch.path("fcm-ca.pem");
+    std::fs::write(&ca, fake.ca_pem()).unwrap();
+    if config.apns_db.is_none() {
+        config.apns_db = Some(scratch.path("devices.sqlite3"));
+    }
+    config.fcm = Some(FcmSettings {
+        credentials_file,
+        project_id: PROJECT_ID.into(),
+        endpoint: Origin::new("localhost", fake.addr.port()),
+        token_endpoint: None,
+        ca_file: Some(ca),
+    });
+    config
+}
+
+/// A plain-uid hub with a registry, sending to `fake` as FCM.
+pub fn hub_config(fake: &FakeFcm, scratch: &super::Scratch) -> pushhub::Config {
+    with_fcm(super::plain_config(), fake, scratch)
+}
+
+/// Registers an FCM registration token for `uid` on the hub.
+pub async fn register(backend: &mut super::Backend, uid: &str, token: &str) {
+    let reply = backend
+        .json(json!({"cmd": "register", "uid": uid, "fcm": token}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+}

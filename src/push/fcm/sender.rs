@@ -273,7 +273,10 @@ impl Service for Fcm {
                 reason,
                 after: sender::retry_after(response),
             },
-            Kind::Credentials if status == 401 => {
+            // Our access token refused. A 401 THIRD_PARTY_AUTH_ERROR is
+            // Apple's or the browser's refusal of the app's credentials:
+            // a new token of ours would not help.
+            Kind::Credentials if status == 401 && reason == Reason::Unauthenticated => {
                 let sent = request
                     .headers
                     .iter()
