@@ -522,6 +522,9 @@ async fn deliver<S: Service>(
     let counters = &shared.counters;
     let max_attempts = config.max_attempts.max(1);
     let mut attempts = 0;
+    // Requests of this message sent so far (attempts also count connections
+    // and credentials that could not be had).
+    let mut sent = 0;
     let mut renewed = false;
     // The connection a request failed on: not to be used again.
     let mut failed_on = None;
@@ -545,9 +548,6 @@ async fn deliver<S: Service>(
                 };
             }
         };
-        if attempts > 0 {
-            bump(&counters.retried);
-        }
         attempts += 1;
         let request = match shared.service.request(message).await {
             Ok(request) => request,
@@ -564,6 +564,10 @@ async fn deliver<S: Service>(
                 return Outcome::Failed { why };
             }
         };
+        if sent > 0 {
+            bump(&counters.retried);
+        }
+        sent += 1;
         bump(&counters.sent);
         let posted = smol::future::or(async { Some(conn.post(&request).await) }, async {
             Timer::after(config.request_timeout).await;
