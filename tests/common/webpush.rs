@@ -193,7 +193,17 @@ pub struct FakePushService {
 
 impl FakePushService {
     pub fn start(protocol: Protocol, script: PushScript) -> FakePushService {
-        let cert = TestCert::new();
+        FakePushService::start_with_cert(protocol, script, TestCert::new())
+    }
+
+    /// Like [`FakePushService::start`], with `cert` (another service's: a
+    /// client trusts one CA file, and OpenSSL finds a root by its name, which
+    /// every [`TestCert`] shares).
+    pub fn start_with_cert(
+        protocol: Protocol,
+        script: PushScript,
+        cert: TestCert,
+    ) -> FakePushService {
         let identity = native_tls::Identity::from_pkcs8(&cert.cert_pem, &cert.key_pem).unwrap();
         let acceptor = native_tls::TlsAcceptor::builder(identity)
             .accept_alpn(&[protocol.alpn()])
