@@ -611,6 +611,8 @@ fn a_stalled_push_service_holds_up_nobody_else() {
         let healthy = FakePushService::start_with_cert(protocol, accept_all(), cert);
         let mut config = config();
         config.max_attempts = 2;
+        // The held messages' first outcomes come after 2 s.
+        config.request_timeout = Duration::from_secs(1);
         let hub = hub(config, &[&stalled]);
         let shared = options("not held up");
         let held: Vec<Pending> = (0..6)
