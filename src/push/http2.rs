@@ -82,7 +82,20 @@ pub async fn handshake<S>(
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
-    let (send, connection) = h2::client::handshake(stream.compat()).await?;
+    let (send, mut connection) = h2::client::handshake(stream.compat()).await?;
+    // h2's handshake only writes our preface. Whether the server speaks
+    // HTTP/2 shows in its answer: a PING answered (after its SETTINGS) says
+    // it does; one that does not answers HTTP/1.1 text, which fails the
+    // connection, or closes it.
+    let mut ping_pong = connection.ping_pong().expect("a new connection's pings");
+    let answered = smol::future::or(
+        async { ping_pong.ping(h2::Ping::opaque()).await.map(|_| true) },
+        async { (&mut connection).await.map(|()| false) },
+    )
+    .await?;
+    if !answered {
+        return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+    }
     Ok((Http2 { send, authority }, connection))
 }
 

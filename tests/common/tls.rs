@@ -12,6 +12,7 @@ use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509, X509NameBuilder};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, as PEM.
+#[derive(Clone)]
 pub struct TestCert {
     pub cert_pem: Vec<u8>,
     /// The private key, unencrypted PKCS#8.

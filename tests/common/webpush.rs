@@ -193,7 +193,17 @@ pub struct FakePushService {
 
 impl FakePushService {
     pub fn start(protocol: Protocol, script: PushScript) -> FakePushService {
-        let cert = TestCert::new();
+        FakePushService::start_with_cert(protocol, script, TestCert::new())
+    }
+
+    /// Like [`FakePushService::start`], with `cert` (another service's: a
+    /// client trusts one CA file, and OpenSSL finds a root by its name, which
+    /// every [`TestCert`] shares).
+    pub fn start_with_cert(
+        protocol: Protocol,
+        script: PushScript,
+        cert: TestCert,
+    ) -> FakePushService {
         let identity = native_tls::Identity::from_pkcs8(&cert.cert_pem, &cert.key_pem).unwrap();
         let acceptor = native_tls::TlsAcceptor::builder(identity)
             .accept_alpn(&[protocol.alpn()])
@@ -779,4 +789,34 @@ fn check_headers(headers: &HeaderMap) -> Result<Headers, Refused> {
         }
     }
     Ok((ttl.parse().unwrap(), urgency, topic))
+}
+
+/// A plain-uid hub with a registry and a fresh VAPID key, trusting
+/// `service`'s certificate (which other services started with it share).
+/// The key's public half is in `config.vapid`.
+pub fn hub_config(service: &FakePushService, scratch: &super::Scratch) -> pushhub::Config {
+    use pushhub::push::webpush::settings::VapidSettings;
+    use pushhub::push::webpush::vapid::{Subject, VapidKey};
+    let ca = scratch.path("webpush-ca.pem");
+    std::fs::write(&ca, service.ca_pem()).unwrap();
+    let key = VapidKey::generate().unwrap();
+    let key_file = scratch.path("vapid.pem");
+    std::fs::write(&key_file, key.to_pem().unwrap()).unwrap();
+    let mut config = super::plain_config();
+    config.apns_db = Some(scratch.path("devices.sqlite3"));
+    config.vapid = Some(VapidSettings {
+        key_file,
+        public_key: key.public_key_base64url(),
+        subject: Subject::parse("mailto:ops@example.com").unwrap(),
+        ca_file: Some(ca),
+    });
+    config
+}
+
+/// Registers a Web Push subscription (a browser's JSON) for `uid` on the hub.
+pub async fn register(backend: &mut super::Backend, uid: &str, subscription: &Value) {
+    let reply = backend
+        .json(serde_json::json!({"cmd": "register", "uid": uid, "webpush": subscription}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
 }
