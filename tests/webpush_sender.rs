@@ -20,7 +20,7 @@ use bytes::Bytes;
 use common::webpush::{FakePushService, Protocol, PushAnswer, PushScript, Refused, accept_all};
 use common::{Deadline, STEP, within};
 use pushhub::push::registry::{Subscription, SubscriptionKeys};
-use pushhub::push::sender::{Config, Failure};
+use pushhub::push::sender::{Config, Failure, QueueFull};
 use pushhub::push::webpush::encrypt::MAX_PAYLOAD;
 use pushhub::push::webpush::sender::{
     Message, Options, Outcome, Pending, Reason, Sender, Urgency, WebPush,
@@ -656,6 +656,44 @@ fn a_stalled_push_service_holds_up_nobody_else() {
             "{protocol:?}: {stats:?}"
         );
     }
+}
+
+/// A stalled push service's backlog stops at its lane's share of the
+/// queue: past it, its messages are refused, and another service's are
+/// still taken.
+#[test]
+fn a_stalled_push_service_fills_only_its_share_of_the_queue() {
+    let stalled = FakePushService::start(Protocol::Http2, Arc::new(|_| PushAnswer::NoAnswer));
+    let cert = stalled.cert.clone();
+    let healthy = FakePushService::start_with_cert(Protocol::Http2, accept_all(), cert);
+    let mut config = config();
+    config.max_streams = 1;
+    config.max_queue = 10;
+    config.max_lane_queue = 3;
+    config.request_timeout = Duration::from_secs(10);
+    let hub = hub(config, &[&stalled]);
+    let shared = options("queued");
+    hub.run(async {
+        let first = hub.send(message(&stalled, "s0", &shared));
+        // Once the only worker holds the first message, three may wait.
+        let deadline = Deadline::new(STEP, "the first request to reach the stalled service");
+        while stalled.seen().is_empty() {
+            deadline.tick().await;
+        }
+        let waiting: Vec<Pending> = (1..=3)
+            .map(|i| hub.send(message(&stalled, &format!("s{i}"), &shared)))
+            .collect();
+        let refused = hub.sender.send(message(&stalled, "s4", &shared));
+        assert!(
+            matches!(refused, Err(QueueFull("Web Push"))),
+            "a fourth waits"
+        );
+        let fine = hub.send(message(&healthy, "h0", &shared));
+        let outcome = within(STEP, "the healthy service", fine.outcome()).await;
+        assert!(accepted(&outcome), "{outcome:?}");
+        assert_eq!(hub.sender.stats().queued, 3);
+        drop((first, waiting));
+    });
 }
 
 #[test]

@@ -74,11 +74,12 @@ pub async fn connect(
 }
 
 /// The HTTP/2 handshake over a connected stream; `authority` (`host[:port]`)
-/// names the origin in requests.
+/// names the origin in requests. `Ok(None)`: the server closed the
+/// connection instead of answering.
 pub async fn handshake<S>(
     stream: S,
     authority: String,
-) -> Result<(Http2, impl Future<Output = Result<(), h2::Error>> + use<S>), h2::Error>
+) -> Result<Option<(Http2, impl Future<Output = Result<(), h2::Error>> + use<S>)>, h2::Error>
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
@@ -87,16 +88,15 @@ where
     // HTTP/2 shows in its answer: a PING answered (after its SETTINGS) says
     // it does; one that does not answers HTTP/1.1 text, which fails the
     // connection, or closes it.
-    let mut ping_pong = connection.ping_pong().expect("a new connection's pings");
+    let mut ping_pong = connection
+        .ping_pong()
+        .ok_or_else(|| h2::Error::from(h2::Reason::INTERNAL_ERROR))?;
     let answered = smol::future::or(
         async { ping_pong.ping(h2::Ping::opaque()).await.map(|_| true) },
         async { (&mut connection).await.map(|()| false) },
     )
     .await?;
-    if !answered {
-        return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
-    }
-    Ok((Http2 { send, authority }, connection))
+    Ok(answered.then_some((Http2 { send, authority }, connection)))
 }
 
 impl Http2 {

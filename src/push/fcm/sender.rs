@@ -194,7 +194,7 @@ impl Fcm {
                 };
                 smol::future::or(post, drive).await.map_err(unreachable)?
             }
-            Err(ConnectError::Http2(_)) => {
+            Err(ConnectError::Http2(_) | ConnectError::Http2Closed) => {
                 let mut http1 = origin::connect_h1(&self.token_origin, &self.tls_http1)
                     .await
                     .map_err(|e| unreachable(e.to_string()))?;

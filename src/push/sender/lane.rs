@@ -142,6 +142,11 @@ impl<J> Lane<J> {
         let _ = self.jobs.try_send(job);
     }
 
+    /// Jobs waiting for a worker.
+    pub fn waiting(&self) -> usize {
+        self.taken.len()
+    }
+
     /// The next job, or `None` once the lane is closed.
     pub async fn next(&self) -> Option<J> {
         let job = self.taken.recv().await.ok()?;
@@ -408,11 +413,14 @@ impl<J> Lane<J> {
 }
 
 /// Whether a connection failed because the server does not speak HTTP/2:
-/// its answer to the HTTP/2 preface was not HTTP/2, or TLS refused the
-/// protocol we asked for.
+/// its answer to the HTTP/2 preface was not HTTP/2 (HTTP/1.1 text), it
+/// closed the connection at the preface, or TLS refused the protocol we
+/// asked for. A server that does speak HTTP/2 but failed at that moment
+/// gets HTTP/1.1 until its lane is idle: slower, never wrong, since push
+/// services speak HTTP/1.1 too.
 fn turned_http2_down(e: &ConnectError) -> bool {
     match e {
-        ConnectError::Http2(_) => true,
+        ConnectError::Http2(_) | ConnectError::Http2Closed => true,
         ConnectError::Tls(e) => e.to_string().contains("no application protocol"),
         _ => false,
     }

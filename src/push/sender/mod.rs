@@ -102,6 +102,9 @@ pub struct Config {
     pub max_http1_connections: usize,
     /// Messages waiting for a worker, over all lanes, at most; more are refused.
     pub max_queue: usize,
+    /// Messages waiting in one lane at most: a stalled push service's backlog
+    /// leaves room for the others' (Web Push).
+    pub max_lane_queue: usize,
     /// Origins with a lane at once, at most (Web Push).
     pub max_lanes: usize,
     /// Requests per message at most (the first one included). A failed
@@ -128,6 +131,7 @@ impl Default for Config {
             max_streams: 16,
             max_http1_connections: 4,
             max_queue: 10_000,
+            max_lane_queue: 10_000,
             max_lanes: 64,
             max_attempts: 5,
             backoff_first: Duration::from_millis(500),
@@ -419,6 +423,10 @@ impl<S: Service> Sender<S> {
             }
             None => self.open_lane(origin.clone()),
         };
+        if lane.waiting() >= shared.config.max_lane_queue.max(1) {
+            bump(&shared.counters.failed);
+            return Err(QueueFull(S::NAME));
+        }
         let (reply, outcome) = channel::bounded(1);
         lane.push(Job { message, reply });
         shared.queued.set(shared.queued.get() + 1);

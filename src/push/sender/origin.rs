@@ -112,16 +112,21 @@ impl fmt::Display for Origin {
     }
 }
 
-/// A TLS connector asking for `alpn`, trusting `ca_file` (PEM) besides the
-/// system's CAs if one is given (tests, proxies).
+/// A TLS connector asking for `alpn`, trusting the certificates of `ca_file`
+/// (PEM) besides the system's CAs if one is given (tests, proxies).
 pub fn tls_connector(alpn: &[&str], ca_file: Option<&Path>) -> Result<TlsConnector, String> {
     let mut tls = TlsConnector::new().request_alpns(alpn);
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-        let ca = native_tls::Certificate::from_pem(&pem)
-            .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
-        tls = tls.add_root_certificate(ca);
+        // Every certificate of the file: a proxy's CA may come with its chain.
+        let cas = native_tls::Certificate::stack_from_pem(&pem)
+            .ok()
+            .filter(|cas| !cas.is_empty())
+            .ok_or_else(|| format!("{} holds no PEM certificate", path.display()))?;
+        for ca in cas {
+            tls = tls.add_root_certificate(ca);
+        }
     }
     Ok(tls)
 }
@@ -134,6 +139,8 @@ pub enum ConnectError {
     Tls(async_native_tls::Error),
     /// TLS worked but the server does not speak HTTP/2 (or broke the handshake).
     Http2(h2::Error),
+    /// TLS worked but the server closed the connection at the HTTP/2 preface.
+    Http2Closed,
     /// The whole attempt took longer than this.
     TimedOut(Duration),
 }
@@ -145,6 +152,9 @@ impl fmt::Display for ConnectError {
             ConnectError::Tcp(e) => write!(f, "cannot connect: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             ConnectError::Http2(e) => write!(f, "HTTP/2 handshake failed: {e}"),
+            ConnectError::Http2Closed => {
+                f.write_str("HTTP/2 handshake failed: the server closed the connection")
+            }
             ConnectError::TimedOut(limit) => {
                 write!(f, "cannot connect: no connection within {limit:?}")
             }
@@ -191,7 +201,8 @@ pub async fn connect_h2(
     let stream = tls(origin, connector).await?;
     http2::handshake(stream, origin.authority())
         .await
-        .map_err(ConnectError::Http2)
+        .map_err(ConnectError::Http2)?
+        .ok_or(ConnectError::Http2Closed)
 }
 
 /// An HTTP/1.1 connection, for one request at a time.
@@ -232,6 +243,20 @@ mod tests {
         ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_ca_file_that_holds_no_certificate_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pushhub-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (empty, garbage) = (dir.join("empty.pem"), dir.join("garbage.pem"));
+        std::fs::write(&empty, "").unwrap();
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+        for path in [&empty, &garbage, &dir.join("missing.pem")] {
+            let e = tls_connector(&["h2"], Some(path)).err().unwrap();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -72,8 +72,14 @@ pub fn build_sender(
     let tls_http1 = tls_connector(&["http/1.1"], ca)?;
     let service = WebPush::new(VapidSigner::new(key, settings.subject.clone()));
     let gone = move |message: &Message| on_gone(&message.subscription);
+    let config = sender::Config {
+        // A quarter of the queue per push service: one that stalls leaves
+        // the rest to the others.
+        max_lane_queue: sender::Config::default().max_queue / 4,
+        ..sender::Config::default()
+    };
     Ok(sender::Sender::for_service(
-        sender::Config::default(),
+        config,
         service,
         tls,
         Some(tls_http1),
