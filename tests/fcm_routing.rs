@@ -369,3 +369,48 @@ fn an_unacknowledged_push_goes_to_fcm() {
     });
     assert_eq!(fake.seen().len(), 2);
 }
+
+/// `pushhub --fcm-test TOKEN` sends one notification with the FCM flags and
+/// says what FCM answered: exit 0 when accepted, 1 when refused, 2 for a
+/// token that is not one.
+#[test]
+fn the_test_command_sends_one_message() {
+    let fake = FakeFcm::start(Arc::new(|seen| match seen.token.as_str() {
+        "gone-token" => FcmAnswer::UNREGISTERED,
+        _ => FcmAnswer::Ok,
+    }));
+    let scratch = Scratch::new("fcm-test-command");
+    let config = hub_config(&fake, &scratch);
+    let fcm = config.fcm.unwrap();
+    let credentials = fcm.credentials_file.display().to_string();
+    let ca = fcm.ca_file.unwrap().display().to_string();
+    let endpoint = format!("https://localhost:{}", fake.addr.port());
+    let run_with = |token: &str| {
+        run_binary(
+            &[
+                "--fcm-test",
+                token,
+                "--fcm-credentials-file",
+                &credentials,
+                "--fcm-endpoint",
+                &endpoint,
+                "--fcm-ca-file",
+                &ca,
+            ],
+            &[],
+        )
+    };
+    let (status, stdout, stderr) = run_with("cli-token");
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("accepted"), "{stdout}");
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].token, "cli-token");
+    assert_eq!(seen[0].message["notification"]["title"], "pushhub");
+    let (status, stdout, _) = run_with("gone-token");
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.contains("refused: 404 UNREGISTERED"), "{stdout}");
+    let (status, _, stderr) = run_with("not a token");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--fcm-test"), "{stderr}");
+}
