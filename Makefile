@@ -28,7 +28,7 @@ KOSOKU_VERSION := 0.1.0
 KOSOKU_VENV    := target/kosoku-$(KOSOKU_VERSION)
 KOSOKU         := $(KOSOKU_VENV)/bin/kosoku
 
-.PHONY: build run cluster template-unit test bench bench-load bench-cluster bench-chart fuzz soak lint install deploy clean \
+.PHONY: build run cluster template-unit test bench bench-load bench-push bench-cluster bench-chart fuzz soak lint install deploy clean \
 	conformance conformance-quick conformance-deps
 
 build:
@@ -86,6 +86,14 @@ bench:
 # Results are appended to bench/results/load.jsonl (one JSON line per run).
 bench-load: build
 	N=$(N) ONLY="$(ONLY)" bench/load.sh
+
+# Push-service benchmarks (bench/push.sh): a release hub against
+# `pushhub-bench sink`, a local stand-in for APNs, FCM and Web Push: idle RSS
+# per provider configured, bytes per queued notification, hub CPU per message
+# sent. Parameters: ONLY (a subset of: idle queued cpu), REPEATS (default 3).
+# Results are appended to bench/results/push.jsonl.
+bench-push: build
+	ONLY="$(ONLY)" REPEATS="$(REPEATS)" bench/push.sh
 
 # Cluster benchmarks: a single hub against two hubs over a local redis-server
 # (bench/cluster.sh), each set-up REPEATS times (default 3). Parameters: N

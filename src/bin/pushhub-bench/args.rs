@@ -31,6 +31,8 @@ pub enum Cmd {
     Slow(SlowArgs),
     History(HistoryArgs),
     Replay(ReplayArgs),
+    PushSvc(PushSvcArgs),
+    Sink(SinkArgs),
     Floor(FloorArgs),
     Chart(ChartArgs),
     Worker(WorkerArgs),
@@ -70,6 +72,10 @@ fn default_ws() -> SocketAddr {
 
 fn default_text() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5678))
+}
+
+fn default_sink() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 21443))
 }
 
 /// The flags every hub bench shares, as given.
@@ -523,6 +529,139 @@ hub_bench! {
         #[argh(option, default = "1000")]
         pub settle_ms: u64,
     }
+}
+
+/// What `pushsvc` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// The hub's RSS once settled.
+    Idle,
+    /// RSS per notification queued for a push service that does not answer.
+    Queued,
+    /// Hub CPU per message a push service was sent.
+    Cpu,
+}
+
+impl FromStr for Measure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Measure, String> {
+        match s {
+            "idle" => Ok(Measure::Idle),
+            "queued" => Ok(Measure::Queued),
+            "cpu" => Ok(Measure::Cpu),
+            _ => Err(format!("expected idle, queued or cpu, got {s:?}")),
+        }
+    }
+}
+
+/// Which push services the hub was given (`pushsvc --provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    None,
+    Apns,
+    Fcm,
+    WebPush,
+    All,
+}
+
+impl FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Provider, String> {
+        match s {
+            "none" => Ok(Provider::None),
+            "apns" => Ok(Provider::Apns),
+            "fcm" => Ok(Provider::Fcm),
+            "webpush" => Ok(Provider::WebPush),
+            "all" => Ok(Provider::All),
+            _ => Err(format!(
+                "expected none, apns, fcm, webpush or all, got {s:?}"
+            )),
+        }
+    }
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::None => "none",
+            Provider::Apns => "apns",
+            Provider::Fcm => "fcm",
+            Provider::WebPush => "webpush",
+            Provider::All => "all",
+        }
+    }
+}
+
+hub_bench! {
+    /// The push services in the hub, against `pushhub-bench sink`: its idle
+    /// RSS with a provider configured, the bytes per notification queued for
+    /// a service that does not answer (sink --hold), or its CPU per message
+    /// sent (an answering sink, --sink-stats counting them).
+    #[argh(subcommand, name = "pushsvc")]
+    pub struct PushSvcArgs {
+        /// idle, queued or cpu
+        #[argh(option)]
+        pub measure: Measure,
+        /// the push service the hub was configured with: none, apns, fcm,
+        /// webpush or all (none and all: idle only)
+        #[argh(option)]
+        pub provider: Provider,
+        /// devices registered to the uid pushed to, `q` (default 1000)
+        #[argh(option, default = "1000")]
+        pub devices: u32,
+        /// the sink's address, in 127.0.0.0/8: the Web Push endpoints
+        /// registered are https://localhost:PORT/push/ID (default
+        /// 127.0.0.1:21443)
+        #[argh(option, default = "default_sink()")]
+        pub sink: SocketAddr,
+        /// the sink's --stats-file, for the messages it counted (cpu)
+        #[argh(option)]
+        pub sink_stats: Option<PathBuf>,
+        /// idle: wait this long before reading the RSS; queued: this long
+        /// after the push (default 2000)
+        #[argh(option, default = "2000")]
+        pub settle_ms: u64,
+        /// cpu: seconds of pushes to `q` (default 5)
+        #[argh(option, default = "5")]
+        pub duration_secs: u32,
+        /// cpu: pushes in flight, each to every device of `q` (default 2)
+        #[argh(option, default = "2")]
+        pub window: u32,
+    }
+}
+
+/// A local stand-in for the push services, for benchmarks only: APNs, FCM
+/// with its OAuth token endpoint, and Web Push, on one TLS listener (h2) with
+/// a throwaway certificate; it counts requests and prints them on exit.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "sink")]
+pub struct SinkArgs {
+    /// address to listen on, in 127.0.0.0/8 (default 127.0.0.1:21443)
+    #[argh(option, default = "default_sink()")]
+    pub listen: SocketAddr,
+    /// write the sink's self-signed certificate for localhost, and its key,
+    /// here (PEM): the hub's --apns-ca-file, --fcm-ca-file, --webpush-ca-file
+    #[argh(option)]
+    pub cert_out: PathBuf,
+    /// write a service-account key file here (a new RSA 2048 key, project
+    /// "bench", token_uri this sink's /token): the hub's --fcm-credentials-file
+    #[argh(option)]
+    pub write_service_account: Option<PathBuf>,
+    /// leave the push services' requests unanswered, their streams open
+    /// (the token endpoint still answers): for measuring queued messages
+    #[argh(switch)]
+    pub hold: bool,
+    /// stop after this many seconds, at most 3600 (default 60); SIGTERM and
+    /// SIGINT stop it sooner
+    #[argh(option, default = "60")]
+    pub seconds: u64,
+    /// rewrite this file with the counts (one JSON object) every 100 ms
+    /// while they change, and at exit
+    #[argh(option)]
+    pub stats_file: Option<PathBuf>,
+    /// most connections at once; more are closed at once (default 64)
+    #[argh(option, default = "64")]
+    pub max_connections: usize,
 }
 
 /// The kernel's floor for one delivered message: blocking sends to N loopback

@@ -26,8 +26,11 @@
 //! - [`v1`]: the v1 client (subprotocol `pushhub.v1`), for positions.
 //! - one module per subcommand: [`conns`] (with [`worker`]), [`push`],
 //!   [`pushmax`], [`broadcast`] (and `publish`, its channel mode), [`subs`],
-//!   [`slow`], [`history`], [`replay`], [`floor`]; [`chart`] draws the RSS
-//!   chart from `conns` results.
+//!   [`slow`], [`history`], [`replay`], [`floor`], [`pushsvc`] (the push
+//!   services' memory and CPU in the hub); [`chart`] draws the RSS chart
+//!   from `conns` results.
+//! - [`sink`]: not a bench but a local stand-in for the push services (APNs,
+//!   FCM, Web Push) that `pushsvc` measures the hub against.
 #![forbid(unsafe_code)]
 
 mod args;
@@ -46,10 +49,12 @@ mod notify;
 mod proc;
 mod push;
 mod pushmax;
+mod pushsvc;
 mod redis;
 mod replay;
 mod report;
 mod rng;
+mod sink;
 mod slow;
 mod stats;
 mod stream;
@@ -109,6 +114,10 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => run_bench("replay", a.common(), async move |env| {
             replay::run(env, &a).await
         }),
+        Cmd::PushSvc(a) => run_bench("pushsvc", a.common(), async move |env| {
+            pushsvc::run(env, &a).await
+        }),
+        Cmd::Sink(a) => sink::main(&a),
         Cmd::Floor(a) => floor::main(&a),
         Cmd::Chart(a) => chart::main(&a),
         Cmd::FloorPeer(a) => floor::peer_main(&a),
