@@ -20,8 +20,10 @@
 # - queued: DEVICES devices of one provider registered to uid q, then one
 #   push to q while no client is connected, against a sink that answers
 #   nothing (--hold); 2 s later, the RSS less the RSS before the push,
-#   divided by DEVICES: bytes per queued notification. The sender's queue
-#   takes 10,000 messages: keep DEVICES below that.
+#   divided by the messages the hub holds (queued, and sent but not
+#   answered): bytes per queued notification. The sender's queue takes
+#   10,000 messages, a Web Push service's lane 2,500 of them: DEVICES
+#   (default 2000) stays below both.
 # - cpu: CPU_DEVICES devices of one provider on uid q, against an answering
 #   sink; pushes to q (two in flight) for CPU_SECS seconds; the hub's CPU
 #   time (/proc) divided by the messages the sink counted.
@@ -39,7 +41,7 @@ ONLY=${ONLY:-"idle queued cpu"}
 PROVIDERS=${PROVIDERS:-"apns fcm webpush"}
 IDLE_PROVIDERS=${IDLE_PROVIDERS:-"none apns fcm webpush all"}
 REPEATS=${REPEATS:-3}
-DEVICES=${DEVICES:-5000}
+DEVICES=${DEVICES:-2000}
 CPU_DEVICES=${CPU_DEVICES:-1000}
 CPU_SECS=${CPU_SECS:-5}
 WS=${WS:-127.0.0.1:21410}
@@ -83,6 +85,9 @@ cat "$tmp/ck-cert.pem" "$tmp/ck-key.pem" > "$tmp/ck.pem"
 # start_sink [--hold]: a fresh sink (its certificate, service account and
 # counts in $tmp), pinned beside the generator, its summary on stderr.
 start_sink() {
+    # The hub of the last measurement first: it would connect to the new
+    # sink, whose certificate it does not trust.
+    stop_hubs
     stop_sink
     rm -f "$tmp/sink-stats.json"
     "${gen_cpu[@]}" "$GEN" sink --listen "$SINK" --cert-out "$tmp/sink.pem" \

@@ -137,7 +137,10 @@ fn subscription_keys() -> Result<(String, String), openssl::error::ErrorStack> {
         .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
     let mut auth = [0u8; 16];
     openssl::rand::rand_bytes(&mut auth)?;
-    Ok((BASE64URL_NOPAD.encode(&point), BASE64URL_NOPAD.encode(&auth)))
+    Ok((
+        BASE64URL_NOPAD.encode(&point),
+        BASE64URL_NOPAD.encode(&auth),
+    ))
 }
 
 /// The push to `q` with `provider`'s part, its line ending with `\n`.
@@ -236,10 +239,19 @@ async fn queued(
     report.set("rss_after", rss_after);
     let delta = rss_after as f64 - rss_before as f64;
     report.num("rss_delta", delta, 0);
-    report.num("bytes_per_queued", delta / f64::from(a.devices), 0);
-    report.set("hub_queued", after["queued"].clone());
+    // What the hub holds: messages queued and those sent but unanswered. A
+    // lane's backlog is bounded (Web Push: a quarter of the queue), so with
+    // more devices some are refused and freed, and do not count.
+    let queued = after["queued"].as_u64().unwrap_or(0);
     let sent = |v: &Value| v["sent"].as_u64().unwrap_or(0);
-    report.set("hub_sent", sent(&after).saturating_sub(sent(&before)));
+    let in_flight = sent(&after).saturating_sub(sent(&before));
+    let held = queued + in_flight;
+    if held == 0 {
+        return Err("the hub holds no message after the push".into());
+    }
+    report.set("hub_queued", queued);
+    report.set("hub_sent", in_flight);
+    report.num("bytes_per_queued", delta / held as f64, 0);
     let accepted = |v: &Value| v["accepted"].as_u64().unwrap_or(0);
     let answered = accepted(&after).saturating_sub(accepted(&before));
     if answered > 0 {
@@ -269,7 +281,11 @@ fn reply_counts(reply: &[u8], provider: Provider) -> Result<(u64, u64), String> 
     let v: Value =
         serde_json::from_slice(reply).map_err(|e| format!("push reply is not JSON ({e})"))?;
     let part = &v[provider.name()];
-    match (v["ok"] == true, part["devices"].as_u64(), part["accepted"].as_u64()) {
+    match (
+        v["ok"] == true,
+        part["devices"].as_u64(),
+        part["accepted"].as_u64(),
+    ) {
         (true, Some(devices), Some(accepted)) => Ok((devices, accepted)),
         _ => {
             let mut text = v.to_string();
@@ -296,7 +312,8 @@ async fn cpu(
     // Warm-up: the connection made, the access token fetched.
     requests.send(&line).await?;
     let warm = env.bounded(replies.next()).await;
-    let (devices, accepted) = reply_counts(warm.unwrap_or_else(|| Err(env.timed_out()))?, provider)?;
+    let (devices, accepted) =
+        reply_counts(warm.unwrap_or_else(|| Err(env.timed_out()))?, provider)?;
     if devices != u64::from(a.devices) || accepted != devices {
         return Err(format!(
             "the warm-up push went to {devices} devices, {accepted} accepted; expected {}",
@@ -344,7 +361,10 @@ async fn cpu(
     report.set("pushes", pushes);
     report.set("accepted", accepted);
     report.set("sink_messages", messages);
-    report.set("sink_token_requests", tokens_after.saturating_sub(tokens_before));
+    report.set(
+        "sink_token_requests",
+        tokens_after.saturating_sub(tokens_before),
+    );
     report.num("elapsed_s", elapsed, 3);
     report.num("messages_per_s", messages as f64 / elapsed, 0);
     report.num("hub_cpu_ms", cpu_ns as f64 / 1e6, 1);
@@ -355,11 +375,7 @@ async fn cpu(
         "hub_cpu_us_per_message",
         rounded(cpu_ns as f64 / 1e3 / messages as f64, 2),
     );
-    report.num(
-        "hub_cpu_share",
-        cpu_ns as f64 / 1e9 / elapsed,
-        3,
-    );
+    report.num("hub_cpu_share", cpu_ns as f64 / 1e9 / elapsed, 3);
     if messages != accepted {
         return Err(format!(
             "the sink counted {messages} messages, the hub's replies {accepted} accepted"
