@@ -774,6 +774,9 @@ final class Client
         } catch (ProtocolException $e) {
             $this->close();
             throw $e;
+        } catch (CommandException $e) {
+            $this->closeIfClosing($e);
+            throw $e;
         }
         $this->lastReply = $request[1] === null ? $result : self::parse($line, $request[1]);
         return $result;
@@ -795,6 +798,7 @@ final class Client
             try {
                 $results[] = self::decode($line, $requests[$i]);
             } catch (CommandException $e) {
+                $this->closeIfClosing($e);
                 $results[] = $e;
                 $failed ??= $i;
             } catch (ProtocolException $e) {
@@ -816,6 +820,19 @@ final class Client
 
     // ------------------------------------------------------------------
     // The connection.
+
+    /**
+     * After an over-long line the hub answers its error and closes the
+     * connection: close it here too, so that the next call opens a new one
+     * instead of writing into a connection being closed. (The error text is
+     * the only sign the wire gives.)
+     */
+    private function closeIfClosing(CommandException $e): void
+    {
+        if (str_starts_with($e->getError(), 'line longer than ')) {
+            $this->close();
+        }
+    }
 
     private function connect(): void
     {
