@@ -36,6 +36,9 @@ final class Client
 
     private const MAX_UID_BYTES = 256;
 
+    /** The longest answer line taken; past it the peer is not the text port (or not well). */
+    private const MAX_ANSWER_BYTES = 64 << 20;
+
     /** host:port, as given (without tcp://). */
     private readonly string $address;
 
@@ -459,7 +462,7 @@ final class Client
 
     /**
      * @param array<mixed> $args
-     * @return array{0:string,1:?string,2:\Closure}
+     * @return array{0:string,1:?string,2:\Closure,3:float}
      */
     private function prepare(string $method, array $args): array
     {
@@ -476,6 +479,7 @@ final class Client
         return $this->prepareCommandSpec(
             ['cmd' => 'push'] + self::targets($uid, 'push') + ['data' => $data] + $options,
             static fn (array $r): int => self::field($r, 'delivered', 'int'),
+            self::seconds($options['ack_timeout'] ?? null),
         );
     }
 
@@ -486,7 +490,7 @@ final class Client
                 'pushhub pushLine: a line with a `cmd` field is read as a command; rename the field or use push()'
             );
         }
-        return [self::json((object) $line, 'pushLine'), null, static fn (bool $ok): bool => $ok];
+        return [self::json((object) $line, 'pushLine'), null, static fn (bool $ok): bool => $ok, 0.0];
     }
 
     private function preparePushConn(string $conn, mixed $data, bool $binary = false): array
@@ -602,17 +606,31 @@ final class Client
         if (!array_key_exists('cmd', $cmd)) {
             return $this->preparePushLine($cmd);
         }
-        return $this->prepareCommandSpec($cmd, static fn (array $r): array => $r);
+        return $this->prepareCommandSpec($cmd, static fn (array $r): array => $r, self::seconds($cmd['ack_timeout'] ?? null));
     }
 
     /**
      * @param array<string,mixed> $cmd
-     * @return array{0:string,1:?string,2:\Closure}
+     * @param float $wait seconds the hub holds this answer on purpose (`ack_timeout`),
+     *                    allowed on top of the timeout
+     * @return array{0:string,1:?string,2:\Closure,3:float}
      */
-    private function prepareCommandSpec(array $cmd, \Closure $decode): array
+    private function prepareCommandSpec(array $cmd, \Closure $decode, float $wait = 0.0): array
     {
         $name = is_string($cmd['cmd'] ?? null) ? $cmd['cmd'] : 'command';
-        return [self::json((object) $cmd, $name), $name, $decode];
+        return [self::json((object) $cmd, $name), $name, $decode, $wait];
+    }
+
+    /** An `ack_timeout` as the hub reads it ("5s", "500ms", "2m", or seconds as a number), in seconds; 0 if none. */
+    private static function seconds(mixed $duration): float
+    {
+        if (is_int($duration) || is_float($duration)) {
+            return max(0.0, (float) $duration);
+        }
+        if (is_string($duration) && preg_match('/^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$/', $duration, $m)) {
+            return (float) $m[1] * ['ms' => 0.001, 's' => 1, 'm' => 60, 'h' => 3600][$m[2] ?? 's'];
+        }
+        return 0.0;
     }
 
     // ------------------------------------------------------------------
@@ -765,10 +783,10 @@ final class Client
         return $decode(self::parse($line, $cmd));
     }
 
-    /** @param array{0:string,1:?string,2:\Closure} $request */
+    /** @param array{0:string,1:?string,2:\Closure,3:float} $request */
     private function one(array $request): mixed
     {
-        [$line] = $this->exchange([$request[0]], $this->timeout, false);
+        [$line] = $this->exchange([$request[0]], $this->timeout + $request[3], false);
         try {
             $result = self::decode($line, $request);
         } catch (ProtocolException $e) {
@@ -783,7 +801,7 @@ final class Client
     }
 
     /**
-     * @param list<array{0:string,1:?string,2:\Closure}> $requests
+     * @param list<array{0:string,1:?string,2:\Closure,3:float}> $requests
      * @return list<mixed>
      */
     private function many(array $requests): array
@@ -791,7 +809,7 @@ final class Client
         if ($requests === []) {
             return [];
         }
-        $lines = $this->exchange(array_column($requests, 0), $this->timeout, false);
+        $lines = $this->exchange(array_column($requests, 0), $this->timeout + max(array_column($requests, 3)), false);
         $results = [];
         $failed = null;
         foreach ($lines as $i => $line) {
@@ -1003,6 +1021,10 @@ final class Client
                 if ($chunk !== '') {
                     $this->buffer .= $chunk;
                     $last = microtime(true);
+                    if (strlen($this->buffer) > self::MAX_ANSWER_BYTES && strpos($this->buffer, "\n") === false) {
+                        $this->close();
+                        throw new ProtocolException(sprintf('pushhub: an answer line longer than %d bytes from %s', self::MAX_ANSWER_BYTES, $this->address));
+                    }
                 }
             }
         }

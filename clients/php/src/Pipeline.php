@@ -35,13 +35,13 @@ namespace Pushhub;
  */
 final class Pipeline implements \Countable
 {
-    /** @var list<array{0:string,1:?string,2:\Closure}> */
+    /** @var list<array{0:string,1:?string,2:\Closure,3:float}> */
     private array $requests = [];
 
     /**
      * @internal made by Client::batch() and Client::pipeline()
-     * @param \Closure(string, array<mixed>): array{0:string,1:?string,2:\Closure} $prepare
-     * @param \Closure(list<array{0:string,1:?string,2:\Closure}>): list<mixed> $run
+     * @param \Closure(string, array<mixed>): array{0:string,1:?string,2:\Closure,3:float} $prepare
+     * @param \Closure(list<array{0:string,1:?string,2:\Closure,3:float}>): list<mixed> $run
      */
     public function __construct(private readonly \Closure $prepare, private readonly \Closure $run)
     {

@@ -492,6 +492,17 @@ $tests['pipelining 10,000 pushes: all answered, all received in order'] = functi
     printf("      %d original-form lines pipelined: answered in %.1f ms (%s lines/s)\n", $n, $elapsed * 1e3, number_format($n / $elapsed));
 };
 
+$tests['push with ack_timeout: the wait is allowed on top of the timeout'] = function () use ($main): void {
+    $x = new Client($main->text, 0.3);
+    $ws = page($main, $x, 'acker');
+    $took = timed(function () use ($x): void {
+        same(1, $x->push('acker', 'ack me', ['ack_timeout' => '600ms']), 'delivered');
+    });
+    same(false, $x->lastReply()['acked'] ?? null, 'a raw client never acknowledges');
+    check($took >= 0.55 && $took < 1.5, sprintf('answered after the ack_timeout (%.3fs), past the 0.3s timeout', $took));
+    same('ack me', $ws->readText(), 'received');
+};
+
 $tests['connect refused: ConnectionException naming the address'] = function (): void {
     $address = freePort();
     $x = new Client($address, 1.0);
