@@ -696,8 +696,9 @@ final class Client
 
     private static function checkUid(string $uid): void
     {
-        if ($uid === '' || strlen($uid) > self::MAX_UID_BYTES || preg_match('/[\x00-\x1f\x7f]/', $uid)) {
-            throw new \InvalidArgumentException('pushhub: a uid is 1 to 256 bytes without control characters');
+        // As the hub's valid_uid(): UTF-8, 1 to 256 bytes, no control character (Unicode Cc).
+        if ($uid === '' || strlen($uid) > self::MAX_UID_BYTES || preg_match('/[\x{0}-\x{1f}\x{7f}-\x{9f}]/u', $uid) !== 0) {
+            throw new \InvalidArgumentException('pushhub: a uid is 1 to 256 bytes of UTF-8 without control characters');
         }
     }
 
@@ -993,7 +994,7 @@ final class Client
             $write = $written < $total ? [$socket] : null;
             $except = null;
             $seconds = (int) $left;
-            $ready = @stream_select($read, $write, $except, $seconds, (int) (($left - $seconds) * 1e6) + 1);
+            $ready = @stream_select($read, $write, $except, $seconds, min(999_999, (int) (($left - $seconds) * 1e6) + 1));
             if ($ready === false) {
                 // Interrupted (a signal): the loop looks at the clock again.
                 continue;
