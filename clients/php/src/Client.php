@@ -938,6 +938,26 @@ final class Client
      */
     private function exchange(array $lines, float $timeout, bool $forEvent): array
     {
+        // A refused connect or a broken pipe is a warning in PHP as well as a
+        // return value: keep it from the application's error handler (which
+        // may turn warnings into exceptions even under @), since the
+        // ConnectionException says it all.
+        set_error_handler(static fn (): bool => true);
+        try {
+            return $this->transfer($lines, $timeout, $forEvent);
+        } finally {
+            restore_error_handler();
+        }
+    }
+
+    /**
+     * exchange(), with PHP's warnings silenced.
+     *
+     * @param list<string> $lines
+     * @return list<string>
+     */
+    private function transfer(array $lines, float $timeout, bool $forEvent): array
+    {
         if (!$forEvent) {
             $this->ensureConnected();
         }
