@@ -39,4 +39,4 @@ server.on("error", (e) => {
   console.error(`cannot listen on ${address}:${port}: ${e.message}`);
   process.exit(1);
 });
-server.listen(port, address, () => console.log(`http://${address}:${port}/examples/web.html (Ctrl-C to stop)`));
+server.listen(port, address, () => console.log(`http://${address}:${server.address().port}/examples/web.html (Ctrl-C to stop)`));
