@@ -1,6 +1,7 @@
 # pushhub — build, try, test and install.
 #   make run      a demo hub on localhost (plain-uid mode) with instructions
 #   make test     the whole test suite
+#   make web      serve examples/web.html (on pushhub.js) at http://127.0.0.1:8080/
 #   make cluster  two hubs sharing their ports over a local redis-server
 #   make install  the binary and the systemd unit (PREFIX, DESTDIR honoured)
 
@@ -22,6 +23,16 @@ FUZZ_TARGETS := text_line token v1_frame ws_input
 
 HOST    ?=
 
+# The client libraries' tests: Node ≥ 20 (and its --experimental-websocket
+# where the global WebSocket still needs it), Debian's Chromium driven by
+# playwright-core, PHP's CLI. Their npm packages are pinned in
+# clients/js/test/package-lock.json and installed there by npm ci.
+NODE       ?= node
+NODE_FLAGS := $(shell $(NODE) --experimental-websocket -e 0 >/dev/null 2>&1 && echo --experimental-websocket)
+PHP        ?= php
+CHROMIUM   ?= /usr/bin/chromium
+JS_DEPS    := clients/js/test/node_modules/.package-lock.json
+
 # kosoku, the runner of the Autobahn WebSocket TestSuite's cases (from PyPI),
 # pinned and installed once into a virtualenv of its own under target/.
 KOSOKU_VERSION := 0.1.0
@@ -29,7 +40,7 @@ KOSOKU_VENV    := target/kosoku-$(KOSOKU_VERSION)
 KOSOKU         := $(KOSOKU_VENV)/bin/kosoku
 
 .PHONY: build run cluster template-unit test bench bench-load bench-push bench-cluster bench-chart fuzz soak lint install deploy clean \
-	conformance conformance-quick conformance-deps
+	conformance conformance-quick conformance-deps web test-clients test-js test-browser test-php clients-deps
 
 build:
 	$(CARGO) build --release --locked --bins
@@ -56,11 +67,40 @@ run: build
 cluster: build
 	BIN=$(BIN) WS=$(WS) TEXT=$(TEXT) deploy/cluster.sh
 
-# The unit and integration tests, then the quick conformance run on the debug
-# builds they leave behind.
-test: conformance-deps
+# The unit and integration tests, then the quick conformance run and the
+# client libraries' tests on the debug builds they leave behind.
+test: conformance-deps clients-deps
 	$(CARGO) test --locked
 	KOSOKU=$(KOSOKU) conformance/run.sh quick
+	$(MAKE) test-clients
+
+# pushhub.js in Node (the protocol cases and a 2,000-client reconnect storm)
+# and in headless Chromium, and the PHP client, each against real hubs.
+test-clients: test-js test-browser test-php
+
+test-js: clients-deps target/debug/pushhub
+	$(NODE) $(NODE_FLAGS) --test clients/js/test/node/
+
+test-browser: clients-deps target/debug/pushhub
+	CHROMIUM=$(CHROMIUM) $(NODE) --test clients/js/test/browser/
+
+test-php: target/debug/pushhub
+	$(PHP) clients/php/tests/run.php
+
+target/debug/pushhub: FORCE
+	$(CARGO) build --locked --bin pushhub
+
+clients-deps: $(JS_DEPS)
+
+$(JS_DEPS): clients/js/test/package-lock.json
+	cd clients/js/test && npm ci --no-audit --no-fund
+
+# examples/web.html and pushhub.js over http, so that the page can use the
+# library (a file:// page has the raw modes only).
+web:
+	$(NODE) examples/serve.mjs 8080
+
+FORCE:
 
 # The WebSocket conformance run (conformance/run.sh): the Autobahn TestSuite's
 # cases against a release hub with the echo backend behind it; the full run
