@@ -178,7 +178,10 @@ export class Pushhub {
       if (ws === this._ws) this._received(event.data);
     };
     ws.onerror = () => {
-      // The close event that follows says more; browsers give no detail here.
+      // Once open, the close event that follows says more. A socket that
+      // never opened is given up at once: some implementations (Node 20's)
+      // may not follow a failed connect with a close event.
+      if (ws === this._ws && ws.readyState !== 1) this._lost({ code: 1006, reason: "connection failed" });
     };
     ws.onclose = (event) => {
       if (ws === this._ws) this._closed(event.code, event.reason);
