@@ -118,7 +118,6 @@ async function stopProcess(hub, signal) {
   const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
   await exited;
   clearTimeout(timer);
-  hub.url = null;
 }
 
 /** One persistent text-port connection: requests pipelined, replies in order. */
