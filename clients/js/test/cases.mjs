@@ -154,6 +154,8 @@ export const cases = [
 
         await hub.restart();
         await waitConnected(c, 2);
+        // The channel's answer follows the welcome.
+        await until(async () => of(await c.events(), "recovered").length >= 3, 5000, "three recovered events");
         const recovered = of(await c.events(), "recovered").map((e) => e.args[0]);
         assert.deepEqual(
           recovered.map((r) => [r.stream, r.ch ?? null, r.recovered]).sort(),
@@ -305,9 +307,8 @@ export const cases = [
           assert.equal(await c.call("ack", p2.args[1]), true);
           assert.equal((await waiting).acked, true);
 
-          proxy.frozen = true;
+          proxy.freezeAll();
           await waitEvent(c, (e) => e.event === "error" && /ping/.test(e.args[0].reason), "the ping timeout", 5000);
-          proxy.frozen = false;
           await waitConnected(c, 2);
           await c.call("close");
         } finally {

@@ -91,11 +91,14 @@ function launch(hub, flags, ws, text) {
     // Only this process's own lines: after a restart, the old process's
     // "listening" line must not be taken for the new one's.
     let own = "";
+    let listening = false;
     proc.stderr.on("data", (chunk) => {
       hub.log += chunk;
+      if (listening) return;
       own += chunk;
       const m = own.match(/WebSocket on ws:\/\/(\S+), text port on ([^\s,]+)/);
-      if (m && !hub.url) {
+      if (m) {
+        listening = true;
         clearTimeout(timer);
         hub.ws = m[1];
         hub.text = m[2];

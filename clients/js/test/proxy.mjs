@@ -1,6 +1,7 @@
 // A TCP relay between pushhub.js and the hub, so that a test can break the
 // network under a client: drop every connection, refuse new ones, or freeze
-// them (bytes stop flowing but the sockets stay open, as on a dead link).
+// the open ones (bytes stop flowing but the sockets stay open, as on a dead
+// link, while new connections go through).
 
 import { createServer, createConnection } from "node:net";
 
@@ -11,7 +12,6 @@ export async function startProxy(target) {
   const pairs = new Set();
   const proxy = {
     refusing: false,
-    frozen: false,
     accepted: 0,
     url: null,
     /** Closes every relayed connection at once, both sides. */
@@ -21,6 +21,10 @@ export async function startProxy(target) {
         b.destroy();
       }
       pairs.clear();
+    },
+    /** Stops the bytes of every open connection, leaving its sockets open. */
+    freezeAll() {
+      for (const pair of pairs) pair.frozen = true;
     },
     close() {
       proxy.dropAll();
@@ -35,10 +39,11 @@ export async function startProxy(target) {
     proxy.accepted++;
     const upstream = createConnection({ host, port });
     const pair = [client, upstream];
+    pair.frozen = false;
     pairs.add(pair);
     const relay = (from, to) =>
       from.on("data", (chunk) => {
-        if (!proxy.frozen) to.write(chunk);
+        if (!pair.frozen) to.write(chunk);
       });
     relay(client, upstream);
     relay(upstream, client);
