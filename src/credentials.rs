@@ -60,8 +60,6 @@ pub enum CredentialProblem {
         what: &'static str,
         detail: String,
     },
-    /// The TLS library refused the certificate and key.
-    Tls(String),
     /// The provider-token key is not an EC P-256 key.
     NotP256Key {
         found: String,
@@ -172,10 +170,6 @@ impl fmt::Display for CredentialProblem {
                 "the {what} cannot be parsed ({detail}); the file may be truncated or \
                  not what its name says"
             ),
-            Tls(detail) => write!(
-                f,
-                "the TLS library refused the certificate and key ({detail})"
-            ),
             NotP256Key { found } => write!(
                 f,
                 "the signing key is {found}, not an EC P-256 key; give the .p8 file \
@@ -223,9 +217,31 @@ pub fn load_identity(paths: &[&Path], password: Option<&[u8]>) -> Result<Loaded,
 
 /// A TLS identity, and when its certificate stops being valid.
 pub struct Loaded {
-    pub identity: native_tls::Identity,
+    pub key: PKey<Private>,
+    /// The key's certificate first, then the rest of its chain.
+    pub chain: Vec<X509>,
     /// The certificate's `notAfter`, in Unix seconds.
     pub expires_at: i64,
+}
+
+impl Loaded {
+    /// The identity in the form native-tls takes (the push senders' client
+    /// TLS). It loads only an unencrypted PKCS#8 key: the copy made here never
+    /// leaves memory and is wiped once loaded.
+    pub fn native_identity(&self) -> Result<native_tls::Identity, String> {
+        let mut chain = Vec::new();
+        for cert in &self.chain {
+            chain.extend(cert.to_pem().map_err(|e| e.to_string())?);
+        }
+        let mut pkcs8 = self
+            .key
+            .private_key_to_pem_pkcs8()
+            .map_err(|e| e.to_string())?;
+        let identity = native_tls::Identity::from_pkcs8(&chain, &pkcs8)
+            .map_err(|e| format!("the TLS library refused the certificate and key ({e})"));
+        wipe(&mut pkcs8);
+        identity
+    }
 }
 
 fn identity_from_bytes(bytes: &[u8], password: Option<&[u8]>) -> Result<Loaded, CredentialProblem> {
@@ -274,10 +290,11 @@ fn from_pkcs12(der: &[u8], password: Option<&[u8]>) -> Result<Loaded, Credential
         return Err(CredentialProblem::KeyMismatch);
     }
     let expires_at = unix_time(cert.not_after())?;
-    let identity = native_tls::Identity::from_pkcs12(der, pass)
-        .map_err(|e| CredentialProblem::Tls(e.to_string()))?;
+    let mut chain = vec![cert];
+    chain.extend(parsed.ca.into_iter().flatten());
     Ok(Loaded {
-        identity,
+        key,
+        chain,
         expires_at,
     })
 }
@@ -312,20 +329,10 @@ fn from_pem(text: &str, password: Option<&[u8]>) -> Result<Loaded, CredentialPro
     // The key's certificate goes first; the others keep their order as its chain.
     let leaf = certs.remove(leaf);
     certs.insert(0, leaf);
-    let mut chain = Vec::new();
-    for cert in &certs {
-        chain.extend(cert.to_pem().map_err(|e| malformed("certificate", &e))?);
-    }
-    // native-tls loads only an unencrypted PKCS#8 key; this copy never leaves memory.
-    let mut pkcs8 = key
-        .private_key_to_pem_pkcs8()
-        .map_err(|e| malformed("private key", &e))?;
-    let identity = native_tls::Identity::from_pkcs8(&chain, &pkcs8)
-        .map_err(|e| CredentialProblem::Tls(e.to_string()));
-    wipe(&mut pkcs8);
     Ok(Loaded {
-        identity: identity?,
         expires_at: unix_time(certs[0].not_after())?,
+        key,
+        chain: certs,
     })
 }
 

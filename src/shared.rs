@@ -10,8 +10,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use async_native_tls::TlsAcceptor;
+use rustls::ServerConfig;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -34,7 +35,7 @@ pub(crate) struct Shared {
     /// Cluster mode (`--redis`): the link to the other hubs.
     pub cluster: Option<Rc<Cluster>>,
     /// wss: the acceptor new connections get (replaced on SIGHUP).
-    pub tls: RefCell<Option<TlsAcceptor>>,
+    pub tls: RefCell<Option<Arc<ServerConfig>>>,
     /// WebSocket sockets open, including those still in their handshake.
     sockets: Cell<usize>,
     /// The same, per client address, when `--max-connections-per-ip` is set.

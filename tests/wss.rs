@@ -253,6 +253,144 @@ fn wss_clients_authenticate_and_receive_pushes_and_broadcasts() {
     });
 }
 
+/// A blocking OpenSSL client of `ws` that trusts [`cert`], set up by `setup`;
+/// the handshake's outcome.
+fn openssl_client(
+    ws: SocketAddr,
+    setup: impl FnOnce(&mut openssl::ssl::SslConnectorBuilder),
+    session: Option<&openssl::ssl::SslSessionRef>,
+) -> Result<openssl::ssl::SslStream<TcpStream>, String> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    builder
+        .cert_store_mut()
+        .add_cert(openssl::x509::X509::from_pem(&cert().cert_pem).unwrap())
+        .unwrap();
+    setup(&mut builder);
+    let mut ssl = builder
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    if let Some(session) = session {
+        // SAFETY: the session comes from a connection to this same server.
+        unsafe { ssl.set_session(session).unwrap() };
+    }
+    let tcp = TcpStream::connect(ws).unwrap();
+    tcp.set_read_timeout(Some(STEP)).unwrap();
+    ssl.connect(tcp).map_err(|e| e.to_string())
+}
+
+/// A plain-uid login and a push over an established TLS stream, blocking.
+fn login_and_push(tls: openssl::ssl::SslStream<TcpStream>, text: SocketAddr, uid: &str) {
+    let url = format!("wss://localhost:{}/", 0);
+    let (mut client, _) = async_tungstenite::tungstenite::client(url, tls).unwrap();
+    client.send(Message::text(uid)).unwrap();
+    // A ping's pong tells that the uid is taken (the hub greets no one).
+    client.send(Message::Ping(Vec::new().into())).unwrap();
+    loop {
+        if let Message::Pong(_) = client.read().unwrap() {
+            break;
+        }
+    }
+    let mut backend = TcpStream::connect(text).unwrap();
+    backend.set_read_timeout(Some(STEP)).unwrap();
+    let line = format!("{{\"uid\":\"{uid}\",\"n\":1}}\n");
+    backend.write_all(line.as_bytes()).unwrap();
+    let mut answer = [0u8; 3];
+    backend.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"ok\n");
+    match client.read().unwrap() {
+        Message::Text(text) => assert_eq!(text.as_str(), line.trim_end()),
+        other => panic!("expected the push, got {other:?}"),
+    }
+}
+
+/// TLS 1.3 by default and TLS 1.2 for clients that stop there, both serving
+/// WebSocket clients; older versions and suites without AEAD or forward
+/// secrecy are refused; a ticket resumes a session without a full handshake.
+#[test]
+fn tls_versions_suites_and_resumption() {
+    use openssl::ssl::{SslSessionCacheMode, SslVersion};
+    let mut config = plain_config();
+    config.auth.allow_plain_uid = true;
+    let hub = WssHub::start(config);
+    let (ws, text) = (hub.ws(), hub.text());
+
+    let tls13 = openssl_client(ws, |_| {}, None).unwrap();
+    assert_eq!(tls13.ssl().version_str(), "TLSv1.3");
+    login_and_push(tls13, text, "modern");
+
+    let tls12 = openssl_client(
+        ws,
+        |b| b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(tls12.ssl().version_str(), "TLSv1.2");
+    let suite = tls12.ssl().current_cipher().unwrap().name();
+    assert!(
+        suite.starts_with("ECDHE-") && !suite.contains("CBC"),
+        "{suite}"
+    );
+    login_and_push(tls12, text, "older");
+
+    // TLS 1.1, which the client allows only at security level 0.
+    let tls11 = openssl_client(
+        ws,
+        |b| {
+            b.set_security_level(0);
+            b.set_min_proto_version(Some(SslVersion::TLS1_1)).unwrap();
+            b.set_max_proto_version(Some(SslVersion::TLS1_1)).unwrap();
+            b.set_cipher_list("DEFAULT@SECLEVEL=0").unwrap();
+        },
+        None,
+    );
+    assert!(tls11.is_err(), "TLS 1.1 was accepted");
+    // CBC suites, and RSA key exchange without forward secrecy.
+    for suites in [
+        "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA384",
+        "AES128-GCM-SHA256",
+    ] {
+        let refused = openssl_client(
+            ws,
+            |b| {
+                b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+                b.set_cipher_list(suites).unwrap();
+            },
+            None,
+        );
+        assert!(refused.is_err(), "{suites} was accepted");
+    }
+
+    // Resumption, TLS 1.3 and 1.2: the ticket of a first connection.
+    for max in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
+        let ticket = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let setup = |b: &mut openssl::ssl::SslConnectorBuilder| {
+            b.set_max_proto_version(Some(max)).unwrap();
+            b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+            let ticket = std::sync::Arc::clone(&ticket);
+            b.set_new_session_callback(move |_, session| *ticket.lock().unwrap() = Some(session));
+        };
+        let mut first = openssl_client(ws, setup, None).unwrap();
+        // TLS 1.3 tickets come after the handshake: read until one is in.
+        first.get_mut().set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + STEP;
+        while ticket.lock().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{max:?}: no ticket from the hub");
+            let _ = first.read(&mut [0u8; 16]);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let session = ticket.lock().unwrap().take().unwrap();
+        let again = openssl_client(ws, setup, Some(&session)).unwrap();
+        assert!(
+            again.ssl().session_reused(),
+            "{max:?}: the ticket was not taken"
+        );
+    }
+}
+
 /// 200 KB messages span many TLS records (16 KiB each at most); thirty of them
 /// at once are more than the socket buffers take, so the hub's writes stop and
 /// resume, mid-record. Every byte arrives, in order.

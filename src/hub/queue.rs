@@ -17,10 +17,6 @@ pub struct Queue {
     /// Bytes of the front frame already written (frames are far below 4 GiB:
     /// every one is bounded by a line or message size limit).
     written: u32,
-    /// Unwritten bytes at the front that the transport has taken and must be
-    /// given again, unchanged (TLS: a record was sealed from them but the
-    /// socket was full). Frames are below 1 GiB each; a hold covers a few.
-    held: u32,
 }
 
 impl Queue {
@@ -45,15 +41,7 @@ impl Queue {
     /// Whether a frame is half written: nothing else may reach the socket
     /// until it is finished, or the stream of frames would be corrupt.
     pub fn mid_frame(&self) -> bool {
-        self.written > 0 || self.held > 0
-    }
-
-    /// Marks the first `n` unwritten bytes as started although none of them
-    /// was written: OpenSSL, once it returned "want write", must be handed
-    /// the same bytes again, so the frames they belong to may no longer be
-    /// dropped or replaced.
-    pub fn hold(&mut self, n: usize) {
-        self.held = u32::try_from(n.min(self.bytes)).unwrap_or(u32::MAX);
+        self.written > 0
     }
 
     /// Fills `slices` with the unwritten bytes of the first frames; returns how many.
@@ -70,9 +58,6 @@ impl Queue {
     /// Records that `n` bytes from the front have been written.
     pub fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
-        self.held = self
-            .held
-            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         while let Some(front) = self.frames.front() {
             let left = front.len() - self.written as usize;
             if n < left {
@@ -91,19 +76,10 @@ impl Queue {
         }
     }
 
-    /// Drops every frame not yet started; a half-written or held one is kept
-    /// so that it can be finished before a close frame.
+    /// Drops every frame not yet started; a half-written one is kept so that
+    /// it can be finished before a close frame.
     pub fn clear_unstarted(&mut self) {
-        // The frames the written and held bytes reach into.
-        let mut reach = self.written as usize + self.held as usize;
-        let mut keep = 0;
-        for frame in &self.frames {
-            if reach == 0 {
-                break;
-            }
-            keep += 1;
-            reach = reach.saturating_sub(frame.len());
-        }
+        let keep = usize::from(self.written > 0);
         self.frames.truncate(keep);
         let kept: usize = self.frames.iter().map(Frame::len).sum();
         self.bytes = kept - self.written as usize;
@@ -165,32 +141,5 @@ mod tests {
         q.advance(4);
         q.clear_unstarted();
         assert!(q.is_empty());
-    }
-
-    #[test]
-    fn held_bytes_keep_their_frames_until_written() {
-        let mut q = Queue::default();
-        q.push(Frame::text("abc"));
-        q.push(Frame::text("de"));
-        q.push(Frame::text("f"));
-        // A hold that reaches into the second frame keeps both.
-        q.hold(6);
-        assert!(q.mid_frame());
-        q.clear_unstarted();
-        assert_eq!(unwritten(&q), b"\x81\x03abc\x81\x02de");
-        assert_eq!(q.bytes(), 9);
-        // Written, the hold is gone.
-        q.advance(9);
-        assert!(q.is_empty() && !q.mid_frame());
-        q.hold(3);
-        assert!(!q.mid_frame(), "an empty queue holds nothing");
-        // A hold of the front frame only, after part of it was written.
-        q.push(Frame::text("abc"));
-        q.push(Frame::text("de"));
-        q.advance(1);
-        q.hold(4);
-        q.clear_unstarted();
-        assert_eq!(unwritten(&q), b"\x03abc");
-        assert_eq!(q.bytes(), 4);
     }
 }

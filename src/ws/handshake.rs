@@ -186,7 +186,7 @@ pub enum Failure {
     Rejected(Rejection),
     /// The TLS handshake (wss) failed: not TLS, no shared cipher, a client that
     /// does not trust the certificate, ...
-    Tls(native_tls::Error),
+    Tls(io::Error),
     Io(io::Error),
     /// The client closed before sending a whole request.
     Closed,

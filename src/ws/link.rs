@@ -9,12 +9,12 @@ use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use async_native_tls::TlsStream;
 use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 
 use crate::hub::Socket;
 use crate::hub::queue::Queue;
+use crate::ws::tls::TlsStream;
 use crate::ws::writer;
 
 /// The most TLS plaintext sealed in one record.
@@ -37,7 +37,7 @@ pub enum Link {
     /// Only the connection's task writes to it: records must be sealed in
     /// order by one writer. Boxed, so that plain connections do not pay for its
     /// size.
-    Tls(Box<TlsStream<Async<TcpStream>>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Link {
@@ -73,8 +73,8 @@ impl Link {
                     done => return Poll::Ready(done),
                 }
             },
-            // OpenSSL may hold decrypted bytes the socket no longer shows as
-            // readable, so TLS always tries the read.
+            // The stream may hold decrypted bytes the socket no longer
+            // shows as readable, so TLS always tries the read.
             Link::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
         }
     }
@@ -88,10 +88,10 @@ impl Link {
                 while !queue.is_empty() {
                     let mut slices = [IoSlice::new(&[]); writer::MAX_IOVECS];
                     let n = queue.slices(&mut slices);
-                    // OpenSSL seals one buffer per call, in records of up to
-                    // 16 KiB, each sent on its own: small frames queued
-                    // together are copied into one buffer first, so that a
-                    // burst leaves in one record and one `send`.
+                    // A write seals one buffer, in one record of up to 16
+                    // KiB, and sends it: small frames queued together are
+                    // copied into one buffer first, so that a burst leaves
+                    // in one record and one `send`.
                     let data: &[u8] = if n == 1 || slices[0].len() >= RECORD {
                         &slices[0]
                     } else {
@@ -111,17 +111,12 @@ impl Link {
                         Poll::Ready(Ok(written)) => queue.advance(written),
                         Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => {
-                            // A record may be sealed from these bytes and
-                            // waiting in OpenSSL: the next call must hand it
-                            // the same bytes, so they stay in the queue as
-                            // they are.
-                            queue.hold(data.len());
-                            return Poll::Pending;
-                        }
+                        // Nothing of `data` was taken.
+                        Poll::Pending => return Poll::Pending,
                     }
                 }
-                Poll::Ready(Ok(()))
+                // The last record may still be partly unsent.
+                Pin::new(&mut **tls).poll_flush(cx)
             }),
         }
     }

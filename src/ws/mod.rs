@@ -34,6 +34,7 @@ use frame::Frame;
 use handshake::Failure;
 use inbound::{Decoder, FrameError, Incoming};
 use link::Link;
+use tls::TlsStream;
 
 use crate::auth::{self, AuthError, Identity};
 use crate::hub::listeners::Payload;
@@ -217,7 +218,9 @@ async fn open(shared: Rc<Shared>, stream: Async<TcpStream>) -> Result<Opened, Fa
             Ok((Link::plain(stream), upgrade.token, tail, upgrade.v1))
         }
         Some(acceptor) => {
-            let mut tls = acceptor.accept(stream).await.map_err(Failure::Tls)?;
+            let mut tls = TlsStream::accept(acceptor, stream)
+                .await
+                .map_err(Failure::Tls)?;
             let (upgrade, tail) = handshake::accept(&mut tls, origins).await?;
             Ok((Link::Tls(Box::new(tls)), upgrade.token, tail, upgrade.v1))
         }

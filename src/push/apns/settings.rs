@@ -189,7 +189,10 @@ pub fn build_sender(
             let loaded =
                 load_identity(&[file], password).map_err(|e| format!("APNs credential {e}"))?;
             log_expiry("the APNs certificate", loaded.expires_at);
-            tls = tls.identity(loaded.identity);
+            let identity = loaded
+                .native_identity()
+                .map_err(|e| format!("APNs credential {}: {e}", file.display()))?;
+            tls = tls.identity(identity);
             Auth::Certificate
         }
     };
