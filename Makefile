@@ -39,7 +39,7 @@ KOSOKU_VERSION := 0.1.0
 KOSOKU_VENV    := target/kosoku-$(KOSOKU_VERSION)
 KOSOKU         := $(KOSOKU_VENV)/bin/kosoku
 
-.PHONY: build run cluster template-unit test bench bench-load bench-push bench-cluster bench-chart fuzz soak lint install deploy clean \
+.PHONY: build run cluster template-unit test bench bench-load bench-push bench-cluster bench-chart bench-versus fuzz soak lint install deploy clean \
 	conformance conformance-quick conformance-deps web test-clients test-js test-browser test-php clients-deps
 
 build:
@@ -141,6 +141,17 @@ bench-push: build
 # Results are appended to bench/results/cluster.jsonl.
 bench-cluster: build
 	N=$(N) ONLY="$(ONLY)" REPEATS="$(REPEATS)" bench/cluster.sh
+
+# pushhub against uWebSockets.js in the same run (bench/versus.sh): each
+# benchmark against one then the other, REPEATS rounds (default 2), then the
+# side-by-side table of that run into BENCHMARKS.md (between its versus
+# markers). Needs UWS_DIR: the directory of the peer's push.js, npm ci done
+# there. Parameters: N (default 18000), ONLY (a subset of: conns conns-wss
+# broadcast broadcast-wss push pushmax). Results are appended to
+# bench/results/versus.jsonl.
+bench-versus: build
+	N=$(N) ONLY="$(ONLY)" REPEATS="$(REPEATS)" UWS_DIR="$(UWS_DIR)" OUT=bench/results/versus.jsonl bench/versus.sh
+	target/release/pushhub-bench versus-table --input bench/results/versus.jsonl --rewrite BENCHMARKS.md
 
 # The RSS-per-connection chart, drawn from the latest `conns` result.
 bench-chart:

@@ -35,6 +35,7 @@ pub enum Cmd {
     Sink(SinkArgs),
     Floor(FloorArgs),
     Chart(ChartArgs),
+    VersusTable(VersusTableArgs),
     Worker(WorkerArgs),
     FloorPeer(FloorPeerArgs),
 }
@@ -95,6 +96,7 @@ pub struct CommonArgs {
     pub cluster: bool,
     pub redis: Option<SocketAddr>,
     pub label: Option<String>,
+    pub peer: bool,
 }
 
 /// `--extra-pid NAME=PID`: another process whose CPU time and RSS the run
@@ -194,6 +196,17 @@ macro_rules! hub_bench {
             /// a name for this run, copied into the JSON as "label"
             #[argh(option)]
             pub label: Option<String>,
+            /// drive the server as a peer of the original push.php, which
+            /// need not be pushhub (bench/versus.sh drives uWebSockets.js and
+            /// pushhub so): no greeting and no `stats` or `online` is
+            /// expected, so a login counts once the pong to the ping sent
+            /// after the uid is back, and the server is measured from /proc
+            /// only; pushes go in the original form {"uid":..,"data":..},
+            /// answered ok or fail; broadcast data is a JSON array, which
+            /// pushhub and the original deliver as sent. Plain mode; conns,
+            /// broadcast, push and pushmax only
+            #[argh(switch)]
+            pub peer: bool,
         }
 
         impl $name {
@@ -213,6 +226,7 @@ macro_rules! hub_bench {
                     cluster: self.cluster,
                     redis: self.redis,
                     label: self.label.clone(),
+                    peer: self.peer,
                 }
             }
         }
@@ -695,6 +709,22 @@ pub struct ChartArgs {
     /// where to write the SVG (default bench/rss.svg)
     #[argh(option, default = "\"bench/rss.svg\".into()")]
     pub output: std::path::PathBuf,
+}
+
+/// Print the side-by-side table of the latest bench/versus.sh run (pushhub
+/// against uWebSockets.js) as Markdown, or put it into a document between its
+/// `<!-- versus:begin -->` and `<!-- versus:end -->` lines.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "versus-table")]
+pub struct VersusTableArgs {
+    /// the results file, one JSON line per bench (default
+    /// bench/results/versus.jsonl)
+    #[argh(option, default = "\"bench/results/versus.jsonl\".into()")]
+    pub input: PathBuf,
+    /// rewrite the section of this Markdown file between the markers with
+    /// the table, instead of printing it
+    #[argh(option)]
+    pub rewrite: Option<PathBuf>,
 }
 
 /// (internal, run by `floor`) connect N receivers to the floor's listener, read

@@ -10,7 +10,9 @@
 //! The hub keeps each connection's messages in order, so a client's k-th
 //! message must be message k: each message's `b<k>-` prefix is checked
 //! against that, so that a lost or extra message fails the run instead of
-//! being counted as another one.
+//! being counted as another one. With `--peer`, a broadcast's data is a JSON
+//! array holding that tag (see [`broadcast_array_line`]), which pushhub and the
+//! original deliver alike.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -25,7 +27,9 @@ use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::stats::Summary;
-use crate::textport::{Replies, broadcast_index, broadcast_line, delivered, publish_line};
+use crate::textport::{
+    Replies, broadcast_array_line, broadcast_index, broadcast_line, delivered, publish_line,
+};
 
 /// Uids per subscribe request, in `publish` mode.
 const SUBSCRIBE_BATCH: u32 = 500;
@@ -40,9 +44,11 @@ pub enum Fan {
 }
 
 impl Fan {
-    /// The request line of message `k`.
-    fn line(self, k: u32, size: usize) -> Vec<u8> {
+    /// The request line of message `k`; for a `--peer`, one that any server
+    /// of the original's protocol delivers as pushhub does.
+    fn line(self, k: u32, size: usize, peer: bool) -> Vec<u8> {
         match self {
+            Fan::Broadcast if peer => broadcast_array_line(k, size),
             Fan::Broadcast => broadcast_line(k, size),
             Fan::Publish => publish_line(&name(0), k, size),
         }
@@ -156,6 +162,9 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
     if a.n == 0 || a.repeats == 0 || a.burst == 0 {
         return Err("--n, --repeats and --burst must be at least 1".into());
     }
+    if env.peer && a.size < 4 {
+        return Err("--peer sends the data as a JSON array: --size must be at least 4".into());
+    }
     let report = &env.report;
     report.set("n", a.n);
     report.set("size", a.size);
@@ -186,7 +195,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         let extras0 = env.extras_cpu_ns()?;
         let steal0 = crate::proc::steal_ns();
         for k in 0..a.repeats {
-            let line = fan.line(k, a.size);
+            let line = fan.line(k, a.size, env.peer);
             let sent = now_ns();
             requests.send(&line).await?;
             let (last, ()) = try_zip(
@@ -220,7 +229,7 @@ pub async fn run(env: Rc<Env>, a: &FanArgs, fan: Fan) -> Result<(), String> {
         // (b) Back to back, in one write.
         let mut lines = Vec::new();
         for k in a.repeats..a.repeats + a.burst {
-            lines.extend_from_slice(&fan.line(k, a.size));
+            lines.extend_from_slice(&fan.line(k, a.size, env.peer));
         }
         report.set("burst", a.burst);
         let cpu0 = hub.cpu_ns()?;

@@ -1,6 +1,7 @@
 //! What every hub bench shares: the checked common flags, the hub's process,
-//! opening N clients and waiting until the hub has authenticated them, and the
-//! ratio to the kernel's floor.
+//! opening N clients and waiting until the hub has authenticated them (or,
+//! with `--peer`, until each client's own pong says so), the form of a push,
+//! and the ratio to the kernel's floor.
 
 use std::future::Future;
 use std::net::SocketAddrV4;
@@ -20,7 +21,7 @@ use crate::net;
 use crate::proc::HubProc;
 use crate::report::{Report, rounded, say};
 use crate::stream;
-use crate::textport::Backend;
+use crate::textport::{Backend, PushForm};
 
 /// How often the hub's `stats` is polled while waiting for it.
 const POLL: Duration = Duration::from_millis(20);
@@ -50,6 +51,8 @@ pub struct Env {
     pub cluster: bool,
     /// `--redis`: the cluster's redis-server, for its memory.
     pub redis: Option<SocketAddrV4>,
+    /// `--peer`: a server of the original's protocol, with no `stats`.
+    pub peer: bool,
     /// The flags as given, for the worker processes.
     pub args: CommonArgs,
     /// When --timeout-secs runs out.
@@ -69,6 +72,12 @@ impl Env {
         }
         if args.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
+        }
+        if args.peer && (args.mode != Mode::Plain || args.cluster) {
+            return Err(
+                "--peer drives a server of the original's protocol: plain mode, no --cluster"
+                    .into(),
+            );
         }
         if let Some(f) = args.floor_us
             && (f.is_nan() || f <= 0.0)
@@ -109,6 +118,7 @@ impl Env {
             extras,
             cluster: args.cluster,
             redis,
+            peer: args.peer,
             args: args.clone(),
             deadline: Instant::now() + Duration::from_secs(args.timeout_secs),
         })
@@ -199,6 +209,15 @@ impl Env {
         self.redis.map(crate::redis::used_memory).transpose()
     }
 
+    /// How pushes are asked for: the original form for a `--peer`.
+    pub fn push_form(&self) -> PushForm {
+        if self.peer {
+            PushForm::Original
+        } else {
+            PushForm::Command
+        }
+    }
+
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             ws: self.ws,
@@ -211,7 +230,10 @@ impl Env {
     }
 
     /// Opens the clients u0..u{n-1} and waits until the hub has authenticated
-    /// every one of them. Fails if any could not connect or log in.
+    /// every one of them. Fails if any could not connect or log in. With
+    /// `--peer`, `backend` is not asked anything: each client is in once its
+    /// pong is back (plain mode's confirmation), which is all a server
+    /// without `stats` can tell.
     pub async fn open_clients(
         &self,
         n: u32,
@@ -236,8 +258,12 @@ impl Env {
         // Bounded as a whole: a hub that stalls during set-up (a `stats` left
         // unanswered) must not hold the run past --timeout-secs either.
         self.bounded(async {
-            self.wait_idle(backend).await?;
-            let baseline = backend.stats().await?.authenticated;
+            let baseline = if self.peer {
+                None
+            } else {
+                self.wait_idle(backend).await?;
+                Some(backend.stats().await?.authenticated)
+            };
             pool.spawn(0..n);
             pool.settled(n).await;
             if pool.failed() > 0 {
@@ -247,6 +273,9 @@ impl Env {
                     pool.errors().join("; ")
                 ));
             }
+            let Some(baseline) = baseline else {
+                return Ok(());
+            };
             self.wait_authenticated(backend, baseline + u64::from(n))
                 .await?;
             self.check_online(backend, n).await
@@ -262,9 +291,14 @@ impl Env {
         })?;
         let secs = crate::clock::ms(crate::clock::now_ns() - started) / 1e3;
         say(&format!(
-            "{n} clients connected and authenticated in {secs:.2} s ({} mode{})",
+            "{n} clients connected and authenticated in {secs:.2} s ({} mode{}{})",
             self.mode.name(),
-            if self.tls.is_some() { ", wss" } else { "" }
+            if self.tls.is_some() { ", wss" } else { "" },
+            if self.peer {
+                ", logins confirmed by the clients' pongs"
+            } else {
+                ""
+            }
         ));
         Ok(pool)
     }

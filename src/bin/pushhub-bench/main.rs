@@ -28,7 +28,10 @@
 //!   [`pushmax`], [`broadcast`] (and `publish`, its channel mode), [`subs`],
 //!   [`slow`], [`history`], [`replay`], [`floor`], [`pushsvc`] (the push
 //!   services' memory and CPU in the hub); [`chart`] draws the RSS chart
-//!   from `conns` results.
+//!   from `conns` results, [`versus`] the side-by-side table of
+//!   bench/versus.sh's runs against uWebSockets.js.
+//! - `--peer`: the benches that also drive a server of the original's
+//!   protocol that is not pushhub ([`PEER_BENCHES`]).
 //! - [`sink`]: not a bench but a local stand-in for the push services (APNs,
 //!   FCM, Web Push) that `pushsvc` measures the hub against.
 #![forbid(unsafe_code)]
@@ -61,6 +64,7 @@ mod stream;
 mod subs;
 mod textport;
 mod v1;
+mod versus;
 mod worker;
 
 use std::future::Future;
@@ -77,6 +81,10 @@ use crate::report::Report;
 
 /// How long past --timeout-secs a bench may take to report before it is cut off.
 const OUTER_GRACE: Duration = Duration::from_secs(5);
+
+/// The benches that need nothing of pushhub's own (`stats`, `online`,
+/// channels, history), and so take `--peer`.
+const PEER_BENCHES: [&str; 4] = ["conns", "broadcast", "push", "pushmax"];
 
 fn main() -> ExitCode {
     // Fix the clock's origin before anything is timed.
@@ -120,6 +128,7 @@ fn main() -> ExitCode {
         Cmd::Sink(a) => sink::main(&a),
         Cmd::Floor(a) => floor::main(&a),
         Cmd::Chart(a) => chart::main(&a),
+        Cmd::VersusTable(a) => versus::main(&a),
         Cmd::FloorPeer(a) => floor::peer_main(&a),
         Cmd::Worker(a) => worker::main(&a),
     }
@@ -132,6 +141,13 @@ where
     F: FnOnce(Rc<Env>) -> Fut,
     Fut: Future<Output = Result<(), String>> + 'static,
 {
+    if args.peer && !PEER_BENCHES.contains(&name) {
+        eprintln!(
+            "pushhub-bench {name}: --peer is for {} only: this bench needs pushhub's own commands",
+            PEER_BENCHES.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     let ex = Rc::new(LocalExecutor::new());
     let report = Rc::new(Report::new(name));
     let env = match Env::new(&args, Rc::clone(&ex), Rc::clone(&report)) {
@@ -147,6 +163,9 @@ where
     }
     if args.tls {
         report.set("tls", true);
+    }
+    if args.peer {
+        report.set("peer", true);
     }
     // The bench is a task of its own: the future given to `run` is polled
     // again whenever the executor wakes up for any task, and a bench polled

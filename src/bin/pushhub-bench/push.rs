@@ -1,15 +1,16 @@
 //! `push`: delivery latency at a fixed rate. With N clients open, push lines
-//! `{"cmd":"push","uid":"u<random>","data":"<seq> <send-ns>"}` go out on one
-//! pipelined text-port connection, line k at t0 + k/rate (a late line goes out
-//! at once: none is skipped). Replies are read by their own task, so a slow one
-//! never holds the sender. Each client notes when each message arrives;
-//! latency = arrival − send time, both on this process's monotonic clock.
+//! `{"cmd":"push","uid":"u<random>","data":"<seq> <send-ns>"}` (with `--peer`,
+//! the original form `{"uid":..,"data":..}`, answered `ok` or `fail`) go out
+//! on one pipelined text-port connection, line k at t0 + k/rate (a late line
+//! goes out at once: none is skipped). Replies are read by their own task, so
+//! a slow one never holds the sender. Each client notes when each message
+//! arrives; latency = arrival − send time, both on this process's monotonic
+//! clock.
 //!
 //! Reported: p50/p90/p99/max latency, replies `delivered:1` (ok) and
 //! `delivered:0` (fail), and pushes acknowledged but never received (lost).
 
 use std::cell::{Cell, RefCell};
-use std::io::Write;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::notify::Notify;
 use crate::report::say;
 use crate::rng::Rng;
 use crate::stats::Summary;
-use crate::textport::delivered;
+use crate::textport::pushed_data;
 
 /// Most lines written in one system call when the sender is behind.
 const MAX_BATCH: u64 = 1024;
@@ -73,10 +74,10 @@ impl Listener for Tally {
     }
 }
 
-/// `<seq> <send-ns>`, as the sender writes it.
+/// `<seq> <send-ns>`, as the sender writes it, from what a client received
+/// (the data, or the original form's line around it).
 fn parse_data(text: &[u8]) -> Option<(usize, u64)> {
-    let text = std::str::from_utf8(text).ok()?;
-    let (seq, sent) = text.split_once(' ')?;
+    let (seq, sent) = pushed_data(text)?.split_once(' ')?;
     Some((seq.parse().ok()?, sent.parse().ok()?))
 }
 
@@ -102,6 +103,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
         a.rate, a.duration_secs
     ));
 
+    let form = env.push_form();
     let cpu0 = env.hub_cpu_ns()?;
     let extras0 = env.extras_cpu_ns()?;
     let steal0 = crate::proc::steal_ns();
@@ -130,10 +132,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
                     let uid = rng.below(a.n);
                     tally.target.borrow_mut().push(uid);
                     // The send time is taken per batch, just before the write.
-                    let _ = writeln!(
-                        lines,
-                        r#"{{"cmd":"push","uid":"u{uid}","data":"{seq} {now}"}}"#
-                    );
+                    form.write(&mut lines, uid, format_args!("{seq} {now}"));
                 }
                 requests.send(&lines).await?;
                 last_send_ns.set(now_ns());
@@ -147,7 +146,7 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     };
     let reader = async {
         for seq in 0..total as usize {
-            let n = delivered(replies.next().await?)?;
+            let n = form.delivered(replies.next().await?)?;
             if n >= 1 {
                 ok.set(ok.get() + 1);
             } else {
@@ -239,8 +238,8 @@ pub async fn run(env: Rc<Env>, a: &PushArgs) -> Result<(), String> {
     if lost > 0 || fail.get() > 0 || misrouted > 0 || garbled > 0 {
         // Every uid pushed to is online: a `delivered:0` is a failure too.
         return Err(format!(
-            "{lost} pushes acknowledged but never received, {} answered delivered:0, \
-             {misrouted} misrouted, {garbled} unreadable",
+            "{lost} pushes acknowledged but never received, {} answered delivered:0 \
+             (or fail), {misrouted} misrouted, {garbled} unreadable",
             fail.get()
         ));
     }
@@ -257,5 +256,10 @@ mod tests {
         assert_eq!(parse_data(b"12"), None);
         assert_eq!(parse_data(b"x 1"), None);
         assert_eq!(parse_data(b"login success"), None);
+        assert_eq!(
+            parse_data(br#"{"uid":"u3","data":"12 3456"}"#),
+            Some((12, 3456))
+        );
+        assert_eq!(parse_data(br#"{"uid":"u3","data":"12"}"#), None);
     }
 }

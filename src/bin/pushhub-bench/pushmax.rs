@@ -1,14 +1,15 @@
 //! `pushmax`: push throughput. With N clients open (and reading), pushes to
 //! random uids are pipelined as fast as the hub takes them, with at most
-//! `--window` requests unanswered. Reported: pushes/s, the hub's CPU per push,
-//! and whether every client received exactly what the replies say it was sent.
+//! `--window` requests unanswered (with `--peer`, in the original form,
+//! answered `ok` or `fail`). Reported: pushes/s, the hub's CPU per push, and
+//! whether every client received exactly what the replies say it was sent:
+//! each push carries its sequence number, which must reach the uid it was
+//! sent to, once.
 //!
 //! The clock runs from the first request to the moment the last reply is in
 //! and every delivered message has arrived: the hub's whole work.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::io::Write;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::common::Env;
 use crate::notify::Notify;
 use crate::report::say;
 use crate::rng::Rng;
-use crate::textport::delivered;
+use crate::textport::pushed_data;
 
 /// Most lines written in one system call.
 const BATCH: u32 = 256;
@@ -33,16 +34,35 @@ const DRAIN: Duration = Duration::from_secs(5);
 struct Tally {
     received: RefCell<Vec<u32>>,
     expected: RefCell<Vec<u32>>,
+    /// The uid index of each push, by sequence number, as sent.
+    target: RefCell<Vec<u32>>,
+    /// Whether each push arrived.
+    seen: RefCell<Vec<bool>>,
     arrived: Cell<u64>,
+    duplicates: Cell<u64>,
+    misrouted: Cell<u64>,
+    garbled: Cell<u64>,
     changed: Notify,
 }
 
 impl Listener for Tally {
-    fn on_text(&self, conn: u32, _prefix: &[u8], _len: u64, _now_ns: u64) {
+    fn on_text(&self, conn: u32, prefix: &[u8], _len: u64, _now_ns: u64) {
         if let Some(count) = self.received.borrow_mut().get_mut(conn as usize) {
             *count += 1;
         }
         self.arrived.set(self.arrived.get() + 1);
+        let seq = pushed_data(prefix).and_then(|data| data.parse::<usize>().ok());
+        let mut seen = self.seen.borrow_mut();
+        match seq.filter(|&seq| seq < seen.len()) {
+            None => self.garbled.set(self.garbled.get() + 1),
+            Some(seq) if seen[seq] => self.duplicates.set(self.duplicates.get() + 1),
+            Some(seq) => {
+                seen[seq] = true;
+                if self.target.borrow().get(seq) != Some(&conn) {
+                    self.misrouted.set(self.misrouted.get() + 1);
+                }
+            }
+        }
         self.changed.notify();
     }
 }
@@ -64,7 +84,12 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
     let tally = Rc::new(Tally {
         received: RefCell::new(vec![0; n as usize]),
         expected: RefCell::new(vec![0; n as usize]),
+        target: RefCell::new(Vec::with_capacity(pushes as usize)),
+        seen: RefCell::new(vec![false; pushes as usize]),
         arrived: Cell::new(0),
+        duplicates: Cell::new(0),
+        misrouted: Cell::new(0),
+        garbled: Cell::new(0),
         changed: Notify::default(),
     });
     let mut backend = env.backend().await?;
@@ -74,8 +99,7 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
         "pipelining {pushes} pushes to {n} clients, window {window}"
     ));
 
-    // Uids of the requests in flight, oldest first: replies come in order.
-    let in_flight: RefCell<VecDeque<u32>> = RefCell::new(VecDeque::new());
+    let form = env.push_form();
     let acked = Cell::new(0u32);
     let room = Notify::default();
     let (ok, fail, delivered_total) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
@@ -95,8 +119,8 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
             lines.clear();
             for seq in sent..sent + k {
                 let uid = rng.below(n);
-                in_flight.borrow_mut().push_back(uid);
-                let _ = writeln!(lines, r#"{{"cmd":"push","uid":"u{uid}","data":"{seq}"}}"#);
+                tally.target.borrow_mut().push(uid);
+                form.write(&mut lines, uid, format_args!("{seq}"));
             }
             requests.send(&lines).await?;
             sent += k;
@@ -104,11 +128,13 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
         Ok::<(), String>(())
     };
     let reader = async {
-        for _ in 0..pushes {
-            let got = delivered(replies.next().await?)?;
-            let uid = in_flight
-                .borrow_mut()
-                .pop_front()
+        // Replies come in the order of the requests.
+        for seq in 0..pushes as usize {
+            let got = form.delivered(replies.next().await?)?;
+            let uid = *tally
+                .target
+                .borrow()
+                .get(seq)
                 .ok_or("a reply to no request")?;
             if got >= 1 {
                 ok.set(ok.get() + 1);
@@ -187,14 +213,29 @@ pub async fn measure(env: &Env, n: u32, pushes: u32, window: u32) -> Result<(), 
             .count()
     };
     report.set("clients_short", short);
+    let (duplicates, misrouted, garbled) = (
+        tally.duplicates.get(),
+        tally.misrouted.get(),
+        tally.garbled.get(),
+    );
+    for (key, count) in [
+        ("duplicates", duplicates),
+        ("misrouted", misrouted),
+        ("garbled", garbled),
+    ] {
+        if count > 0 {
+            report.set(key, count);
+        }
+    }
     let drained = outcome?;
     cpu_ns?;
     extras?;
     env.check_none_closed(&pool)?;
-    if !drained || short > 0 || fail.get() > 0 {
+    if !drained || short > 0 || fail.get() > 0 || duplicates + misrouted + garbled > 0 {
         return Err(format!(
             "{} of {} delivered messages arrived; {short} clients did not get exactly their \
-             pushes; {} pushes to online uids answered delivered:0",
+             pushes; {} pushes to online uids answered delivered:0 (or fail); {duplicates} \
+             duplicates, {misrouted} misrouted, {garbled} unreadable",
             tally.arrived.get(),
             delivered_total.get(),
             fail.get()

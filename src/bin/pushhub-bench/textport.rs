@@ -3,9 +3,14 @@
 //! read by another, so that a slow reply never holds the sender. Replies are
 //! split with `pushhub::text_port::protocol::split_line`, the line codec the hub itself
 //! uses.
+//!
+//! A server that is not pushhub (`--peer`) gets only what the original
+//! push.php understands: pushes in its form ([`PushForm::Original`]) and
+//! broadcasts whose data is delivered the same by both ([`broadcast_array_line`]).
 
 use std::collections::BTreeMap;
-use std::io;
+use std::fmt;
+use std::io::{self, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::rc::Rc;
 
@@ -339,7 +344,7 @@ enum Command<'a> {
         data: &'a str,
     },
     Broadcast {
-        data: &'a str,
+        data: Payload<'a>,
     },
     Publish {
         ch: &'a str,
@@ -349,6 +354,17 @@ enum Command<'a> {
         uids: Vec<String>,
         chs: &'a [&'a str],
     },
+}
+
+/// A broadcast's data as sent: a string, which pushhub delivers bare, or a
+/// JSON array holding it, which pushhub and the original both deliver as
+/// written (the original encodes `data` again, so a string would reach its
+/// clients quoted, and pushhub's bare).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    Text(&'a str),
+    Array([&'a str; 1]),
 }
 
 impl Command<'_> {
@@ -382,7 +398,18 @@ pub fn push_line(uid: &str, k: u32, size: usize) -> Vec<u8> {
 /// The request line of broadcast `k`, its data tagged as [`tagged_data`].
 pub fn broadcast_line(k: u32, size: usize) -> Vec<u8> {
     Command::Broadcast {
-        data: &tagged_data(k, size),
+        data: Payload::Text(&tagged_data(k, size)),
+    }
+    .line()
+}
+
+/// The request line of broadcast `k` for any server of the original's
+/// protocol: its data a JSON array of one tagged string, `["b<k>-xx…"]`, that
+/// clients receive as written, `size` bytes (at least 4, the brackets and
+/// quotes).
+pub fn broadcast_array_line(k: u32, size: usize) -> Vec<u8> {
+    Command::Broadcast {
+        data: Payload::Array([&tagged_data(k, size.saturating_sub(4))]),
     }
     .line()
 }
@@ -407,13 +434,74 @@ pub fn subscribe_line(uids: impl IntoIterator<Item = u32>, chs: &[&str]) -> Vec<
     .line()
 }
 
-/// Which message `k` of [`broadcast_line`] or [`publish_line`] a message is,
-/// from its first bytes; `None` when they do not say (data shorter than
-/// `b<k>-`, or not tagged so).
+/// Which message `k` of [`broadcast_line`], [`broadcast_array_line`] or
+/// [`publish_line`] a message is, from its first bytes; `None` when they do
+/// not say (data shorter than `b<k>-`, or not tagged so).
 pub fn broadcast_index(prefix: &[u8]) -> Option<u32> {
-    let digits = prefix.strip_prefix(b"b")?;
+    let tagged = prefix.strip_prefix(b"[\"").unwrap_or(prefix);
+    let digits = tagged.strip_prefix(b"b")?;
     let end = digits.iter().position(|&b| b == b'-')?;
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+/// How a push is asked for, and what its reply says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushForm {
+    /// `{"cmd":"push","uid":..,"data":..}`, answered with its `delivered`
+    /// count; a raw client receives the data bare.
+    Command,
+    /// The original's `{"uid":..,"data":..}`, answered `ok` (some connection
+    /// took it) or `fail`; clients receive the whole line, from pushhub and
+    /// from the original alike.
+    Original,
+}
+
+impl PushForm {
+    /// Appends the request line of a push of `data` to `u<uid>`. `data` is
+    /// written as it is, so it must need no JSON escaping (the benches send
+    /// digits and spaces).
+    pub fn write(self, out: &mut Vec<u8>, uid: u32, data: fmt::Arguments<'_>) {
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            PushForm::Command => {
+                writeln!(out, r#"{{"cmd":"push","uid":"u{uid}","data":"{data}"}}"#)
+            }
+            PushForm::Original => writeln!(out, r#"{{"uid":"u{uid}","data":"{data}"}}"#),
+        };
+    }
+
+    /// The connections a push reached, from its reply. `ok` says only that
+    /// some connection took the line; the benches hold one connection per
+    /// uid, so it is one.
+    pub fn delivered(self, reply: &[u8]) -> Result<u64, String> {
+        match (self, reply) {
+            (PushForm::Command, reply) => delivered(reply),
+            (PushForm::Original, b"ok") => Ok(1),
+            (PushForm::Original, b"fail") => Ok(0),
+            (PushForm::Original, other) => Err(format!(
+                "unexpected reply to a push in the original form: {}",
+                String::from_utf8_lossy(other)
+            )),
+        }
+    }
+}
+
+/// A push's data from the text its client received: the text itself (a
+/// `push` command's string data), or the `data` string of the original
+/// form's line, which is delivered whole. `None` when that line does not
+/// read as one (cut short, or another object).
+pub fn pushed_data(text: &[u8]) -> Option<&str> {
+    #[derive(Deserialize)]
+    struct Original<'a> {
+        #[serde(borrow)]
+        data: &'a str,
+    }
+    if text.first() == Some(&b'{') {
+        return serde_json::from_slice::<Original>(text)
+            .ok()
+            .map(|line| line.data);
+    }
+    std::str::from_utf8(text).ok()
 }
 
 #[cfg(test)]
@@ -459,6 +547,59 @@ mod tests {
             (&v["cmd"], &v["data"]),
             (&"broadcast".into(), &"b2-xxxxx".into())
         );
+    }
+
+    #[test]
+    fn broadcast_array_lines_are_delivered_as_written() {
+        let line = broadcast_array_line(7, 32);
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["cmd"], "broadcast");
+        // What both servers send: the data's JSON text, compact.
+        let delivered = serde_json::to_string(&v["data"]).unwrap();
+        assert_eq!(delivered.len(), 32);
+        assert!(delivered.starts_with(r#"["b7-x"#), "{delivered}");
+        assert_eq!(broadcast_index(delivered.as_bytes()), Some(7));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let tiny: Value = serde_json::from_slice(&broadcast_array_line(1, 4)).unwrap();
+        assert_eq!(tiny["data"], serde_json::json!([""]));
+        assert_eq!(broadcast_index(br#"[""]"#), None);
+        assert_eq!(broadcast_index(br#""b3-x""#), None);
+    }
+
+    #[test]
+    fn push_forms() {
+        let mut lines = Vec::new();
+        PushForm::Command.write(&mut lines, 5, format_args!("{} {}", 12, 345));
+        PushForm::Original.write(&mut lines, 6, format_args!("{}", 13));
+        assert_eq!(
+            lines,
+            b"{\"cmd\":\"push\",\"uid\":\"u5\",\"data\":\"12 345\"}\n{\"uid\":\"u6\",\"data\":\"13\"}\n"
+        );
+        assert_eq!(PushForm::Original.delivered(b"ok"), Ok(1));
+        assert_eq!(PushForm::Original.delivered(b"fail"), Ok(0));
+        assert!(
+            PushForm::Original
+                .delivered(br#"{"ok":true,"delivered":1}"#)
+                .is_err()
+        );
+        assert_eq!(
+            PushForm::Command.delivered(br#"{"ok":true,"delivered":2}"#),
+            Ok(2)
+        );
+        assert!(PushForm::Command.delivered(b"ok").is_err());
+    }
+
+    #[test]
+    fn reads_pushed_data_in_either_form() {
+        assert_eq!(pushed_data(b"12 345"), Some("12 345"));
+        // The original form's line, as pushhub and the original deliver it.
+        assert_eq!(
+            pushed_data(br#"{"uid":"u6","data":"12 345"}"#),
+            Some("12 345")
+        );
+        assert_eq!(pushed_data(br#"{"uid":"u6","data":"12"#), None);
+        assert_eq!(pushed_data(br#"{"uid":"u6"}"#), None);
+        assert_eq!(pushed_data(b"\xff"), None);
     }
 
     #[test]
