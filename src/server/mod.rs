@@ -9,7 +9,7 @@ mod upkeep;
 
 use std::future::Future;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -46,6 +46,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     hangups: impl Stream<Item = ()> + Unpin,
 ) -> io::Result<()> {
+    // Pushes are small and latency matters (the writer does the batching):
+    // no Nagle. Set on the listeners, as Linux copies it to every socket
+    // they accept, which spares a system call per connection.
+    for listener in [&listeners.ws, &listeners.text] {
+        rustix::net::sockopt::set_tcp_nodelay(listener, true)?;
+    }
     let ws_listener = Async::new(listeners.ws)?;
     let text_listener = Async::new(listeners.text)?;
     let metrics_listener = listeners.metrics.map(Async::new).transpose()?;
@@ -152,9 +158,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Accepts a connection, non-blocking from the start (`accept4` with
+/// `SOCK_NONBLOCK`: async-io's own accept sets it with another system call).
+async fn accept(listener: &Async<TcpListener>) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+    use rustix::net::{SocketFlags, acceptfrom_with};
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let (fd, peer) = listener
+        .read_with(|l| Ok(acceptfrom_with(l, flags)?))
+        .await?;
+    let peer = peer
+        .and_then(|addr| SocketAddr::try_from(addr).ok())
+        .ok_or_else(|| io::Error::other("accepted a socket with no IP peer address"))?;
+    Ok((Async::new_nonblocking(TcpStream::from(fd))?, peer))
+}
+
 async fn accept_ws(shared: Rc<Shared>, listener: Async<TcpListener>, events: Sender<Event>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match accept(&listener).await {
             Ok(accepted) => accepted,
             Err(e) => {
                 accept_failed(&e).await;
@@ -173,10 +193,6 @@ async fn accept_ws(shared: Rc<Shared>, listener: Async<TcpListener>, events: Sen
                 continue;
             }
         };
-        // Pushes are small and latency matters; batching is done by the writer.
-        if let Err(e) = stream.get_ref().set_nodelay(true) {
-            debug!("{peer}: cannot set TCP_NODELAY: {e}");
-        }
         if events.send(Event::Ws(stream, slot)).await.is_err() {
             return;
         }
@@ -185,10 +201,9 @@ async fn accept_ws(shared: Rc<Shared>, listener: Async<TcpListener>, events: Sen
 
 async fn accept_text(listener: Async<TcpListener>, events: Sender<Event>) {
     loop {
-        match listener.accept().await {
+        match accept(&listener).await {
             Ok((stream, peer)) => {
                 debug!("backend connected from {peer}");
-                let _ = stream.get_ref().set_nodelay(true);
                 if events.send(Event::Text(stream)).await.is_err() {
                     return;
                 }

@@ -41,10 +41,14 @@ pub enum Link {
 }
 
 impl Link {
+    /// A plain connection whose handshake was just answered: the client has
+    /// had no time to send more (what it sent with its request is in the
+    /// handshake's tail), so the first read waits for the socket's readiness
+    /// instead of paying a system call that finds nothing.
     pub fn plain(stream: Async<TcpStream>) -> Link {
         Link::Plain {
             socket: Socket::new(stream),
-            read_blocked: false,
+            read_blocked: true,
         }
     }
 
