@@ -489,8 +489,10 @@ fn a_restarted_hub_recovers_nothing_of_its_predecessor() {
     let hub = Binary::start(&args, &[]);
     run(async {
         let mut backend = Backend::connect(hub.text).await;
-        // The new hub has messages at the same offsets: another epoch all
-        // the same, so nothing is mistaken for what the client missed.
+        // The new hub has messages at the same offsets (u1's stream taken
+        // by another tab of it): another epoch all the same, so nothing is
+        // mistaken for what the client missed.
+        let (_tab, _) = login(hub.ws, json!({"op":"auth","uid":"u1"})).await;
         delivered(&mut backend, push("u1", "new 1")).await;
         delivered(&mut backend, push("u1", "new 2")).await;
         delivered(&mut backend, publish("news", "new")).await;
@@ -525,6 +527,42 @@ fn a_restarted_hub_recovers_nothing_of_its_predecessor() {
     });
 }
 
+/// A uid whose clients have never been given a position keeps nothing: no
+/// client could recover it. Once a v1 client is welcomed, its pushes are
+/// kept while it is away, and recovered.
+#[test]
+fn a_uid_keeps_history_once_a_v1_client_has_a_position() {
+    let server = Server::start(config_with(HistoryLimits::default()));
+    run(async {
+        let mut backend = Backend::connect(server.text).await;
+        let mut raw = connect(server.ws, "/").await;
+        send_text(&mut raw, "u1").await;
+        logged_in(&mut raw).await;
+        delivered(&mut backend, push("u1", "to the original's client")).await;
+        let stats = backend.stats().await;
+        assert_eq!(stats["history_messages"], 0, "{stats}");
+        assert_eq!(stats["history_streams"], 0, "{stats}");
+
+        let (mut client, welcome) = login(server.ws, json!({"op":"auth","uid":"u1"})).await;
+        let start = pos(&welcome["pos"]["uid"]);
+        assert_eq!(start.offset, 0, "{welcome}");
+        close_client(&mut client).await;
+        delivered(&mut backend, push("u1", "missed")).await;
+        let stats = backend.stats().await;
+        assert_eq!(stats["history_messages"], 1, "{stats}");
+        let (mut client, welcome) = login(
+            server.ws,
+            json!({"op":"auth","uid":"u1","since":{"uid":start.to_string()}}),
+        )
+        .await;
+        assert_eq!(welcome["recovered"], json!({"uid":true}), "{welcome}");
+        assert_eq!(
+            frame(&mut client).await,
+            json!({"op":"msg","pos":at(start.epoch, 1),"d":"missed"})
+        );
+    });
+}
+
 #[test]
 fn messages_evicted_by_the_memory_cap_are_not_recovered() {
     // Room for a few 1 KiB messages in all.
@@ -539,7 +577,10 @@ fn messages_evicted_by_the_memory_cap_are_not_recovered() {
         close_client(&mut client).await;
         wait_offline(&mut backend, "u1").await;
         delivered(&mut backend, push("u1", "x".repeat(1000))).await;
-        // Another uid's messages push u1's out: the oldest go first.
+        // Another uid's messages (its stream taken by its client, gone
+        // since) push u1's out: the oldest go first.
+        let (mut other, _) = login(server.ws, json!({"op":"auth","uid":"u2"})).await;
+        close_client(&mut other).await;
         for _ in 0..10 {
             delivered(&mut backend, push("u2", "y".repeat(1000))).await;
             let stats = backend.stats().await;

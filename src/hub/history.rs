@@ -313,6 +313,11 @@ impl History {
         Some(pos)
     }
 
+    /// Whether the stream exists.
+    pub(super) fn has(&self, key: StreamKey) -> bool {
+        self.find(key).is_some()
+    }
+
     /// The current position of a stream, if it exists.
     pub(super) fn current(&self, key: StreamKey) -> Option<Pos> {
         let k = self.find(key)?;

@@ -1,6 +1,9 @@
 //! `history`: what the history for recovery costs. Three parts, against one
 //! hub:
 //!
+//! 0. Each uid gets its stream first: a v1 client logs in as it, is
+//!    welcomed with a position, and leaves (the hub keeps a uid's pushes only
+//!    once a client has been given a position in its stream).
 //! 1. **Fill.** Pushes of `--size` bytes go to offline uids `o0..o{uids-1}`
 //!    in turn, pipelined `--chunk` at a time; nobody receives them, so only
 //!    the history holds them. After each chunk the hub's `stats`
@@ -12,7 +15,8 @@
 //! 2. **Churn.** `--churn` times as many pushes again, each evicting an
 //!    older message, then the RSS, then the RSS once idle: whether the
 //!    memory stays where the cap put it.
-//! 3. **CPU.** `--n` raw clients connect and `--pushes` pipelined pushes go
+//! 3. **CPU.** `--n` uids get their streams as in 0., then `--n` raw
+//!    clients connect as them and `--pushes` pipelined pushes go
 //!    to them, as `pushmax` does ([`crate::pushmax::measure`]), with the
 //!    history full (each push keeps its frame and evicts the oldest).
 //!
@@ -30,10 +34,42 @@ use smol::Timer;
 use crate::args::HistoryArgs;
 use crate::clock::{ms, now_ns};
 use crate::common::Env;
+use crate::net;
 use crate::proc::HubProc;
 use crate::report::{Report, say};
 use crate::stats::least_squares_slope;
 use crate::textport::{Backend, Stats, delivered, push_line};
+use crate::v1::{Incoming, Since, V1Conn};
+
+/// Logs a v1 client in as each of `uids` in turn (`--concurrency` at a
+/// time), waits for its welcome and closes it: the uid's stream then exists.
+async fn introduce(env: &Rc<Env>, uids: Vec<String>) -> Result<(), String> {
+    let (ws, sources) = (env.ws, env.sources);
+    let per = uids.len().div_ceil(env.concurrency.max(1));
+    let tasks: Vec<_> = uids
+        .chunks(per.max(1))
+        .enumerate()
+        .map(|(lane, chunk)| {
+            let (chunk, credential) = (chunk.to_vec(), env.credential.clone());
+            env.ex.spawn(async move {
+                for (i, uid) in chunk.iter().enumerate() {
+                    let src = net::source((lane * per + i) as u32, sources);
+                    let mut conn = V1Conn::connect(ws, src, None).await?;
+                    conn.auth(&credential, uid, Since::default()).await?;
+                    match conn.next().await? {
+                        Incoming::Welcome { .. } => {}
+                        other => return Err(format!("{uid}: expected a welcome, got {other:?}")),
+                    }
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
+}
 
 /// One reading after a chunk.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +108,7 @@ pub async fn run(env: Rc<Env>, a: &HistoryArgs) -> Result<(), String> {
                 start.history_messages
             ));
         }
+        introduce(&env, (0..a.uids).map(|i| format!("o{i}")).collect()).await?;
         let mut filler = Filler {
             uids: a.uids,
             size: a.size,
@@ -183,8 +220,10 @@ pub async fn run(env: Rc<Env>, a: &HistoryArgs) -> Result<(), String> {
         .unwrap_or_else(|| Err(env.timed_out()))?;
     drop(backend);
 
-    // 3. CPU per push to online raw clients, the history as it was left.
+    // 3. CPU per push to online raw clients, the history as it was left;
+    // their uids get their streams now (new streams queue behind the fill).
     if a.n > 0 {
+        introduce(&env, (0..a.n).map(|i| format!("u{i}")).collect()).await?;
         crate::pushmax::measure(&env, a.n, a.pushes, a.window).await?;
     }
     Ok(())
