@@ -179,7 +179,7 @@ struct Conn {
     next: u32,
     queue: Queue,
     /// For the flusher to write without waking the task; `None` for wss (only
-    /// the task may write through OpenSSL) and in unit tests.
+    /// the task may seal TLS records) and in unit tests.
     socket: Option<Socket>,
     waker: Option<Waker>,
     opened_ms: u64,

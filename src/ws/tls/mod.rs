@@ -1,9 +1,10 @@
-//! wss: TLS on the WebSocket port, on OpenSSL through the openssl crate. The
-//! settings the `--tls-*` flags make, the acceptor they build, and the stream
-//! a connection reads and writes ([`stream`]).
+//! wss: TLS on the WebSocket port, on rustls. The settings the `--tls-*`
+//! flags make, the rustls configuration they build (from files the openssl
+//! crate parses, see [`crate::credentials`]), and the stream a connection
+//! reads and writes ([`stream`]).
 //!
 //! The acceptor is built once at start and again on SIGHUP: each connection
-//! keeps the OpenSSL context it was accepted with, so a new certificate reaches
+//! keeps the configuration it was accepted with, so a new certificate reaches
 //! new connections while open ones stay as they are.
 
 mod stream;

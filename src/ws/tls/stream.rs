@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
-use rustls::{ProtocolVersion, ServerConfig};
+use rustls::ServerConfig;
 use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 
@@ -84,15 +84,6 @@ impl TlsStream {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
             ready!(self.poll_receive(cx))?;
-        }
-    }
-
-    /// The protocol negotiated ("TLSv1.3").
-    pub fn version(&self) -> &'static str {
-        match self.conn.protocol_version() {
-            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "unknown",
         }
     }
 
