@@ -608,23 +608,38 @@ impl Hub {
         target: Target,
         make: impl FnOnce(Option<Pos>) -> Fanout<F>,
     ) -> usize {
-        self.deliver_at(target, make).0
+        // A uid's stream starts when a v1 client is first given a position
+        // in it: before that, no client could ever recover what it kept, and
+        // a hub of the original's clients only pays for nothing (about a
+        // fifth of its CPU per push, at the memory cap).
+        let positioned = match target {
+            Target::Uid(uid) => self.history.has(target.stream()) || self.has_v1(uid),
+            _ => true,
+        };
+        self.send_next(target, positioned, make).0
     }
 
-    /// [`deliver`](Hub::deliver), and the message's position.
+    /// [`deliver`](Hub::deliver) for a push that waits for its ack, and the
+    /// message's position: it always takes one (the ack names it), so a push
+    /// to a uid that only raw clients took waits for the ack they never send.
     pub fn deliver_at<F: Fn(bool) -> Frame>(
         &mut self,
         target: Target,
         make: impl FnOnce(Option<Pos>) -> Fanout<F>,
     ) -> (usize, Option<Pos>) {
+        self.send_next(target, true, make)
+    }
+
+    fn send_next<F: Fn(bool) -> Frame>(
+        &mut self,
+        target: Target,
+        positioned: bool,
+        make: impl FnOnce(Option<Pos>) -> Fanout<F>,
+    ) -> (usize, Option<Pos>) {
         let now = self.now_ms();
-        let slot = match target {
-            // A uid's stream starts when a v1 client is first given a
-            // position in it: before that, no client could ever recover what
-            // it kept, and a hub of the original's clients only pays for
-            // nothing (about a fifth of its CPU per push, at the memory cap).
-            Target::Uid(uid) if !self.history.has(target.stream()) && !self.has_v1(uid) => None,
-            _ => self.history.next(target.stream(), now),
+        let slot = match positioned {
+            true => self.history.next(target.stream(), now),
+            false => None,
         };
         let message = make(slot.map(|slot| slot.pos));
         let n = self.fan_out(target, &message, None);
