@@ -313,11 +313,6 @@ impl History {
         Some(pos)
     }
 
-    /// Whether the stream exists.
-    pub(super) fn has(&self, key: StreamKey) -> bool {
-        self.find(key).is_some()
-    }
-
     /// The current position of a stream, if it exists.
     pub(super) fn current(&self, key: StreamKey) -> Option<Pos> {
         let k = self.find(key)?;
@@ -335,15 +330,26 @@ impl History {
             return None;
         }
         let k = self.stream(key, now_ms);
+        Some(self.take_next(k))
+    }
+
+    /// [`next`](History::next) for a stream that exists already: `None`
+    /// (and nothing to keep) if it does not.
+    pub(super) fn next_existing(&mut self, key: StreamKey) -> Option<Slot> {
+        let k = self.find(key)?;
+        Some(self.take_next(k))
+    }
+
+    fn take_next(&mut self, k: u32) -> Slot {
         let s = &mut self.streams[k as usize];
         s.last += 1;
-        Some(Slot {
+        Slot {
             stream: k,
             pos: Pos {
                 epoch: s.epoch,
                 offset: s.last,
             },
-        })
+        }
     }
 
     /// Keeps the message that took `slot` (the `next` just before):

@@ -608,15 +608,16 @@ impl Hub {
         target: Target,
         make: impl FnOnce(Option<Pos>) -> Fanout<F>,
     ) -> usize {
-        // A uid's stream starts when a v1 client is first given a position
-        // in it: before that, no client could ever recover what it kept, and
-        // a hub of the original's clients only pays for nothing (about a
-        // fifth of its CPU per push, at the memory cap).
-        let positioned = match target {
-            Target::Uid(uid) => self.history.has(target.stream()) || self.has_v1(uid),
-            _ => true,
+        let now = self.now_ms();
+        let slot = match target {
+            // A uid's stream starts when a v1 client is first given a
+            // position in it: before that, no client could ever recover what
+            // it kept, and a hub of the original's clients only pays for
+            // nothing (about a fifth of its CPU per push, at the memory cap).
+            Target::Uid(uid) if !self.has_v1(uid) => self.history.next_existing(target.stream()),
+            _ => self.history.next(target.stream(), now),
         };
-        self.send_next(target, positioned, make).0
+        self.send_at(target, slot, now, make)
     }
 
     /// [`deliver`](Hub::deliver) for a push that waits for its ack, and the
@@ -627,26 +628,29 @@ impl Hub {
         target: Target,
         make: impl FnOnce(Option<Pos>) -> Fanout<F>,
     ) -> (usize, Option<Pos>) {
-        self.send_next(target, true, make)
+        let now = self.now_ms();
+        let slot = self.history.next(target.stream(), now);
+        (
+            self.send_at(target, slot, now, make),
+            slot.map(|slot| slot.pos),
+        )
     }
 
-    fn send_next<F: Fn(bool) -> Frame>(
+    /// Sends the message `make` builds for the position `slot` gives, and
+    /// keeps it there for recovery.
+    fn send_at<F: Fn(bool) -> Frame>(
         &mut self,
         target: Target,
-        positioned: bool,
+        slot: Option<history::Slot>,
+        now: u64,
         make: impl FnOnce(Option<Pos>) -> Fanout<F>,
-    ) -> (usize, Option<Pos>) {
-        let now = self.now_ms();
-        let slot = match positioned {
-            true => self.history.next(target.stream(), now),
-            false => None,
-        };
+    ) -> usize {
         let message = make(slot.map(|slot| slot.pos));
         let n = self.fan_out(target, &message, None);
         if let Some(slot) = slot {
             self.history.keep(slot, message.v1_frame().clone(), now);
         }
-        (n, slot.map(|slot| slot.pos))
+        n
     }
 
     /// Sends a message of `target`'s stream whose position was given
@@ -908,22 +912,22 @@ impl Hub {
         }
     }
 
+    /// The keys of `uid`'s connections, newest first.
+    fn keys_of<'a>(&'a self, uid: &str) -> impl Iterator<Item = u32> + 'a {
+        let first = self.uids.get(uid).copied().filter(|&key| key != NIL);
+        std::iter::successors(first, |&key| {
+            Some(self.conns[key as usize].next).filter(|&next| next != NIL)
+        })
+    }
+
+    /// Whether a v1 client is among `uid`'s connections.
+    fn has_v1(&self, uid: &str) -> bool {
+        self.keys_of(uid).any(|key| self.conns[key as usize].v1)
+    }
+
     /// Runs `f` on each of `uid`'s connections, newest first. Each one's
     /// successor is read before `f` runs: `f` may close it (a slow consumer),
     /// which takes it out of the chain.
-    /// Whether a v1 client is among `uid`'s connections.
-    fn has_v1(&self, uid: &str) -> bool {
-        let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
-        while key != NIL {
-            let conn = &self.conns[key as usize];
-            if conn.v1 {
-                return true;
-            }
-            key = conn.next;
-        }
-        false
-    }
-
     fn each_of_uid(&mut self, uid: &str, mut f: impl FnMut(&mut Hub, u32)) {
         let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
         while key != NIL {
@@ -1005,13 +1009,7 @@ impl Hub {
 
     /// How many connections `uid` has open.
     pub fn connections_of(&self, uid: &str) -> usize {
-        let mut key = self.uids.get(uid).copied().unwrap_or(NIL);
-        let mut n = 0;
-        while key != NIL {
-            n += 1;
-            key = self.conns[key as usize].next;
-        }
-        n
+        self.keys_of(uid).count()
     }
 
     /// Closes every connection of `uid`; returns how many.

@@ -10,7 +10,6 @@
 mod stream;
 
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;

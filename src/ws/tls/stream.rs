@@ -169,7 +169,13 @@ impl TlsStream {
                         Then::Seal(data) => {
                             sealed = SEALED.with_borrow_mut(|buf| {
                                 let n = traffic.encrypt(data, buf).map_err(encrypt_error)?;
-                                self.outgoing.extend_from_slice(&buf[..n]);
+                                // Sent from the shared buffer: only what the
+                                // socket does not take is copied, to wait.
+                                let sent = match self.outgoing.is_empty() {
+                                    true => send_some(&self.socket, &buf[..n])?,
+                                    false => 0,
+                                };
+                                self.outgoing.extend_from_slice(&buf[sent..n]);
                                 Ok::<_, io::Error>(data.len())
                             })?;
                         }
@@ -201,22 +207,31 @@ impl TlsStream {
     /// Hands `outgoing` to the socket: `Ready` once it is all sent.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.outgoing.is_empty() {
-            match self.socket.get_ref().write(&self.outgoing) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => {
-                    self.outgoing.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.socket.poll_writable(cx))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            let sent = send_some(&self.socket, &self.outgoing)?;
+            self.outgoing.drain(..sent);
+            if !self.outgoing.is_empty() {
+                ready!(self.socket.poll_writable(cx))?;
             }
         }
         // Sent: nothing stays allocated for an idle connection.
         self.outgoing = Vec::new();
         Poll::Ready(Ok(()))
     }
+}
+
+/// Writes what the socket takes of `bytes` now; how much.
+fn send_some(socket: &Async<TcpStream>, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match socket.get_ref().write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
